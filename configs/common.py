@@ -1,0 +1,84 @@
+"""Base config: defines every key the code reads. Other configs start from ``get_config()``.
+
+Values of "unset" are '' for strings and 0 for numbers (ml_collections keeps types strict).
+"""
+import ml_collections
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  del arg  # no variants
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # seeds init, data order and every per-step key
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dataset = "e2e"  # e2e | rt_snippets
+  c.data.source_dir = ""  # raw files; '' = $DIFFUSION_TEXT_DATA_DIR or ~/.cache/diffusion_text/data
+  c.data.tfds_dir = ""  # prepared TFDS data; '' = $DIFFUSION_TEXT_TFDS_DIR or ~/.cache/diffusion_text/tfds
+  c.data.tokenizer = "word"  # word | sentencepiece
+  c.data.vocab_size = 0  # sentencepiece vocab; for word, a cap (0 = none)
+  c.data.min_count = 1  # word tokenizer: minimum count of a kept word
+  c.data.max_len = 64  # L: tokens per sequence including BOS/EOS, padded with PAD
+  c.data.max_train_examples = 0  # 0 = all; else the first N of the train split (tests)
+  c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
+
+  c.model = ml_collections.ConfigDict()
+  c.model.emb_dim = 16  # E: embedding (diffusion latent) dim; Diffusion-LM uses 16 for E2E
+  c.model.width = 128  # D: Transformer width
+  c.model.num_layers = 2  # Transformer blocks
+  c.model.num_heads = 2  # attention heads (width must divide)
+  c.model.mlp_dim = 512  # MLP hidden width
+  c.model.dropout = 0.1  # dropout rate in [0, 1)
+  c.model.emb_init_std = 1.0  # std of the N(0, std^2) init of the embedding table
+  c.model.scan_layers = True  # nn.scan over blocks: compile time independent of depth
+  c.model.dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = "sqrt"  # sqrt | cosine | linear
+  c.diffusion.num_steps = 2000  # T
+  c.diffusion.loss_on_pad = True  # False: PAD positions are excluded from the loss
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 1e-4  # peak learning rate
+  c.optim.warmup_steps = 0  # linear warm-up from 0
+  c.optim.decay = "linear"  # linear | cosine | constant, after warm-up
+  c.optim.final_lr_fraction = 0.0  # final lr / peak lr
+  c.optim.weight_decay = 0.0  # AdamW decoupled weight decay
+  c.optim.grad_clip_norm = 1.0  # clip by global norm
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64  # global batch
+  c.train.num_train_steps = 10_000
+  c.train.log_every_steps = 50
+  c.train.eval_every_steps = 1000
+  c.train.checkpoint_every_steps = 1000
+  c.train.keep_checkpoints = 3  # newest N kept
+  c.train.ema_decay = 0.9999  # Diffusion-LM's EMA rate (with warm-up)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 64
+  c.eval.num_batches = 8  # held-out batches per evaluation
+  c.eval.num_samples = 8  # decoded samples logged per evaluation (0 = none)
+  c.eval.sampler = "ddim"  # ddpm | ddim
+  c.eval.sample_steps = 100  # sampler steps for the logged samples
+  c.eval.clamp = True  # clamping trick during sampling
+
+  c.sample = ml_collections.ConfigDict()  # defaults of experiments/sample.py and Run.generate
+  c.sample.sampler = "ddpm"  # ddpm | ddim
+  c.sample.steps = 0  # 0 = T (full chain)
+  c.sample.clamp = True
+  c.sample.eta = 0.0  # ddim noise scale
+  c.sample.batch_size = 64
+
+  c.mesh = ml_collections.ConfigDict()  # sizes; exactly one may be -1 (fill)
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  # logical axis -> mesh axis (or None = replicated)
+  c.axis_rules = [
+      ("vocab", None), ("latent", None), ("len", None), ("layers", None),
+      ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"), ("kv", None),
+      ("act_batch", ("data", "fsdp")), ("act_len", None), ("act_emb", None),
+  ]
+  return c

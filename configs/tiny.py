@@ -1,0 +1,23 @@
+"""Tiny config for tests: a 2-layer width-32 model on the first 256 E2E sentences, T=100.
+
+    python -m experiments.train --config configs/tiny.py --workdir /tmp/tiny
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  del arg
+  c = common.get_config()
+  c.data.dataset = "e2e"
+  c.data.max_len = 32
+  c.data.max_train_examples = 256
+  c.data.max_eval_examples = 64
+  c.model.update(emb_dim=8, width=32, num_layers=2, num_heads=2, mlp_dim=64)
+  c.diffusion.num_steps = 100
+  c.optim.update(learning_rate=1e-3, warmup_steps=2)
+  c.train.update(batch_size=8, num_train_steps=6, log_every_steps=2, eval_every_steps=6,
+                 checkpoint_every_steps=3)
+  c.eval.update(batch_size=8, num_batches=2, num_samples=2, sample_steps=10)
+  c.sample.update(steps=10, batch_size=8)
+  c.lock()
+  return c

@@ -1,0 +1,56 @@
+"""Full-state orbax checkpoints: TrainState (params, EMA, optimizer, step, RNG) + data iterator position.
+
+Saves are asynchronous and keep the ``keep`` newest. Restores go onto an abstract target that carries
+the current mesh's shardings, so a checkpoint written on one mesh restores onto another.
+"""
+import logging
+import os
+
+import orbax.checkpoint as ocp
+
+from diffusion_text.errors import CheckpointError
+
+
+class Checkpointer:
+  def __init__(self, directory: str, *, keep: int = 3, save_every_steps: int = 1,
+               async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=save_every_steps,
+        enable_async_checkpointing=async_save, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "data"))
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def all_steps(self):
+    return list(self.manager.all_steps())
+
+  def save(self, step: int, state, data_state: dict, force: bool = False) -> bool:
+    try:
+      return self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+    except OSError as e:
+      raise CheckpointError(f"cannot write checkpoint {step} to {self.directory}: {e}") from e
+
+  def restore(self, step: int, abstract_state):
+    """(state, data_state) of checkpoint ``step``, laid out like ``abstract_state``."""
+    try:
+      out = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types for missing/corrupt/mismatched files
+      raise CheckpointError(
+          f"cannot restore checkpoint {step} from {self.directory}: {type(e).__name__}: "
+          f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    return out.state, out.data
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    try:
+      self.manager.wait_until_finished()
+    finally:
+      self.manager.close()
+    logging.debug("checkpointer closed")

@@ -1,0 +1,59 @@
+"""Up-front validation of a run config against the base config (unknown keys, types, ranges)."""
+import ml_collections
+
+from diffusion_text import samplers, schedules
+from diffusion_text.errors import ConfigError
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the first problem found."""
+  got, want = _flat(config), _flat(base)
+  unknown = sorted(set(got) - set(want))
+  if unknown:
+    raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+  missing = sorted(set(want) - set(got))
+  if missing:
+    raise ConfigError(f"missing config key(s): {', '.join(missing)}")
+  for k, v in want.items():
+    if v is not None and not isinstance(got[k], type(v)) and not (
+        isinstance(v, float) and isinstance(got[k], int)):
+      raise ConfigError(f"config key {k} must be {type(v).__name__}, got {got[k]!r}")
+
+  def check(ok, msg):
+    if not ok:
+      raise ConfigError(msg)
+
+  c = config
+  check(c.diffusion.schedule in schedules.SCHEDULES,
+        f"diffusion.schedule must be one of {schedules.SCHEDULES}, got {c.diffusion.schedule!r}")
+  check(c.diffusion.num_steps >= 1, "diffusion.num_steps must be >= 1")
+  for section in ("eval", "sample"):
+    s = c[section]
+    check(s.sampler in samplers.SAMPLERS,
+          f"{section}.sampler must be one of {sorted(samplers.SAMPLERS)}, got {s.sampler!r}")
+  check(1 <= c.eval.sample_steps <= c.diffusion.num_steps,
+        f"eval.sample_steps must be in [1, diffusion.num_steps={c.diffusion.num_steps}]")
+  check(0 <= c.sample.steps <= c.diffusion.num_steps,
+        f"sample.steps must be in [0, diffusion.num_steps={c.diffusion.num_steps}]")
+  check(c.model.width % c.model.num_heads == 0, "model.width must be divisible by model.num_heads")
+  check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
+  check(c.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16")
+  check(c.data.max_len >= 3, "data.max_len must be >= 3 (BOS, a token, EOS)")
+  check(c.data.tokenizer in ("word", "sentencepiece"), "data.tokenizer must be word|sentencepiece")
+  check(c.data.tokenizer != "sentencepiece" or c.data.vocab_size > 5,
+        "data.vocab_size must be set (> 5) for the sentencepiece tokenizer")
+  for k in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps",
+            "checkpoint_every_steps", "keep_checkpoints"):
+    check(c.train[k] >= 1, f"train.{k} must be >= 1")
+  check(0.0 <= c.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)")
+  check(c.optim.learning_rate > 0, "optim.learning_rate must be > 0")

@@ -1,0 +1,1 @@
+"""Data: tokenizers, TFDS builders for the datasets, and the batching pipeline."""

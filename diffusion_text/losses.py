@@ -1,0 +1,77 @@
+"""The Diffusion-LM end-to-end objective with x0-parameterisation (Li et al. 2022, eq. 2 and sec. 4.2).
+
+For words w with embeddings x0 = EMB(w) and t ~ U{1..T}:
+
+  L(w) = ||x0_hat(x_t, t) - x0||^2                (x0-MSE, mean over E, masked mean over L)
+       + -log p(w | x0 + sigma_1 eps')            (rounding; tied softmax, sigma_1^2 = 1 - alpha_bar[1])
+       + ||sqrt(alpha_bar[T]) x0||^2               (prior term KL(q(x_T | x0) || N(0, I)) up to consts)
+
+The rounding term is taken at the first step's noise level, which is Diffusion-LM's
+``x0 ~ N(EMB(w), sigma_0^2)`` latent in our indexing (alpha_bar[0] = 1 is the embedding itself): it
+keeps embeddings from collapsing and teaches the decoder the scale of noise it must round through.
+
+The loss mask is ``target_mask`` (positions that are noised and predicted), optionally times
+``1 - is_pad`` (``loss_on_pad=False``): DiffuSeq users reported collapse to PAD when PAD dominates.
+Terms are returned per example so that sums and counts can be aggregated exactly across hosts.
+"""
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import flax.struct
+
+from diffusion_text import embeddings, process
+
+
+@flax.struct.dataclass
+class LossTerms:
+  """Per-example terms, shape (B,)."""
+  mse: jnp.ndarray
+  rounding: jnp.ndarray
+  prior: jnp.ndarray
+  weight: jnp.ndarray  # 1 for examples with at least one loss position
+
+  @property
+  def total(self):
+    return self.mse + self.rounding + self.prior
+
+
+def _masked_mean(v_BxL, mask_BxL):
+  return jnp.sum(v_BxL * mask_BxL, -1) / jnp.maximum(jnp.sum(mask_BxL, -1), 1.0)
+
+
+def loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad: bool):
+  """Positions that contribute to the loss, float32 (B, L). ``pad_mask`` is 1 on PAD tokens."""
+  m = target_mask_BxL.astype(jnp.float32)
+  if not loss_on_pad:
+    m = m * (1.0 - pad_mask_BxL.astype(jnp.float32))
+  return m
+
+
+def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, pad_mask_BxL,
+                      diffusion: process.Diffusion, rng, *, loss_on_pad: bool = True) -> LossTerms:
+  """Monte Carlo estimate (one t per example) of the end-to-end objective.
+
+  Args:
+    denoise_fn: ``(z_t_BxLxE, t_B) -> x0_hat_BxLxE``.
+    emb_VxE: the embedding table (the loss is differentiated through it).
+    ids_BxL: token ids; target_mask_BxL: 1 where positions are noised and predicted;
+    pad_mask_BxL: 1 on PAD tokens.
+  """
+  B = ids_BxL.shape[0]
+  rng_t, rng_eps, rng_round = jax.random.split(rng, 3)
+  T = diffusion.num_steps
+  t_B = jax.random.randint(rng_t, (B,), 1, T + 1)
+  ab = diffusion.alpha_bar
+  x0_BxLxE = embeddings.embed(emb_VxE, ids_BxL)
+  eps = jax.random.normal(rng_eps, x0_BxLxE.shape)
+  z_t = process.q_sample(x0_BxLxE, ab[t_B], eps, target_mask_BxL)
+  x0_hat = denoise_fn(z_t, t_B)
+  m = loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad)
+  mse = _masked_mean(jnp.mean((x0_hat - x0_BxLxE) ** 2, -1), m)
+  x0_noisy = x0_BxLxE + jnp.sqrt(1.0 - ab[1]) * jax.random.normal(rng_round, x0_BxLxE.shape)
+  rounding = _masked_mean(embeddings.token_nll(emb_VxE, x0_noisy, ids_BxL), m)
+  prior = _masked_mean(jnp.mean(ab[T] * x0_BxLxE**2, -1), m)
+  weight = (jnp.sum(m, -1) > 0).astype(jnp.float32)
+  return LossTerms(mse=mse, rounding=rounding, prior=prior, weight=weight)

@@ -1,0 +1,48 @@
+"""Noise schedules: ``alpha_bar[t]`` for t = 0..T with ``alpha_bar[0] == 1``.
+
+Each schedule is a continuous function ``alpha_bar(u)`` on u in [0, 1]. Following Nichol & Dhariwal
+(2021, eq. 17) the discrete schedule is built through betas, ``beta_t = 1 - alpha_bar(t/T) /
+alpha_bar((t-1)/T)`` clipped to ``max_beta``, and ``alpha_bar[t] = prod_{s<=t} (1 - beta_s)``.
+
+* ``sqrt``: Diffusion-LM (Li et al. 2022, sec. 4.2), ``alpha_bar(u) = 1 - sqrt(u + s)``, s = 1e-4. Noise
+  rises quickly at small t, which the paper found matters for text embeddings.
+* ``cosine``: Nichol & Dhariwal (2021), ``cos^2((u + s) / (1 + s) * pi / 2)``, s = 0.008.
+* ``linear``: Ho et al. (2020), betas linear from 1e-4 to 0.02, scaled by 1000 / T (and clipped,
+  which matters for T < 50).
+"""
+from typing import Callable
+
+import numpy as np
+
+_CONTINUOUS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sqrt": lambda u: 1.0 - np.sqrt(u + 1e-4),
+    "cosine": lambda u: np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2,
+}
+SCHEDULES = ("sqrt", "cosine", "linear")
+
+
+def betas(name: str, num_steps: int, max_beta: float = 0.999) -> np.ndarray:
+  """Per-step betas, shape (T,), float64; ``betas[t-1]`` is beta_t."""
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+  if name == "linear":
+    scale = 1000.0 / num_steps
+    return np.minimum(np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64),
+                      max_beta)
+  if name not in _CONTINUOUS:
+    raise ValueError(f"unknown noise schedule {name!r}; choose one of {SCHEDULES}")
+  f = _CONTINUOUS[name]
+  u = np.arange(num_steps + 1, dtype=np.float64) / num_steps
+  a = f(u)
+  # The sqrt schedule has alpha_bar(0) = 0.99 < 1; the ratio form makes alpha_bar[0] exactly 1.
+  return np.minimum(1.0 - a[1:] / a[:-1], max_beta)
+
+
+def alpha_bar(name: str, num_steps: int) -> np.ndarray:
+  """``alpha_bar[t]`` for t = 0..T, shape (T+1,), float64, ``alpha_bar[0] == 1``, decreasing."""
+  return np.concatenate([[1.0], np.cumprod(1.0 - betas(name, num_steps))])
+
+
+def log_snr(alpha_bar_t):
+  """log(alpha_bar / (1 - alpha_bar)): the log signal-to-noise ratio."""
+  return np.log(alpha_bar_t) - np.log1p(-alpha_bar_t)

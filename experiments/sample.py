@@ -1,0 +1,66 @@
+r"""Sample text from a trained run (EMA parameters of its newest checkpoint).
+
+    python -m experiments.sample --workdir runs/e2e_cpu --num_samples 20 --sampler ddim --steps 200
+
+Writes ``<out>.txt`` (one sample per line) and ``<out>.jsonl`` (settings + text per sample); default
+``<workdir>/samples/step<N>_<sampler><steps>_seed<S>``.
+"""
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+from diffusion_text import generate
+from experiments import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experiments.train.")
+_NUM = flags.DEFINE_integer("num_samples", 16, "Number of samples.")
+_SAMPLER = flags.DEFINE_enum("sampler", None, ["ddpm", "ddim"], "Default: the run's sample.sampler.")
+_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps in [1, T]; default the run's sample.steps.")
+_SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
+_CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
+_ETA = flags.DEFINE_float("eta", None, "DDIM noise scale; default the run's sample.eta.")
+_STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to load (default newest).")
+_OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def run():
+  r = generate.load_run(_WORKDIR.value, _STEP.value)
+  settings = dict(sampler=_SAMPLER.value or r.config.sample.sampler,
+                  steps=_STEPS.value or r.config.sample.steps or r.config.diffusion.num_steps,
+                  seed=_SEED.value,
+                  clamp=r.config.sample.clamp if _CLAMP.value is None else _CLAMP.value,
+                  eta=r.config.sample.eta if _ETA.value is None else _ETA.value)
+  t0 = time.time()
+  try:
+    texts = r.generate(_NUM.value, **settings)
+  except ValueError as e:
+    raise common.UserError(str(e)) from e
+  secs = time.time() - t0
+  out = _OUT.value or os.path.join(
+      _WORKDIR.value, "samples",
+      f"step{r.step}_{settings['sampler']}{settings['steps']}_seed{settings['seed']}")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  meta = dict(settings, checkpoint_step=r.step, num_samples=len(texts), seconds=round(secs, 2))
+  with open(out + ".txt.tmp", "w") as f:
+    f.writelines(t + "\n" for t in texts)
+  with open(out + ".jsonl.tmp", "w") as f:
+    f.writelines(json.dumps(dict(meta, index=i, text=t)) + "\n" for i, t in enumerate(texts))
+  os.replace(out + ".txt.tmp", out + ".txt")
+  os.replace(out + ".jsonl.tmp", out + ".jsonl")
+  for t in texts:
+    print(t)
+  logging.info("%d samples in %.1fs -> %s.txt", len(texts), secs, out)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  common.run_main(run)
+
+
+if __name__ == "__main__":
+  app.run(main)

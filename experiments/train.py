@@ -1,0 +1,30 @@
+r"""Train (or resume) a diffusion LM.
+
+    python -m experiments.train --config configs/e2e_diffusion_lm.py:cpu --workdir runs/e2e_cpu
+
+Re-running the same command resumes from the newest checkpoint in --workdir.
+"""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from diffusion_text import train
+from experiments import common
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, samples).")
+_STOP = flags.DEFINE_integer("stop_at_step", None,
+                             "Checkpoint and exit at this step (time-boxed jobs); rerun to resume.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  common.run_main(lambda: train.train_and_evaluate(common.validated(_CONFIG.value), _WORKDIR.value,
+                                                      stop_at_step=_STOP.value))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,57 @@
+import importlib.util
+import pathlib
+
+import ml_collections
+import pytest
+
+from configs import common
+from diffusion_text import configuration
+from diffusion_text.errors import ConfigError
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu"]}
+
+
+def _load(path, arg=None):
+  spec = importlib.util.spec_from_file_location(path.stem, path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+CONFIGS = [(p, v) for p in sorted(CONFIG_DIR.glob("*.py")) if p.name not in ("__init__.py",)
+           for v in VARIANTS.get(p.name, [None])]
+
+
+@pytest.mark.parametrize("path,arg", CONFIGS, ids=[f"{p.name}:{a}" for p, a in CONFIGS])
+def test_every_config_loads_and_validates(path, arg):
+  configuration.validate(_load(path, arg), common.get_config())
+
+
+def test_unknown_key_is_rejected():
+  c = common.get_config()
+  c.model.widht = 3
+  with pytest.raises(ConfigError, match="unknown config key.*model.widht"):
+    configuration.validate(c, common.get_config())
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("diffusion.schedule", "quadratic", "diffusion.schedule"),
+    ("eval.sample_steps", 5000, "eval.sample_steps"),
+    ("model.num_heads", 3, "divisible"),
+    ("train.batch_size", 0, "train.batch_size"),
+    ("eval.sampler", "euler", "eval.sampler"),
+])
+def test_bad_values_are_rejected(key, value, msg):
+  c = common.get_config()
+  section, name = key.split(".")
+  c[section][name] = value
+  with pytest.raises(ConfigError, match=msg):
+    configuration.validate(c, common.get_config())
+
+
+def test_wrong_type_is_rejected():
+  c = ml_collections.ConfigDict(common.get_config().to_dict(), type_safe=False)
+  c.model.width = "wide"
+  with pytest.raises(ConfigError, match="model.width must be int"):
+    configuration.validate(c, common.get_config())

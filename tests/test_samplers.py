@@ -1,0 +1,103 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffusion_text import process, samplers
+
+DIFF = process.Diffusion("sqrt", 200)
+SHAPE = (4, 6, 3)
+X0 = jax.random.normal(jax.random.PRNGKey(0), SHAPE)
+EMB = jax.random.normal(jax.random.PRNGKey(9), (20, 3))
+
+
+def oracle(z_t, t):
+  """A perfect x0-denoiser for a point-mass data distribution at X0."""
+  del t
+  return jnp.broadcast_to(X0, z_t.shape)
+
+
+def _sample(**kw):
+  return jax.jit(functools.partial(samplers.sample, oracle, EMB, DIFF, shape=SHAPE, **kw))(
+      jax.random.PRNGKey(1))
+
+
+@pytest.mark.parametrize("sampler,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)])
+@pytest.mark.parametrize("steps", [1, 7, 200])
+def test_oracle_denoiser_returns_x0(sampler, eta, steps):
+  np.testing.assert_allclose(_sample(sampler=sampler, steps=steps, eta=eta), X0, atol=1e-5)
+
+
+def test_ddim_eta1_equals_ddpm_with_same_noise():
+  """DDIM with eta=1 has exactly the ancestral step's mean and variance, on any grid."""
+  def noisy_denoiser(z_t, t):  # not an oracle, so the trajectory depends on every step
+    return 0.5 * z_t + 0.01 * t[:, None, None].astype(jnp.float32) / 200
+
+  for steps in (200, 13):
+    kw = dict(shape=SHAPE, steps=steps)
+    a = samplers.sample(noisy_denoiser, EMB, DIFF, jax.random.PRNGKey(3), sampler="ddpm", **kw)
+    b = samplers.sample(noisy_denoiser, EMB, DIFF, jax.random.PRNGKey(3), sampler="ddim", eta=1.0,
+                        **kw)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_ddpm_step_has_posterior_moments():
+  ab = DIFF.alpha_bar
+  t, s = 150, 90
+  x_t = jnp.full((20000, 1, 1), 0.3)
+  x0 = jnp.full_like(x_t, -0.5)
+  out = np.asarray(samplers.ddpm_step(jax.random.PRNGKey(4), x_t, x0, ab[t], ab[s]))
+  mean, var = process.posterior_mean_var(-0.5, 0.3, ab[t], ab[s])
+  assert abs(out.mean() - float(mean)) < 0.01
+  assert abs(out.var() / float(var) - 1) < 0.03
+
+
+def test_respaced_ddim_uses_true_alpha_bar():
+  """A deterministic DDIM jump t -> s with the true x0 lands exactly on q(x_s | x0) with the same eps.
+
+  DiffuSeq v1 uses alpha_bar_{t-1} for the target of a skipped step; that fails this test.
+  """
+  ab = DIFF.alpha_bar
+  eps = jax.random.normal(jax.random.PRNGKey(5), SHAPE)
+  t, s = 180, 20
+  x_t = jnp.sqrt(ab[t]) * X0 + jnp.sqrt(1 - ab[t]) * eps
+  x_s = samplers.ddim_step(None, x_t, X0, ab[t], ab[s], eta=0.0)
+  np.testing.assert_allclose(x_s, jnp.sqrt(ab[s]) * X0 + jnp.sqrt(1 - ab[s]) * eps, atol=1e-5)
+  rows = samplers.grid_alpha_bars(DIFF, 10)
+  np.testing.assert_array_equal(rows[:, 0], process.timestep_grid(200, 10)[:-1])
+  np.testing.assert_allclose(rows[:, 2], DIFF.alpha_bar_np[rows[:, 0].astype(int)])
+  np.testing.assert_allclose(rows[:, 3], DIFF.alpha_bar_np[rows[:, 1].astype(int)])
+
+
+@pytest.mark.parametrize("sampler", sorted(samplers.SAMPLERS))
+def test_masked_positions_never_change(sampler):
+  mask = jnp.array([[0, 0, 1, 1, 1, 1]] * SHAPE[0])
+  x_cond = jax.random.normal(jax.random.PRNGKey(6), SHAPE)
+  x = samplers.sample(lambda z, t: 0.9 * z, EMB, DIFF, jax.random.PRNGKey(7), shape=SHAPE,
+                      steps=17, sampler=sampler, eta=0.5, clamp=True, x_cond_BxLxE=x_cond,
+                      mask_BxL=mask)
+  np.testing.assert_array_equal(x[:, :2], x_cond[:, :2])
+
+
+def test_clamp_puts_final_sample_on_embeddings():
+  x = samplers.sample(lambda z, t: z, EMB, DIFF, jax.random.PRNGKey(8), shape=SHAPE, steps=5,
+                      sampler="ddpm", clamp=True)
+  d = jnp.min(jnp.sum((x[:, :, None] - EMB[None, None]) ** 2, -1), -1)
+  np.testing.assert_allclose(d, 0.0, atol=1e-8)
+
+
+def test_trace_size_independent_of_steps():
+  """One scan: the traced program (and so memory) does not grow with the number of steps."""
+  def n_eqns(steps):
+    f = functools.partial(samplers.sample, oracle, EMB, DIFF, shape=SHAPE, steps=steps)
+    return len(jax.make_jaxpr(f)(jax.random.PRNGKey(0)).eqns)
+  assert n_eqns(5) == n_eqns(200)
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="unknown sampler"):
+    samplers.sample(oracle, EMB, DIFF, jax.random.PRNGKey(0), shape=SHAPE, sampler="euler")
+  with pytest.raises(ValueError, match="sampler steps"):
+    samplers.sample(oracle, EMB, DIFF, jax.random.PRNGKey(0), shape=SHAPE, steps=201)

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from diffusion_text import schedules
+
+
+@pytest.mark.parametrize("name", schedules.SCHEDULES)
+@pytest.mark.parametrize("T", [10, 2000])
+def test_endpoints_and_monotone(name, T):
+  ab = schedules.alpha_bar(name, T)
+  assert ab.shape == (T + 1,)
+  assert ab[0] == 1.0
+  assert np.all(np.diff(ab) < 0)
+  assert 0 < ab[-1] < 0.05  # x_T is close to pure noise
+  snr = schedules.log_snr(ab[1:])
+  assert np.all(np.diff(snr) < 0)
+
+
+def test_sqrt_matches_closed_form_where_unclipped():
+  T = 2000
+  ab = schedules.alpha_bar("sqrt", T)
+  u = np.arange(T + 1) / T
+  f = 1 - np.sqrt(u + 1e-4)
+  # The product of unclipped ratios telescopes to f(t/T) / f(0).
+  np.testing.assert_allclose(ab[1:1900], (f / f[0])[1:1900], rtol=1e-10)
+  # Diffusion-LM's first step already carries noise of std ~0.12 (its 'x0 ~ N(EMB(w), sigma_0)').
+  assert 0.98 < ab[1] < 0.99
+
+
+def test_cosine_closed_form():
+  T = 1000
+  ab = schedules.alpha_bar("cosine", T)
+  u = np.arange(T + 1) / T
+  f = np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
+  np.testing.assert_allclose(ab[1:900], (f / f[0])[1:900], rtol=1e-10)
+
+
+def test_unknown_schedule():
+  with pytest.raises(ValueError, match="unknown noise schedule"):
+    schedules.alpha_bar("quadratic", 10)

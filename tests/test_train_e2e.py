@@ -1,0 +1,125 @@
+"""End to end on a small slice of E2E: train, checkpoint, stop/resume equality, sample, bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from conftest import ROOT, require_e2e
+from diffusion_text import generate, train
+from diffusion_text.errors import CheckpointError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tfds_dir):
+  """One uninterrupted run and one stopped at step 3 and resumed (in-process)."""
+  require_e2e()
+  root = tmp_path_factory.mktemp("runs")
+  full, resumed = str(root / "full"), str(root / "resumed")
+  train.train_and_evaluate(tiny.get_config(), full)
+  train.train_and_evaluate(tiny.get_config(), resumed, stop_at_step=3)
+  assert generate.load_run(resumed).step == 3
+  train.train_and_evaluate(tiny.get_config(), resumed)
+  return full, resumed
+
+
+def _restore_state(workdir):
+  from diffusion_text import checkpointing, optim, sharding
+  from diffusion_text import train_state as ts
+  from diffusion_text.data import tokenizers
+  cfg = generate.load_config(workdir)
+  tok = tokenizers.load_tokenizer(os.path.join(workdir, "tokenizer.json"))
+  mesh = sharding.make_mesh(cfg.mesh)
+  tx = optim.make_optimizer(cfg.optim, cfg.train.num_train_steps)
+  abstract, _ = ts.state_shardings(generate.model_config(cfg, tok.vocab_size), tx, mesh,
+                                   sharding.axis_rules(cfg))
+  ck = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  try:
+    return ck.restore(ck.latest_step(), abstract)
+  finally:
+    ck.close()
+
+
+def test_resume_is_bit_identical(runs):
+  full, resumed = runs
+  (a, da), (b, db) = _restore_state(full), _restore_state(resumed)
+  assert int(a.step) == int(b.step) == 6 and da == db == {"next_batch": 6}
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  read = lambda w: [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
+  train_lines = lambda w: [{k: v for k, v in d.items() if k == "step" or k.startswith("train/")}
+                           for d in read(w) if "train/loss" in d]
+  assert train_lines(full) == train_lines(resumed)
+
+
+def test_training_reduces_loss(runs):
+  lines = [json.loads(l) for l in open(os.path.join(runs[0], "metrics.jsonl"))]
+  losses = [d["train/loss"] for d in lines if "train/loss" in d]
+  assert losses[-1] < losses[0]
+  assert any("samples" in d for d in lines)
+
+
+def test_generate_api(runs):
+  run = generate.load_run(runs[0])
+  texts = run.generate(3, sampler="ddim", steps=5, seed=1)
+  assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
+  assert texts == run.generate(3, sampler="ddim", steps=5, seed=1)
+  ids = run.generate_ids(2, sampler="ddpm", steps=4)
+  assert ids.shape == (2, run.config.data.max_len) and ids.max() < run.tokenizer.vocab_size
+
+
+def test_different_config_is_refused(runs):
+  c = tiny.get_config().copy_and_resolve_references()
+  with c.unlocked():
+    c.model.width = 64
+  with pytest.raises(CheckpointError, match="different config.*model.width"):
+    train.train_and_evaluate(c, runs[0])
+
+
+def _cli(*args, env=None):
+  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,
+                        env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_cli_sample_writes_text_and_settings(runs, tmp_path):
+  out = str(tmp_path / "s")
+  r = _cli("experiments.sample", "--workdir", runs[0], "--num_samples", "4", "--sampler", "ddim",
+           "--steps", "5", "--out", out)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert len(open(out + ".txt").read().splitlines()) == 4
+  meta = [json.loads(l) for l in open(out + ".jsonl")]
+  assert meta[0]["sampler"] == "ddim" and meta[0]["steps"] == 5 and meta[0]["checkpoint_step"] == 6
+
+
+def test_cli_train_then_sample(tmp_path, tfds_dir):
+  require_e2e()
+  w = str(tmp_path / "cli")
+  r = _cli("experiments.train", "--config", "configs/tiny.py", "--workdir", w,
+           "--config.train.num_train_steps=2", "--config.eval.num_samples=0")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert sorted(os.listdir(os.path.join(w, "checkpoints"))) == ["2"]
+
+
+@pytest.mark.parametrize("args,env,msg", [
+    (["--config", "configs/tiny.py"], {"DIFFUSION_TEXT_DATA_DIR": "/nonexistent/data"},
+     "data dir not found: /nonexistent/data"),
+    (["--config", "configs/tiny.py", "--config.eval.sample_steps=500"], {}, "eval.sample_steps"),
+])
+def test_cli_bad_input_is_one_line_error(tmp_path, tfds_dir, args, env, msg):
+  w = str(tmp_path / "bad")
+  r = _cli("experiments.train", *args, "--workdir", w, env=env)
+  assert r.returncode == 1
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith("error:") and msg in last, r.stderr[-1000:]
+  assert not os.path.exists(os.path.join(w, "checkpoints"))
+
+
+def test_cli_sample_on_non_run(tmp_path):
+  r = _cli("experiments.sample", "--workdir", str(tmp_path))
+  assert r.returncode == 1 and "is not a training run" in r.stderr.strip().splitlines()[-1]
