@@ -11,13 +11,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.seed = 0  # seeds init, data order and every per-step key
 
   c.data = ml_collections.ConfigDict()
-  c.data.dataset = "e2e"  # e2e | rt_snippets
+  c.data.dataset = "e2e"  # e2e | rt_snippets | jsonl (seq2seq {"src", "trg"} files)
+  c.data.task = "lm"  # lm (unconditional, on the target text) | seq2seq (src -> tgt, partial noising)
   c.data.source_dir = ""  # raw files; '' = $DIFFUSION_TEXT_DATA_DIR or ~/.cache/diffusion_text/data
   c.data.tfds_dir = ""  # prepared TFDS data; '' = $DIFFUSION_TEXT_TFDS_DIR or ~/.cache/diffusion_text/tfds
   c.data.tokenizer = "word"  # word | sentencepiece
   c.data.vocab_size = 0  # sentencepiece vocab; for word, a cap (0 = none)
   c.data.min_count = 1  # word tokenizer: minimum count of a kept word
-  c.data.max_len = 64  # L: tokens per sequence including BOS/EOS, padded with PAD
+  c.data.max_len = 64  # L: tokens per sequence including BOS/EOS (and SEP), padded with PAD
+  c.data.max_src_len = 0  # seq2seq: source tokens kept (0 = max_len // 2); the target gets the rest
   c.data.max_train_examples = 0  # 0 = all; else the first N of the train split (tests)
   c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
 
@@ -62,12 +64,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval.num_samples = 8  # decoded samples logged per evaluation (0 = none)
   c.eval.sampler = "ddim"  # ddpm | ddim
   c.eval.sample_steps = 100  # sampler steps for the logged samples
-  c.eval.clamp = True  # clamping trick during sampling
+  c.eval.clamp = False  # clamping trick during sampling (see README: it needs a well-trained model)
 
   c.sample = ml_collections.ConfigDict()  # defaults of experiments/sample.py and Run.generate
   c.sample.sampler = "ddpm"  # ddpm | ddim
   c.sample.steps = 0  # 0 = T (full chain)
-  c.sample.clamp = True
+  c.sample.clamp = False  # clamping trick (Li et al. 2022 sec. 4.2)
   c.sample.eta = 0.0  # ddim noise scale
   c.sample.batch_size = 64
 

@@ -1,12 +1,12 @@
 """Tiny config for tests: a 2-layer width-32 model on the first 256 E2E sentences, T=100.
 
     python -m experiments.train --config configs/tiny.py --workdir /tmp/tiny
+    python -m experiments.train --config configs/tiny.py:seq2seq --workdir /tmp/tiny_s2s  # MR -> text
 """
 from configs import common
 
 
 def get_config(arg=None):
-  del arg
   c = common.get_config()
   c.data.dataset = "e2e"
   c.data.max_len = 32
@@ -19,5 +19,9 @@ def get_config(arg=None):
                  checkpoint_every_steps=3)
   c.eval.update(batch_size=8, num_batches=2, num_samples=2, sample_steps=10)
   c.sample.update(steps=10, batch_size=8)
+  if arg == "seq2seq":
+    c.data.update(task="seq2seq", max_len=48, max_src_len=20)
+  elif arg not in (None, ""):
+    raise ValueError(f"unknown variant {arg!r}; use '' or 'seq2seq'")
   c.lock()
   return c

@@ -50,6 +50,9 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16")
   check(c.data.max_len >= 3, "data.max_len must be >= 3 (BOS, a token, EOS)")
   check(c.data.tokenizer in ("word", "sentencepiece"), "data.tokenizer must be word|sentencepiece")
+  check(c.data.task in ("lm", "seq2seq"), f"data.task must be lm|seq2seq, got {c.data.task!r}")
+  check(c.data.task != "seq2seq" or 1 <= (c.data.max_src_len or c.data.max_len // 2) <= c.data.max_len - 4,
+        "data.max_src_len must leave room for SEP, a target token and EOS (<= max_len - 4)")
   check(c.data.tokenizer != "sentencepiece" or c.data.vocab_size > 5,
         "data.vocab_size must be set (> 5) for the sentencepiece tokenizer")
   for k in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps",

@@ -19,7 +19,7 @@ import numpy as np
 from diffusion_text import checkpointing, denoiser, generate, losses, optim, process, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import pipeline
-from diffusion_text.errors import CheckpointError, NumericsError
+from diffusion_text.errors import CheckpointError, DataError, NumericsError
 
 METRICS_FILE = "metrics.jsonl"
 # Keys that may differ between the saved and the requested config when resuming.
@@ -129,23 +129,21 @@ def _check_finite(step: int, sums: dict) -> None:
     raise NumericsError(f"non-finite {', '.join(bad)} at step {step}; last checkpoint kept")
 
 
-def _reduce(acc: list[dict]) -> dict:
+def _mean_of_sums(acc: list[dict]) -> dict:
+  """Exact averages from per-batch (sum, count) metrics; ``grad_norm`` is averaged per step."""
   host = jax.device_get(acc)
   tot = {k: float(sum(h[k] for h in host)) for k in host[0]}
   count = max(tot.pop("count"), 1.0)
   out = {k: v / count for k, v in tot.items() if k != "grad_norm"}
-  out["grad_norm"] = tot["grad_norm"] / len(host)
+  if "grad_norm" in tot:
+    out["grad_norm"] = tot["grad_norm"] / len(host)
   return out
 
 
 def evaluate(eval_step, params, eval_batches, mesh, seed: int) -> dict:
   """Exact (sum, count) averages of the loss terms over held-out batches."""
-  acc = [eval_step(params, sharding.global_batch(b, mesh), jax.random.PRNGKey(seed + i))
-         for i, b in enumerate(eval_batches)]
-  host = jax.device_get(acc)
-  tot = {k: float(sum(h[k] for h in host)) for k in host[0]}
-  count = max(tot.pop("count"), 1.0)
-  return {k: v / count for k, v in tot.items()}
+  return _mean_of_sums([eval_step(params, sharding.global_batch(b, mesh),
+                                  jax.random.PRNGKey(seed + i)) for i, b in enumerate(eval_batches)])
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -169,6 +167,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # Everything that can fail on bad input happens before the workdir is written to.
   sources = pipeline.prepare_sources(config.data)
+  if "train" not in sources:
+    raise DataError(f"dataset {config.data.dataset} has no train split (have {sorted(sources)})")
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.axis_rules(config)
   os.makedirs(workdir, exist_ok=True)
@@ -185,14 +185,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   try:
     latest = ckpt.latest_step()
 
+    encode = pipeline.make_encoder(tok, config.data)
     train_batches = pipeline.batched_dataset(
-        sources["train"], tok, max_len=config.data.max_len, batch_size=config.train.batch_size,
-        seed=config.seed, max_examples=config.data.max_train_examples or None)
+        sources["train"], encode, batch_size=config.train.batch_size, seed=config.seed,
+        max_examples=config.data.max_train_examples or None)
     data_iter = pipeline.DataIterator(train_batches)
     eval_ds = pipeline.batched_dataset(
-        sources["validation"], tok, max_len=config.data.max_len, batch_size=config.eval.batch_size,
-        seed=config.seed, shuffle=False, repeat=False,
-        max_examples=config.data.max_eval_examples or None)
+        sources["validation"], encode, batch_size=config.eval.batch_size, seed=config.seed,
+        shuffle=False, repeat=False, max_examples=config.data.max_eval_examples or None)
     eval_batches = [eval_ds[i] for i in range(min(len(eval_ds), config.eval.num_batches))]
     eval_batches = [b for b in eval_batches if len(b["ids"]) == config.eval.batch_size]
 
@@ -216,9 +216,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, diffusion, loss_on_pad=d.loss_on_pad))
     e = config.eval
-    sample_fn = generate.make_sample_fn(model, diffusion, num_samples=e.num_samples,
-                                        sampler=e.sampler, steps=e.sample_steps, clamp=e.clamp,
-                                        eta=0.0) if e.num_samples else None
+    sample_fn = generate.make_sample_fn(model, diffusion, sampler=e.sampler,
+                                        steps=e.sample_steps, clamp=e.clamp, eta=0.0)
+    # Logged samples: conditioned on the first held-out sources (seq2seq), else unconditional.
+    if config.data.task == "seq2seq" and eval_batches:
+      sample_inputs = (eval_batches[0]["ids"][:e.num_samples],
+                       eval_batches[0]["target_mask"][:e.num_samples])
+    else:
+      sample_inputs = generate.unconditional_inputs(e.num_samples, config.data.max_len)
 
     tokens_per_step = config.train.batch_size * config.data.max_len
     acc, eval_metrics = [], {}
@@ -231,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       is_last = step == num_steps
       if step % config.train.log_every_steps == 0 or is_last or step == stop_at_step or (
           step % config.train.checkpoint_every_steps == 0):
-        scalars = _reduce(acc)
+        scalars = _mean_of_sums(acc)
         acc = []
         _check_finite(step, scalars)
         now = time.time()
@@ -250,9 +255,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         log.write(step, **{f"eval/{k}": v for k, v in eval_metrics.items()})
         logging.info("eval step %d: loss %.4f (mse %.4f round %.4f)", step, eval_metrics["loss"],
                      eval_metrics["mse"], eval_metrics["rounding"])
-        if sample_fn is not None:
-          ids = np.asarray(sample_fn(state.ema_params, jax.random.PRNGKey(step)))
-          texts = [tok.decode(x) for x in ids]
+        if e.num_samples:
+          ids = np.asarray(sample_fn(state.ema_params, jax.random.PRNGKey(step), *sample_inputs))
+          texts = [generate.decode_output(tok, x, config.data.task) for x in ids]
           log.write(step, samples=texts)
           for txt in texts[:3]:
             logging.info("  sample: %s", txt)

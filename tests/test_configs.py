@@ -9,7 +9,8 @@ from diffusion_text import configuration
 from diffusion_text.errors import ConfigError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu"]}
+VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu"], "e2e_diffuseq.py": [None, "cpu"],
+            "tiny.py": [None, "seq2seq"]}
 
 
 def _load(path, arg=None):

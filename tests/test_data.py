@@ -1,9 +1,17 @@
 import numpy as np
 import pytest
 
+from configs import common
 from conftest import DATA_DIR, E2E_DIR, require_e2e
 from diffusion_text.data import pipeline, sources, tokenizers
 from diffusion_text.errors import DataError
+
+
+def _data_cfg(max_len, task="lm"):
+  c = common.get_config().data
+  c.max_len = max_len
+  c.task = task
+  return c
 
 
 def test_e2e_files_read():
@@ -55,7 +63,8 @@ def test_rt_snippets_checksum(tmp_path):
 def test_batches_are_deterministic_and_reshuffled_per_epoch():
   src = [{"index": i, "tgt": f"w{i} x", "src": "", "label": -1} for i in range(10)]
   tok = tokenizers.WordTokenizer.train([r["tgt"] for r in src])
-  mk = lambda seed: pipeline.batched_dataset(src, tok, max_len=5, batch_size=5, seed=seed)
+  enc = pipeline.make_encoder(tok, _data_cfg(5))
+  mk = lambda seed: pipeline.batched_dataset(src, enc, batch_size=5, seed=seed)
   a, b = mk(0), mk(0)
   for i in range(6):
     np.testing.assert_array_equal(a[i]["ids"], b[i]["ids"])
@@ -71,7 +80,7 @@ def test_batches_are_deterministic_and_reshuffled_per_epoch():
 def test_iterator_state_resumes_exactly():
   src = [{"index": i, "tgt": f"w{i}", "src": "", "label": -1} for i in range(7)]
   tok = tokenizers.WordTokenizer.train([r["tgt"] for r in src])
-  ds = pipeline.batched_dataset(src, tok, max_len=4, batch_size=3, seed=5)
+  ds = pipeline.batched_dataset(src, pipeline.make_encoder(tok, _data_cfg(4)), batch_size=3, seed=5)
   it = pipeline.DataIterator(ds)
   for _ in range(4):
     next(it)
@@ -87,4 +96,4 @@ def test_fewer_examples_than_a_batch():
   src = [{"index": 0, "tgt": "a", "src": "", "label": -1}]
   tok = tokenizers.WordTokenizer.train(["a"])
   with pytest.raises(DataError, match="fewer than one batch"):
-    pipeline.batched_dataset(src, tok, max_len=4, batch_size=2, seed=0)
+    pipeline.batched_dataset(src, pipeline.make_encoder(tok, _data_cfg(4)), batch_size=2, seed=0)

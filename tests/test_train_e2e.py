@@ -123,3 +123,36 @@ def test_cli_bad_input_is_one_line_error(tmp_path, tfds_dir, args, env, msg):
 def test_cli_sample_on_non_run(tmp_path):
   r = _cli("experiments.sample", "--workdir", str(tmp_path))
   assert r.returncode == 1 and "is not a training run" in r.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def s2s_run(tmp_path_factory, tfds_dir):
+  require_e2e()
+  w = str(tmp_path_factory.mktemp("runs") / "s2s")
+  train.train_and_evaluate(tiny.get_config("seq2seq"), w)
+  return w
+
+
+def test_seq2seq_sampling_keeps_source_bit_identical(s2s_run):
+  run = generate.load_run(s2s_run)
+  srcs = ["name : Aromi | food : Thai", "name : The Eagle | area : riverside | near : Burger King"]
+  ids_in, mask = run.pack_sources(srcs)
+  for sampler, eta in (("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)):
+    out = run.generate_ids(sources=srcs, sampler=sampler, steps=6, eta=eta)
+    np.testing.assert_array_equal(out[mask == 0], ids_in[mask == 0])
+  texts = run.generate(sources=srcs, steps=6)
+  assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+  with pytest.raises(ValueError, match="needs `sources`"):
+    run.generate(2)
+
+
+def test_seq2seq_evaluation_with_mbr(s2s_run):
+  from diffusion_text import evaluate
+  run = generate.load_run(s2s_run)
+  result, outputs = evaluate.evaluate_run(run, split="validation", num_inputs=3, mbr_samples=2,
+                                          steps=4)
+  assert result["num_inputs"] == 3 and result["mbr_samples"] == 2
+  assert 0 <= result["bleu"] <= 100 and "self_bleu" in result
+  assert all(len(o["samples"]) == 2 and o["hyp"] in o["samples"] for o in outputs)
+  # references are grouped per distinct MR: several per input on E2E
+  assert all(len(o["refs"]) >= 1 for o in outputs) and len({o["src"] for o in outputs}) == 3

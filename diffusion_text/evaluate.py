@@ -1,0 +1,52 @@
+"""Evaluation of a trained run: generate for held-out inputs, MBR-select, score with ``metrics``.
+
+Seq2seq runs are evaluated per *distinct* source against all its references (E2E's test set has 630
+MRs with several references each, scored as the E2E challenge does). Unconditional runs report the
+diversity and length of ``num_inputs`` samples.
+"""
+import collections
+import time
+from typing import Optional
+
+from diffusion_text import mbr, metrics
+from diffusion_text.data import pipeline
+from diffusion_text.generate import Run
+
+
+def grouped_references(source, limit: Optional[int] = None):
+  """[(src, [refs...])] in order of first appearance, from a data source of records."""
+  groups = collections.OrderedDict()
+  for i in range(len(source)):
+    r = source[i]
+    groups.setdefault(pipeline._text(r["src"]), []).append(pipeline._text(r["tgt"]))
+  items = list(groups.items())
+  return items[:limit] if limit else items
+
+
+def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
+                 mbr_samples: int = 1, seed: int = 0, **sample_kwargs) -> tuple[dict, list[dict]]:
+  """(metrics, per-input outputs) for ``run`` on ``split``; ``sample_kwargs`` go to ``generate``."""
+  t0 = time.time()
+  if run.is_seq2seq:
+    data = pipeline.prepare_sources(run.config.data)
+    if split not in data:
+      raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
+    groups = grouped_references(data[split], num_inputs or None)
+    srcs = [g[0] for g in groups]
+    refs = [g[1] for g in groups]
+    per_seed = [run.generate(sources=srcs, seed=seed + k, **sample_kwargs)
+                for k in range(mbr_samples)]
+    samples = [list(c) for c in zip(*per_seed)]
+    hyps = mbr.mbr_decode(samples)
+    result = metrics.evaluate_texts(hyps, refs, samples)
+    outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}
+               for s, h, r, c in zip(srcs, hyps, refs, samples)]
+  else:
+    n = num_inputs or 64
+    hyps = run.generate(n, seed=seed, **sample_kwargs)
+    result = {**metrics.dist_1(hyps), **metrics.mean_len(hyps)}
+    outputs = [{"hyp": h} for h in hyps]
+  result.update(split=split, num_inputs=len(hyps), mbr_samples=mbr_samples, seed=seed,
+                checkpoint_step=run.step, seconds=round(time.time() - t0, 1),
+                **{k: v for k, v in sample_kwargs.items() if v is not None})
+  return result, outputs

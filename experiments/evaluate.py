@@ -1,0 +1,59 @@
+r"""Evaluate a trained run: sample for held-out inputs, MBR over |S| samples, BLEU/ROUGE/diversity.
+
+    python -m experiments.evaluate --workdir runs/e2e_diffuseq_cpu --split test --mbr_samples 5 \
+        --sampler ddim --steps 200
+
+Writes ``<out>.json`` (metrics and settings) and ``<out>.jsonl`` (source, chosen output, references,
+all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>``.
+"""
+import json
+import os
+
+from absl import app, flags, logging
+
+from diffusion_text import evaluate, generate
+from experiments import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experiments.train.")
+_SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Held-out split.")
+_NUM = flags.DEFINE_integer("num_inputs", 0, "Distinct inputs to evaluate (0 = all).")
+_MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR decoding.")
+_SAMPLER = flags.DEFINE_enum("sampler", None, ["ddpm", "ddim"], "Default: the run's sample.sampler.")
+_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps.")
+_CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
+_SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed + k).")
+_OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def run():
+  r = generate.load_run(_WORKDIR.value)
+  try:
+    result, outputs = evaluate.evaluate_run(
+        r, split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value, seed=_SEED.value,
+        sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value)
+  except ValueError as e:
+    raise common.UserError(str(e)) from e
+  steps = _STEPS.value or r.config.sample.steps or r.config.diffusion.num_steps
+  out = _OUT.value or os.path.join(
+      _WORKDIR.value, "eval",
+      f"{_SPLIT.value}_step{r.step}_{_SAMPLER.value or r.config.sample.sampler}{steps}_mbr{_MBR.value}")
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  for ext, text in ((".json", json.dumps(result, indent=2)),
+                    (".jsonl", "".join(json.dumps(o) + "\n" for o in outputs))):
+    with open(out + ext + ".tmp", "w") as f:
+      f.write(text)
+    os.replace(out + ext + ".tmp", out + ext)
+  print(json.dumps(result, indent=2))
+  logging.info("wrote %s.json", out)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  common.run_main(run)
+
+
+if __name__ == "__main__":
+  app.run(main)
