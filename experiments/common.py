@@ -1,7 +1,8 @@
 """What every absl main shares: one-line errors for bad input, and config validation."""
+import os
 import sys
 
-from absl import logging
+from absl import app, logging
 
 from configs import common as base_config
 from diffusion_text import configuration
@@ -34,3 +35,21 @@ def run_main(fn, *args):
     logging.flush()
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+
+
+def main_for(fn):
+  """An absl ``main`` that takes no positional arguments and runs ``fn`` through ``run_main``."""
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    run_main(fn)
+  return main
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes ``path`` via a temporary file, so readers never see a half-written file."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)

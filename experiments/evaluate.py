@@ -38,22 +38,11 @@ def run():
   out = _OUT.value or os.path.join(
       _WORKDIR.value, "eval",
       f"{_SPLIT.value}_step{r.step}_{_SAMPLER.value or r.config.sample.sampler}{steps}_mbr{_MBR.value}")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  for ext, text in ((".json", json.dumps(result, indent=2)),
-                    (".jsonl", "".join(json.dumps(o) + "\n" for o in outputs))):
-    with open(out + ext + ".tmp", "w") as f:
-      f.write(text)
-    os.replace(out + ext + ".tmp", out + ext)
+  common.write_atomic(out + ".json", json.dumps(result, indent=2))
+  common.write_atomic(out + ".jsonl", "".join(json.dumps(o) + "\n" for o in outputs))
   print(json.dumps(result, indent=2))
   logging.info("wrote %s.json", out)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  common.run_main(run)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  app.run(common.main_for(run))

@@ -42,25 +42,14 @@ def run():
   out = _OUT.value or os.path.join(
       _WORKDIR.value, "samples",
       f"step{r.step}_{settings['sampler']}{settings['steps']}_seed{settings['seed']}")
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   meta = dict(settings, checkpoint_step=r.step, num_samples=len(texts), seconds=round(secs, 2))
-  with open(out + ".txt.tmp", "w") as f:
-    f.writelines(t + "\n" for t in texts)
-  with open(out + ".jsonl.tmp", "w") as f:
-    f.writelines(json.dumps(dict(meta, index=i, text=t)) + "\n" for i, t in enumerate(texts))
-  os.replace(out + ".txt.tmp", out + ".txt")
-  os.replace(out + ".jsonl.tmp", out + ".jsonl")
+  common.write_atomic(out + ".txt", "".join(t + "\n" for t in texts))
+  common.write_atomic(out + ".jsonl", "".join(json.dumps(dict(meta, index=i, text=t)) + "\n"
+                                              for i, t in enumerate(texts)))
   for t in texts:
     print(t)
   logging.info("%d samples in %.1fs -> %s.txt", len(texts), secs, out)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  common.run_main(run)
-
-
 if __name__ == "__main__":
-  app.run(main)
+  app.run(common.main_for(run))

@@ -4,7 +4,7 @@ r"""Train (or resume) a diffusion LM.
 
 Re-running the same command resumes from the newest checkpoint in --workdir.
 """
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from diffusion_text import train
@@ -18,13 +18,10 @@ _STOP = flags.DEFINE_integer("stop_at_step", None,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  logging.set_verbosity(logging.INFO)
-  common.run_main(lambda: train.train_and_evaluate(common.validated(_CONFIG.value), _WORKDIR.value,
-                                                      stop_at_step=_STOP.value))
+def run():
+  train.train_and_evaluate(common.validated(_CONFIG.value), _WORKDIR.value,
+                           stop_at_step=_STOP.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(common.main_for(run))
