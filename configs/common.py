@@ -24,6 +24,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
 
   c.model = ml_collections.ConfigDict()
+  c.model.family = "diffusion"  # diffusion (embedding diffusion LM) | ar (autoregressive baseline)
   c.model.emb_dim = 16  # E: embedding (diffusion latent) dim; Diffusion-LM uses 16 for E2E
   c.model.width = 128  # D: Transformer width
   c.model.num_layers = 2  # Transformer blocks
@@ -37,7 +38,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "sqrt"  # sqrt | cosine | linear
   c.diffusion.num_steps = 2000  # T
-  c.diffusion.loss_on_pad = True  # False: PAD positions are excluded from the loss
+  c.diffusion.loss_on_pad = True  # False: PAD positions are excluded from the loss (both families)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4  # peak learning rate
@@ -62,13 +63,14 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval.batch_size = 64
   c.eval.num_batches = 8  # held-out batches per evaluation
   c.eval.num_samples = 8  # decoded samples logged per evaluation (0 = none)
-  c.eval.sampler = "ddim"  # ddpm | ddim
-  c.eval.sample_steps = 100  # sampler steps for the logged samples
+  c.eval.sampler = "ddim"  # ddpm | ddim (diffusion); greedy | beam (ar)
+  c.eval.sample_steps = 100  # sampler steps for the logged samples (ar + beam: the beam size)
   c.eval.clamp = False  # clamping trick during sampling (see README: it needs a well-trained model)
 
   c.sample = ml_collections.ConfigDict()  # defaults of experiments/sample.py and Run.generate
-  c.sample.sampler = "ddpm"  # ddpm | ddim
-  c.sample.steps = 0  # 0 = T (full chain)
+  c.sample.sampler = "ddpm"  # ddpm | ddim (diffusion); greedy | beam (ar)
+  c.sample.steps = 0  # 0 = T (full chain); for ar + beam: the beam size
+  c.sample.beam_alpha = 0.0  # ar beam search: final score / length**alpha
   c.sample.clamp = False  # clamping trick (Li et al. 2022 sec. 4.2)
   c.sample.eta = 0.0  # ddim noise scale
   c.sample.batch_size = 64

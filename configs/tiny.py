@@ -2,6 +2,7 @@
 
     python -m experiments.train --config configs/tiny.py --workdir /tmp/tiny
     python -m experiments.train --config configs/tiny.py:seq2seq --workdir /tmp/tiny_s2s  # MR -> text
+    python -m experiments.train --config configs/tiny.py:ar --workdir /tmp/tiny_ar  # AR baseline
 """
 from configs import common
 
@@ -19,9 +20,13 @@ def get_config(arg=None):
                  checkpoint_every_steps=3)
   c.eval.update(batch_size=8, num_batches=2, num_samples=2, sample_steps=10)
   c.sample.update(steps=10, batch_size=8)
-  if arg == "seq2seq":
+  if arg in ("seq2seq", "ar"):
     c.data.update(task="seq2seq", max_len=48, max_src_len=20)
-  elif arg not in (None, ""):
-    raise ValueError(f"unknown variant {arg!r}; use '' or 'seq2seq'")
+  if arg == "ar":
+    c.model.family = "ar"
+    c.eval.sampler = "greedy"
+    c.sample.update(sampler="beam", steps=2)
+  elif arg not in (None, "", "seq2seq"):
+    raise ValueError(f"unknown variant {arg!r}; use '', 'seq2seq' or 'ar'")
   c.lock()
   return c

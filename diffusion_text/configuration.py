@@ -1,7 +1,7 @@
 """Up-front validation of a run config against the base config (unknown keys, types, ranges)."""
 import ml_collections
 
-from diffusion_text import samplers, schedules
+from diffusion_text import families, schedules
 from diffusion_text.errors import ConfigError
 
 
@@ -37,14 +37,18 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.diffusion.schedule in schedules.SCHEDULES,
         f"diffusion.schedule must be one of {schedules.SCHEDULES}, got {c.diffusion.schedule!r}")
   check(c.diffusion.num_steps >= 1, "diffusion.num_steps must be >= 1")
+  check(c.model.family in families.FAMILIES,
+        f"model.family must be one of {sorted(families.FAMILIES)}, got {c.model.family!r}")
+  decoders = families.FAMILIES[c.model.family].decoders
   for section in ("eval", "sample"):
     s = c[section]
-    check(s.sampler in samplers.SAMPLERS,
-          f"{section}.sampler must be one of {sorted(samplers.SAMPLERS)}, got {s.sampler!r}")
-  check(1 <= c.eval.sample_steps <= c.diffusion.num_steps,
-        f"eval.sample_steps must be in [1, diffusion.num_steps={c.diffusion.num_steps}]")
-  check(0 <= c.sample.steps <= c.diffusion.num_steps,
-        f"sample.steps must be in [0, diffusion.num_steps={c.diffusion.num_steps}]")
+    check(s.sampler in decoders, f"{section}.sampler must be one of {decoders} for model.family="
+          f"{c.model.family}, got {s.sampler!r}")
+  if c.model.family == "diffusion":
+    check(1 <= c.eval.sample_steps <= c.diffusion.num_steps,
+          f"eval.sample_steps must be in [1, diffusion.num_steps={c.diffusion.num_steps}]")
+    check(0 <= c.sample.steps <= c.diffusion.num_steps,
+          f"sample.steps must be in [0, diffusion.num_steps={c.diffusion.num_steps}]")
   check(c.model.width % c.model.num_heads == 0, "model.width must be divisible by model.num_heads")
   check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
   check(c.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16")

@@ -54,24 +54,22 @@ class Block(nn.Module):
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BxLxD, _):
+  def __call__(self, x_BxLxD, mask_Bx1xLxL):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     dense_init = nn.initializers.xavier_uniform()
     head_dim = cfg.width // cfg.num_heads
-    h = nn.LayerNorm(dtype=dtype, scale_init=_p(nn.initializers.ones, ("embed",)),
-                     bias_init=_p(nn.initializers.zeros, ("embed",)), name="ln_attn")(x_BxLxD)
+    h = layer_norm(cfg, "ln_attn")(x_BxLxD)
     qkv = [nn.DenseGeneral((cfg.num_heads, head_dim), dtype=dtype, name=n,
                            kernel_init=_p(dense_init, ("embed", "heads", "kv")),
                            bias_init=_p(nn.initializers.zeros, ("heads", "kv")))(h)
            for n in ("query", "key", "value")]
-    a_BxLxHxK = jax.nn.dot_product_attention(*qkv)
+    a_BxLxHxK = jax.nn.dot_product_attention(*qkv, mask=mask_Bx1xLxL)
     a = nn.DenseGeneral(cfg.width, axis=(-2, -1), dtype=dtype, name="attn_out",
                         kernel_init=_p(dense_init, ("heads", "kv", "embed")),
                         bias_init=_p(nn.initializers.zeros, ("embed",)))(a_BxLxHxK)
     x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(a, deterministic=self.deterministic)
-    h = nn.LayerNorm(dtype=dtype, scale_init=_p(nn.initializers.ones, ("embed",)),
-                     bias_init=_p(nn.initializers.zeros, ("embed",)), name="ln_mlp")(x_BxLxD)
+    h = layer_norm(cfg, "ln_mlp")(x_BxLxD)
     h = nn.Dense(cfg.mlp_dim, dtype=dtype, name="mlp_in",
                  kernel_init=_p(dense_init, ("embed", "mlp")),
                  bias_init=_p(nn.initializers.zeros, ("mlp",)))(h)
@@ -81,6 +79,25 @@ class Block(nn.Module):
                  bias_init=_p(nn.initializers.zeros, ("embed",)))(h)
     x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
     return x_BxLxD, None
+
+
+def apply_blocks(cfg: ModelConfig, x_BxLxD, mask_Bx1xLxL, deterministic: bool):
+  """The Transformer blocks, created in the calling module's scope (``blocks`` or ``block_i``)."""
+  if cfg.scan_layers:
+    blocks = nn.scan(Block, variable_axes={"params": 0},
+                     split_rngs={"params": True, "dropout": True},
+                     in_axes=nn.broadcast, length=cfg.num_layers,
+                     metadata_params={nn.PARTITION_NAME: "layers"})
+    x_BxLxD, _ = blocks(cfg, deterministic, name="blocks")(x_BxLxD, mask_Bx1xLxL)
+  else:
+    for i in range(cfg.num_layers):
+      x_BxLxD, _ = Block(cfg, deterministic, name=f"block_{i}")(x_BxLxD, mask_Bx1xLxL)
+  return x_BxLxD
+
+
+def layer_norm(cfg: ModelConfig, name: str):
+  return nn.LayerNorm(dtype=jnp.dtype(cfg.dtype), scale_init=_p(nn.initializers.ones, ("embed",)),
+                      bias_init=_p(nn.initializers.zeros, ("embed",)), name=name)
 
 
 class Denoiser(nn.Module):
@@ -108,17 +125,8 @@ class Denoiser(nn.Module):
                     bias_init=_p(nn.initializers.zeros, ("embed",)))(nn.silu(temb))
     x = x + temb[:, None, :]
     x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
-    if cfg.scan_layers:
-      blocks = nn.scan(Block, variable_axes={"params": 0},
-                       split_rngs={"params": True, "dropout": True},
-                       in_axes=nn.broadcast, length=cfg.num_layers,
-                       metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = blocks(cfg, deterministic, name="blocks")(x, None)
-    else:
-      for i in range(cfg.num_layers):
-        x, _ = Block(cfg, deterministic, name=f"block_{i}")(x, None)
-    x = nn.LayerNorm(dtype=dtype, scale_init=_p(nn.initializers.ones, ("embed",)),
-                     bias_init=_p(nn.initializers.zeros, ("embed",)), name="ln_out")(x)
+    x = apply_blocks(cfg, x, None, deterministic)
+    x = layer_norm(cfg, "ln_out")(x)
     x0_hat = nn.Dense(cfg.emb_dim, dtype=dtype, name="out_proj",
                       kernel_init=_p(dense_init, ("embed", "latent")),
                       bias_init=_p(nn.initializers.zeros, ("latent",)))(x)

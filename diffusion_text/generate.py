@@ -11,49 +11,15 @@ import os
 from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffusion_text import checkpointing, denoiser, embeddings, optim, process, samplers, sharding
+from diffusion_text import checkpointing, families, optim, process, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.errors import CheckpointError
 
 CONFIG_FILE = "config.json"
-
-
-def model_config(config, vocab_size: int) -> denoiser.ModelConfig:
-  m = config.model
-  return denoiser.ModelConfig(
-      vocab_size=vocab_size, max_len=config.data.max_len, emb_dim=m.emb_dim, width=m.width,
-      num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
-      emb_init_std=m.emb_init_std, scan_layers=m.scan_layers, dtype=m.dtype)
-
-
-def diffusion_of(config) -> process.Diffusion:
-  return process.Diffusion(config.diffusion.schedule, config.diffusion.num_steps)
-
-
-def make_sample_fn(model: denoiser.DiffusionLM, diffusion: process.Diffusion, *, sampler: str,
-                   steps: int, clamp: bool, eta: float):
-  """A jitted ``(params, rng, ids_BxL, target_mask_BxL) -> ids_BxL``.
-
-  Positions with ``target_mask`` 0 are held at the embeddings of ``ids`` (the source of a seq2seq
-  input); positions with mask 1 are generated. Unconditional sampling is an all-ones mask.
-  """
-
-  @jax.jit
-  def sample_ids(params, rng, ids_BxL, target_mask_BxL):
-    emb = params["embedding"]
-    denoise = lambda z, t: model.apply({"params": params}, z, t, deterministic=True)
-    x_cond = embeddings.embed(emb, ids_BxL)
-    x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,
-                         sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
-                         mask_BxL=target_mask_BxL)
-    return jnp.where(target_mask_BxL > 0, embeddings.round_to_ids(emb, x0), ids_BxL)
-
-  return sample_ids
 
 
 def decode_output(tok: tokenizers.Tokenizer, ids, task: str) -> str:
@@ -73,20 +39,20 @@ class Run:
   workdir: str
   config: ml_collections.ConfigDict
   tokenizer: tokenizers.Tokenizer
-  model: denoiser.DiffusionLM
+  model: object  # the family's Flax module
   params: dict
   step: int
   _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @functools.cached_property
   def diffusion(self) -> process.Diffusion:
-    return diffusion_of(self.config)
+    return families.diffusion_of(self.config)
 
   def _sample_fn(self, sampler, steps, clamp, eta):
     key = (sampler, steps, clamp, eta)
     if key not in self._compiled:
-      self._compiled[key] = make_sample_fn(self.model, self.diffusion, sampler=sampler,
-                                           steps=steps, clamp=clamp, eta=eta)
+      self._compiled[key] = families.family_of(self.config).make_decoder(
+          self.model, self.config, sampler, steps, clamp, eta)
     return self._compiled[key]
 
   @property
@@ -119,9 +85,11 @@ class Run:
     clamp = s.clamp if clamp is None else clamp
     eta = s.eta if eta is None else eta
     batch_size = min(batch_size or s.batch_size, num)
-    process.timestep_grid(self.diffusion.num_steps, steps)  # validates steps
-    if sampler not in samplers.SAMPLERS:
-      raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(samplers.SAMPLERS)}")
+    decoders = families.family_of(self.config).decoders
+    if sampler not in decoders:
+      raise ValueError(f"unknown sampler {sampler!r} for this model; choose one of {decoders}")
+    if self.config.model.family == "diffusion":
+      process.timestep_grid(self.diffusion.num_steps, steps)  # validates steps
     fn = self._sample_fn(sampler, int(steps), bool(clamp), float(eta))
     rng = jax.random.PRNGKey(seed)
     out = []
@@ -143,22 +111,36 @@ class Run:
     return [self.decode(ids) for ids in self.generate_ids(num_samples, **kwargs)]
 
 
+# Keys added after runs were first written, with the value that reproduces what older code did.
+_ADDED_KEYS = {"model": {"family": "diffusion"}, "data": {"task": "lm", "max_src_len": 0},
+               "sample": {"beam_alpha": 0.0}}
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     raise CheckpointError(f"{workdir} is not a training run: {CONFIG_FILE} not found")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path} is corrupt: {e}") from e
+  for section, keys in _ADDED_KEYS.items():
+    for k, v in keys.items():
+      saved.setdefault(section, {}).setdefault(k, v)
+  return ml_collections.ConfigDict(saved)
 
 
 def load_run(workdir: str, step: Optional[int] = None) -> Run:
   """Loads the run in ``workdir`` (its latest checkpoint unless ``step``) with EMA parameters."""
   config = load_config(workdir)
   tok = tokenizers.load_tokenizer(os.path.join(workdir, pipeline.TOKENIZER_FILE))
-  model_cfg = model_config(config, tok.vocab_size)
+  model_cfg = families.model_config(config, tok.vocab_size)
+  family = families.family_of(config)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   tx = optim.make_optimizer(config.optim, config.train.num_train_steps)
-  abstract, _ = ts.state_shardings(model_cfg, tx, mesh, sharding.axis_rules(config))
+  abstract, _ = ts.state_shardings(family.init_params, model_cfg, tx, mesh,
+                                   sharding.axis_rules(config))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
@@ -167,5 +149,5 @@ def load_run(workdir: str, step: Optional[int] = None) -> Run:
     state, _ = ckpt.restore(step, abstract)
   finally:
     ckpt.close()
-  return Run(workdir=workdir, config=config, tokenizer=tok, model=denoiser.DiffusionLM(model_cfg),
+  return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
              params=state.ema_params, step=int(step))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffusion_text import checkpointing, denoiser, generate, losses, optim, process, sharding
+from diffusion_text import checkpointing, families, generate, optim, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError, DataError, NumericsError
@@ -28,31 +28,24 @@ RESUMABLE_KEYS = ("train.num_train_steps", "train.log_every_steps", "train.eval_
                   "data.tfds_dir", "data.max_eval_examples", "eval.", "sample.", "mesh.")
 
 
-def _loss_terms(model, params, batch, diffusion, rng, loss_on_pad, deterministic):
-  rng_loss, rng_dropout = jax.random.split(rng)
-  denoise = lambda z, t: model.apply({"params": params}, z, t, deterministic=deterministic,
-                                     rngs={"dropout": rng_dropout})
-  return losses.diffusion_lm_loss(denoise, params["embedding"], batch["ids"],
-                                  batch["target_mask"], batch["pad_mask"], diffusion, rng_loss,
-                                  loss_on_pad=loss_on_pad)
+def _term_sums(terms: dict) -> dict:
+  """Weighted sums of per-example terms plus the count, so averages over batches are exact."""
+  w = terms["weight"]
+  sums = {k: jnp.sum(v * w) for k, v in terms.items() if k != "weight"}
+  sums["count"] = jnp.sum(w)
+  return sums
 
 
-def _term_sums(terms: losses.LossTerms) -> dict:
-  w = terms.weight
-  return {"loss": jnp.sum(terms.total * w), "mse": jnp.sum(terms.mse * w),
-          "rounding": jnp.sum(terms.rounding * w), "prior": jnp.sum(terms.prior * w),
-          "count": jnp.sum(w)}
-
-
-def make_train_step(model, diffusion, tx, *, loss_on_pad: bool, ema_decay: float):
+def make_train_step(model, config, tx):
   """``train_step(state, batch) -> (state, metric sums)``; pure, for ``jax.jit``."""
+  loss_terms = families.family_of(config).loss_terms
+  ema_decay = config.train.ema_decay
 
   def train_step(state: ts.TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
-      terms = _loss_terms(model, params, batch, diffusion, rng, loss_on_pad, deterministic=False)
-      sums = _term_sums(terms)
+      sums = _term_sums(loss_terms(model, params, batch, rng, config, deterministic=False))
       return sums["loss"] / jnp.maximum(sums["count"], 1.0), sums
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -69,12 +62,12 @@ def make_train_step(model, diffusion, tx, *, loss_on_pad: bool, ema_decay: float
   return train_step
 
 
-def make_eval_step(model, diffusion, *, loss_on_pad: bool):
+def make_eval_step(model, config):
   """``eval_step(params, batch, rng) -> metric sums`` with dropout off."""
+  loss_terms = families.family_of(config).loss_terms
 
   def eval_step(params, batch, rng):
-    return _term_sums(_loss_terms(model, params, batch, diffusion, rng, loss_on_pad,
-                                  deterministic=True))
+    return _term_sums(loss_terms(model, params, batch, rng, config, deterministic=True))
 
   return eval_step
 
@@ -121,6 +114,10 @@ class MetricsLog:
       return
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": int(step), **values}) + "\n")
+
+
+def _fmt(scalars: dict) -> str:
+  return "  ".join(f"{k} {v:.4f}" for k, v in scalars.items() if k not in ("grad_norm", "prior"))
 
 
 def _check_finite(step: int, sums: dict) -> None:
@@ -175,12 +172,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if is_main and not os.path.exists(config_path):
     _write_atomic(config_path, config.to_json(indent=2))
   tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None)
-  model_cfg = generate.model_config(config, tok.vocab_size)
-  model = denoiser.DiffusionLM(model_cfg)
-  diffusion = generate.diffusion_of(config)
+  model_cfg = families.model_config(config, tok.vocab_size)
+  family = families.family_of(config)
+  model = family.build(model_cfg)
   num_steps = config.train.num_train_steps
   tx = optim.make_optimizer(config.optim, num_steps)
-  abstract, shardings = ts.state_shardings(model_cfg, tx, mesh, rules)
+  abstract, shardings = ts.state_shardings(family.init_params, model_cfg, tx, mesh, rules)
   ckpt = checkpointing.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
   try:
     latest = ckpt.latest_step()
@@ -197,7 +194,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     eval_batches = [b for b in eval_batches if len(b["ids"]) == config.eval.batch_size]
 
     if latest is None:
-      state, _ = ts.create_train_state(model_cfg, tx, mesh, rules, config.seed)
+      state, _ = ts.create_train_state(family.init_params, model_cfg, tx, mesh, rules,
+                                       config.seed)
       start = 0
       logging.info("new run in %s: %s parameters, vocab %d", workdir,
                    f"{ts.num_params(state.params):,}", tok.vocab_size)
@@ -208,16 +206,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.info("resumed %s at step %d", workdir, start)
     log = MetricsLog(workdir, start, enabled=is_main)
 
-    d = config.diffusion
     train_step = jax.jit(
-        make_train_step(model, diffusion, tx, loss_on_pad=d.loss_on_pad,
-                        ema_decay=config.train.ema_decay),
+        make_train_step(model, config, tx),
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, diffusion, loss_on_pad=d.loss_on_pad))
+    eval_step = jax.jit(make_eval_step(model, config))
     e = config.eval
-    sample_fn = generate.make_sample_fn(model, diffusion, sampler=e.sampler,
-                                        steps=e.sample_steps, clamp=e.clamp, eta=0.0)
+    sample_fn = family.make_decoder(model, config, e.sampler, e.sample_steps, e.clamp, 0.0)
     # Logged samples: conditioned on the first held-out sources (seq2seq), else unconditional.
     if config.data.task == "seq2seq" and eval_batches:
       sample_inputs = (eval_batches[0]["ids"][:e.num_samples],
@@ -246,15 +241,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         log.write(step, **{f"train/{k}": v for k, v in scalars.items()}, lr=lr,
                   steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step)
         eta = (num_steps - step) / max(rate, 1e-9)
-        logging.info("step %d/%d  loss %.4f (mse %.4f round %.4f)  %.2f steps/s  %.0f tok/s  "
-                     "eta %.0fs", step, num_steps, scalars["loss"], scalars["mse"],
-                     scalars["rounding"], rate, rate * tokens_per_step, eta)
+        logging.info("step %d/%d  %s  %.2f steps/s  %.0f tok/s  eta %.0fs", step, num_steps,
+                     _fmt(scalars), rate, rate * tokens_per_step, eta)
       if eval_batches and (step % config.train.eval_every_steps == 0 or is_last):
         eval_metrics = evaluate(eval_step, state.ema_params, eval_batches, mesh, config.seed)
         _check_finite(step, eval_metrics)
         log.write(step, **{f"eval/{k}": v for k, v in eval_metrics.items()})
-        logging.info("eval step %d: loss %.4f (mse %.4f round %.4f)", step, eval_metrics["loss"],
-                     eval_metrics["mse"], eval_metrics["rounding"])
+        logging.info("eval step %d: %s", step, _fmt(eval_metrics))
         if e.num_samples:
           ids = np.asarray(sample_fn(state.ema_params, jax.random.PRNGKey(step), *sample_inputs))
           texts = [generate.decode_output(tok, x, config.data.task) for x in ids]

@@ -10,7 +10,7 @@ from diffusion_text.errors import ConfigError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu"], "e2e_diffuseq.py": [None, "cpu"],
-            "tiny.py": [None, "seq2seq"]}
+            "e2e_ar_baseline.py": [None, "cpu"], "tiny.py": [None, "seq2seq", "ar"]}
 
 
 def _load(path, arg=None):

@@ -1,0 +1,21 @@
+"""Autoregressive baseline for E2E MR -> text: same data packing, tokenizer, width and depth as
+``e2e_diffuseq.py``, a prefix-LM Transformer trained by next-token cross-entropy, decoded greedily or
+with beam search.
+
+    python -m experiments.train --config configs/e2e_ar_baseline.py:cpu --workdir runs/e2e_ar_cpu
+    python -m experiments.evaluate --workdir runs/e2e_ar_cpu --split validation --sampler beam --steps 4
+
+(for this family ``--steps`` is the beam size.) Results: see README "Results".
+"""
+from configs import e2e_diffuseq
+
+
+def get_config(arg=None):
+  c = e2e_diffuseq.get_config(arg)
+  with c.unlocked():
+    c.model.family = "ar"
+    c.diffusion.loss_on_pad = False  # next-token loss up to and including EOS
+    c.eval.update(sampler="greedy", sample_steps=1)
+    c.sample.update(sampler="beam", steps=4, beam_alpha=0.6)
+  c.lock()
+  return c

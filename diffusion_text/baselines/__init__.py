@@ -1,0 +1,1 @@
+"""Baselines trained with the same loop, configs and checkpoints as the diffusion models."""

@@ -1,0 +1,124 @@
+"""An autoregressive prefix-LM baseline on the same backbone and tokenizer as the diffusion models.
+
+It reads the same packed sequences (``[BOS] source [SEP] target [EOS] PAD``; unconditional data is
+all target). Attention is a prefix-LM mask: source positions see the whole source (bidirectional, as
+an encoder), target positions see the source and earlier target positions (causal). It uses the
+denoiser's Transformer blocks (same width, depth, heads and MLP), token embeddings of width D tied to
+the output layer, and is trained by next-token cross-entropy on target positions. Decoding is greedy
+or beam search, both one ``lax.scan`` over positions (no KV cache: a full forward per position, which
+at L <= 128 costs less than a cache's bookkeeping on CPU).
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from diffusion_text import denoiser
+from diffusion_text.data.tokenizers import EOS, PAD
+
+
+def prefix_lm_mask(target_mask_BxL):
+  """(B, 1, L, L) bool: query i may attend to key j if j <= i or j is a source position."""
+  L = target_mask_BxL.shape[-1]
+  causal = jnp.tril(jnp.ones((L, L), bool))
+  source_key = (target_mask_BxL == 0)[:, None, None, :]
+  return causal[None, None] | source_key
+
+
+class ARTransformer(nn.Module):
+  cfg: denoiser.ModelConfig
+
+  @nn.compact
+  def __call__(self, ids_BxL, target_mask_BxL, deterministic: bool = True):
+    """Next-token logits (B, L, V): position i predicts token i + 1."""
+    cfg = self.cfg
+    emb_VxD = self.param("token_emb", denoiser._p(nn.initializers.normal(0.02), ("vocab", "embed")),
+                         (cfg.vocab_size, cfg.width))
+    pos_LxD = self.param("pos_emb", denoiser._p(nn.initializers.normal(0.02), ("len", "embed")),
+                         (cfg.max_len, cfg.width))
+    L = ids_BxL.shape[1]
+    x = jnp.take(emb_VxD, ids_BxL, axis=0) + pos_LxD[None, :L]
+    x = nn.Dropout(cfg.dropout)(x.astype(jnp.dtype(cfg.dtype)), deterministic=deterministic)
+    x = denoiser.apply_blocks(cfg, x, prefix_lm_mask(target_mask_BxL), deterministic)
+    x = denoiser.layer_norm(cfg, "ln_out")(x)
+    return jnp.einsum("bld,vd->blv", x.astype(jnp.float32), emb_VxD)
+
+
+def init_params(cfg: denoiser.ModelConfig, rng):
+  ids = jnp.zeros((1, cfg.max_len), jnp.int32)
+  return ARTransformer(cfg).init({"params": rng}, ids, jnp.ones_like(ids))["params"]
+
+
+def token_nll(logits_BxLxV, ids_BxL, target_mask_BxL, pad_mask_BxL, loss_on_pad: bool):
+  """Per-example mean NLL of target tokens and the weight (1 if any position counts), each (B,)."""
+  logp = jax.nn.log_softmax(logits_BxLxV[:, :-1], axis=-1)
+  nxt = ids_BxL[:, 1:]
+  nll = -jnp.take_along_axis(logp, nxt[..., None], -1)[..., 0]
+  m = target_mask_BxL[:, 1:].astype(jnp.float32)
+  if not loss_on_pad:
+    m = m * (1 - pad_mask_BxL[:, 1:]).astype(jnp.float32)
+  count = jnp.sum(m, -1)
+  return jnp.sum(nll * m, -1) / jnp.maximum(count, 1.0), (count > 0).astype(jnp.float32)
+
+
+def _logits_at(model, params, ids, target_mask, i):
+  logits = model.apply({"params": params}, ids, target_mask, deterministic=True)
+  return jax.lax.dynamic_index_in_dim(logits, i - 1, axis=1, keepdims=False)  # (B, V)
+
+
+def greedy_decode(model, params, ids_BxL, target_mask_BxL):
+  """Fills target positions left to right with the most likely token; PAD after EOS."""
+  L = ids_BxL.shape[1]
+  ids = jnp.where(target_mask_BxL > 0, PAD, ids_BxL)
+
+  def body(carry, i):
+    ids, done = carry
+    nxt = jnp.argmax(_logits_at(model, params, ids, target_mask_BxL, i), -1).astype(jnp.int32)
+    write = target_mask_BxL[:, i] > 0
+    tok = jnp.where(done, PAD, nxt)
+    ids = ids.at[:, i].set(jnp.where(write, tok, ids[:, i]))
+    done = done | (write & (tok == EOS))
+    return (ids, done), None
+
+  (ids, _), _ = jax.lax.scan(body, (ids, jnp.zeros(ids.shape[0], bool)), jnp.arange(1, L))
+  return ids
+
+
+def beam_decode(model, params, ids_BxL, target_mask_BxL, beam_size: int, alpha: float = 0.0):
+  """Beam search over target positions; returns the best beam (score / length**alpha) per input.
+
+  With ``beam_size=1`` it is exactly greedy decoding.
+  """
+  B, L = ids_BxL.shape
+  K = beam_size
+  ids0 = jnp.where(target_mask_BxL > 0, PAD, ids_BxL)
+  ids = jnp.repeat(ids0[:, None], K, 1)                                    # (B, K, L)
+  tm = jnp.repeat(target_mask_BxL[:, None], K, 1)
+  score = jnp.where(jnp.arange(K)[None] == 0, 0.0, -jnp.inf) * jnp.ones((B, 1))  # (B, K)
+  done = jnp.zeros((B, K), bool)
+  length = jnp.zeros((B, K), jnp.float32)
+
+  def body(carry, i):
+    ids, score, done, length = carry
+    logits = _logits_at(model, params, ids.reshape(B * K, L), tm.reshape(B * K, L), i)
+    logp = jax.nn.log_softmax(logits, -1).reshape(B, K, -1)                 # (B, K, V)
+    V = logp.shape[-1]
+    # A finished beam continues with PAD at no cost, so it competes with its final score.
+    pad_only = jnp.full((V,), -jnp.inf).at[PAD].set(0.0)
+    logp = jnp.where(done[..., None], pad_only, logp)
+    cand = (score[..., None] + logp).reshape(B, K * V)
+    top_score, top = jax.lax.top_k(cand, K)                                 # (B, K)
+    src_beam, tok = top // V, (top % V).astype(jnp.int32)
+    take = lambda a: jnp.take_along_axis(a, src_beam.reshape(B, K, *([1] * (a.ndim - 2))), 1)
+    new_ids = take(ids).at[:, :, i].set(tok)
+    new_done, new_len = take(done), take(length)
+    new_len = new_len + (~new_done).astype(jnp.float32)
+    new_done = new_done | (tok == EOS)
+    write = (target_mask_BxL[:, i] > 0)[:, None]                            # (B, 1)
+    sel = lambda new, old: jnp.where(write.reshape(B, 1, *([1] * (new.ndim - 2))), new, old)
+    return (sel(new_ids, ids), sel(top_score, score), sel(new_done, done),
+            sel(new_len, length)), None
+
+  (ids, score, done, length), _ = jax.lax.scan(body, (ids, score, done, length), jnp.arange(1, L))
+  final = score / jnp.maximum(length, 1.0) ** alpha
+  best = jnp.argmax(final, -1)
+  return jnp.take_along_axis(ids, best[:, None, None], 1)[:, 0]

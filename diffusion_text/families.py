@@ -1,0 +1,104 @@
+"""Model families behind one training loop: the embedding diffusion LM and the AR baseline.
+
+A family says how to build and initialise its Flax module, its per-example training terms, and how to
+generate the target positions of packed inputs. ``config.model.family`` picks one; everything else
+(data, loop, checkpoints, evaluation) is shared.
+"""
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from diffusion_text import denoiser, embeddings, losses, process, samplers
+from diffusion_text.baselines import ar
+
+
+def model_config(config, vocab_size: int) -> denoiser.ModelConfig:
+  m = config.model
+  return denoiser.ModelConfig(
+      vocab_size=vocab_size, max_len=config.data.max_len, emb_dim=m.emb_dim, width=m.width,
+      num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
+      emb_init_std=m.emb_init_std, scan_layers=m.scan_layers, dtype=m.dtype)
+
+
+def diffusion_of(config) -> process.Diffusion:
+  return process.Diffusion(config.diffusion.schedule, config.diffusion.num_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  build: Callable          # ModelConfig -> nn.Module
+  init_params: Callable    # (ModelConfig, rng) -> boxed params
+  loss_terms: Callable     # (model, params, batch, rng, config, deterministic) -> {name: (B,)}
+  make_decoder: Callable   # (model, config, sampler, steps, clamp, eta) -> jitted decode fn
+  decoders: tuple          # names accepted as eval.sampler / sample.sampler
+
+
+# --------------------------------------------------------------------------------- diffusion LM
+
+def _diffusion_terms(model, params, batch, rng, config, deterministic):
+  rng_loss, rng_dropout = jax.random.split(rng)
+  denoise = lambda z, t: model.apply({"params": params}, z, t, deterministic=deterministic,
+                                     rngs={"dropout": rng_dropout})
+  t = losses.diffusion_lm_loss(denoise, params["embedding"], batch["ids"], batch["target_mask"],
+                               batch["pad_mask"], diffusion_of(config), rng_loss,
+                               loss_on_pad=config.diffusion.loss_on_pad)
+  return {"loss": t.total, "mse": t.mse, "rounding": t.rounding, "prior": t.prior,
+          "weight": t.weight}
+
+
+def _diffusion_decoder(model, config, sampler, steps, clamp, eta):
+  """Jitted ``(params, rng, ids_BxL, target_mask_BxL) -> ids_BxL``: positions with mask 0 are held
+  at the embeddings of ``ids`` (a seq2seq source); mask-1 positions are generated."""
+  diffusion = diffusion_of(config)
+
+  @jax.jit
+  def decode(params, rng, ids_BxL, target_mask_BxL):
+    emb = params["embedding"]
+    denoise = lambda z, t: model.apply({"params": params}, z, t, deterministic=True)
+    x_cond = embeddings.embed(emb, ids_BxL)
+    x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,
+                         sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
+                         mask_BxL=target_mask_BxL)
+    return jnp.where(target_mask_BxL > 0, embeddings.round_to_ids(emb, x0), ids_BxL)
+
+  return decode
+
+
+# ------------------------------------------------------------------------------------ AR baseline
+
+def _ar_terms(model, params, batch, rng, config, deterministic):
+  logits = model.apply({"params": params}, batch["ids"], batch["target_mask"],
+                       deterministic=deterministic, rngs={"dropout": rng})
+  nll, weight = ar.token_nll(logits, batch["ids"], batch["target_mask"], batch["pad_mask"],
+                             config.diffusion.loss_on_pad)
+  return {"loss": nll, "nll": nll, "weight": weight}
+
+
+def _ar_decoder(model, config, sampler, steps, clamp, eta):
+  del clamp, eta
+  beam = max(int(steps or 1), 1) if sampler == "beam" else 1  # for AR, `steps` is the beam size
+
+  @jax.jit
+  def decode(params, rng, ids_BxL, target_mask_BxL):
+    del rng
+    if beam == 1:
+      return ar.greedy_decode(model, params, ids_BxL, target_mask_BxL)
+    return ar.beam_decode(model, params, ids_BxL, target_mask_BxL, beam,
+                          alpha=config.sample.beam_alpha)
+
+  return decode
+
+
+FAMILIES = {
+    "diffusion": Family(build=denoiser.DiffusionLM, init_params=denoiser.init_params,
+                        loss_terms=_diffusion_terms, make_decoder=_diffusion_decoder,
+                        decoders=tuple(sorted(samplers.SAMPLERS))),
+    "ar": Family(build=ar.ARTransformer, init_params=ar.init_params, loss_terms=_ar_terms,
+                 make_decoder=_ar_decoder, decoders=("beam", "greedy")),
+}
+
+
+def family_of(config) -> Family:
+  return FAMILIES[config.model.family]

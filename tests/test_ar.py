@@ -1,0 +1,74 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffusion_text import denoiser
+from diffusion_text.baselines import ar
+from diffusion_text.data import packing
+
+CFG = denoiser.ModelConfig(vocab_size=30, max_len=12, emb_dim=4, width=16, num_layers=2,
+                           num_heads=2, mlp_dim=32, dropout=0.0)
+MODEL = ar.ARTransformer(CFG)
+PARAMS = nn.meta.unbox(ar.init_params(CFG, jax.random.PRNGKey(0)))
+
+
+def _batch():
+  rows = [packing.pack_source([10, 11, 12], 12, 5), packing.pack_source([13, 14], 12, 5),
+          packing.pack_source([15, 16, 17, 18, 19], 12, 5)]
+  return jnp.asarray(np.stack([r[0] for r in rows])), jnp.asarray(np.stack([r[1] for r in rows]))
+
+
+def test_prefix_lm_mask():
+  tm = jnp.array([[0, 0, 0, 1, 1]])
+  m = np.asarray(ar.prefix_lm_mask(tm))[0, 0]
+  assert m[0, 2]          # a source position sees later source positions
+  assert not m[0, 3]      # ... but never the target
+  assert m[3, 0] and m[3, 3] and not m[3, 4]  # the target sees the source and earlier targets
+
+
+def test_logits_are_causal_in_the_target():
+  ids, tm = _batch()
+  ids = ids.at[:, 6].set(20)
+  a = MODEL.apply({"params": PARAMS}, ids, tm)
+  b = MODEL.apply({"params": PARAMS}, ids.at[:, 8:].set(21), tm)
+  np.testing.assert_allclose(a[:, :8], b[:, :8], atol=1e-5)
+  assert not np.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_token_nll_counts_only_target_positions():
+  ids, tm = _batch()
+  logits = MODEL.apply({"params": PARAMS}, ids, tm)
+  pad = (ids == 0).astype(jnp.int32)
+  nll, w = ar.token_nll(logits, ids, tm, pad, loss_on_pad=True)
+  logp = jax.nn.log_softmax(logits[0, :-1])
+  pos = np.nonzero(np.asarray(tm[0, 1:]))[0]
+  want = -np.mean([float(logp[p, ids[0, p + 1]]) for p in pos])
+  np.testing.assert_allclose(nll[0], want, rtol=1e-5)
+  assert np.all(w == 1)
+
+
+def test_beam_one_equals_greedy_and_source_is_kept():
+  ids, tm = _batch()
+  g = ar.greedy_decode(MODEL, PARAMS, ids, tm)
+  b1 = ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=1)
+  np.testing.assert_array_equal(g, b1)
+  np.testing.assert_array_equal(np.asarray(g)[np.asarray(tm) == 0], np.asarray(ids)[np.asarray(tm) == 0])
+  b3 = ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=3)
+  assert b3.shape == ids.shape
+
+
+def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
+  ids, tm = _batch()
+
+  def seq_logp(out):
+    logits = MODEL.apply({"params": PARAMS}, out, tm)
+    logp = jax.nn.log_softmax(logits[:, :-1])
+    tok = jnp.take_along_axis(logp, out[:, 1:, None], -1)[..., 0]
+    # up to and including the first EOS of the target
+    after_eos = jnp.cumsum(jnp.cumsum(out[:, 1:] == 3, -1), -1) > 1
+    return jnp.sum(jnp.where((tm[:, 1:] > 0) & ~after_eos, tok, 0.0), -1)
+
+  g = seq_logp(ar.greedy_decode(MODEL, PARAMS, ids, tm))
+  b = seq_logp(ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=4))
+  assert np.all(np.asarray(b) >= np.asarray(g) - 1e-4)
