@@ -58,6 +58,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 1000
   c.train.keep_checkpoints = 3  # newest N kept
   c.train.ema_decay = 0.9999  # Diffusion-LM's EMA rate (with warm-up)
+  c.train.skip_nonfinite_steps = False  # True: drop updates with NaN/Inf loss or grads (else stop)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64

@@ -5,6 +5,7 @@ the current mesh's shardings, so a checkpoint written on one mesh restores onto 
 """
 import logging
 import os
+import time
 
 import orbax.checkpoint as ocp
 
@@ -44,6 +45,16 @@ class Checkpointer:
           f"cannot restore checkpoint {step} from {self.directory}: {type(e).__name__}: "
           f"{str(e).splitlines()[0] if str(e) else ''}") from e
     return out.state, out.data
+
+  def quarantine(self, step: int) -> str:
+    """Moves an unreadable checkpoint out of the way (never deletes it); returns its new path."""
+    src = os.path.join(self.directory, str(step))
+    dst_dir = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints")
+    os.makedirs(dst_dir, exist_ok=True)
+    dst = os.path.join(dst_dir, f"{step}.{int(time.time())}")
+    os.replace(src, dst)
+    self.manager.reload()
+    return dst
 
   def wait(self):
     self.manager.wait_until_finished()

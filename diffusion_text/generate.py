@@ -113,7 +113,7 @@ class Run:
 
 # Keys added after runs were first written, with the value that reproduces what older code did.
 _ADDED_KEYS = {"model": {"family": "diffusion"}, "data": {"task": "lm", "max_src_len": 0},
-               "sample": {"beam_alpha": 0.0}}
+               "sample": {"beam_alpha": 0.0}, "train": {"skip_nonfinite_steps": False}}
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

@@ -8,6 +8,8 @@ EMA model on held-out data and writes decoded samples.
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Optional
 
@@ -40,6 +42,7 @@ def make_train_step(model, config, tx):
   """``train_step(state, batch) -> (state, metric sums)``; pure, for ``jax.jit``."""
   loss_terms = families.family_of(config).loss_terms
   ema_decay = config.train.ema_decay
+  skip_nonfinite = config.train.skip_nonfinite_steps
 
   def train_step(state: ts.TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -56,8 +59,15 @@ def make_train_step(model, config, tx):
     decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
     sums["grad_norm"] = jax.tree.reduce(lambda a, g: a + jnp.sum(g * g), grads, 0.0) ** 0.5
-    return state.replace(step=state.step + 1, params=params, ema_params=ema,
-                         opt_state=opt_state), sums
+    new = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+    if skip_nonfinite:
+      # Drop the update of a step whose loss or gradient is NaN/Inf; the data position still moves.
+      ok = jnp.isfinite(sums["loss"]) & jnp.isfinite(sums["grad_norm"])
+      kept = state.replace(step=state.step + 1)
+      new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, kept)
+      sums = {k: jnp.where(ok, v, 0.0) for k, v in sums.items()}
+      sums["skipped"] = 1.0 - ok.astype(jnp.float32)
+    return new, sums
 
   return train_step
 
@@ -126,14 +136,31 @@ def _check_finite(step: int, sums: dict) -> None:
     raise NumericsError(f"non-finite {', '.join(bad)} at step {step}; last checkpoint kept")
 
 
+def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> None:
+  """Raises NumericsError naming the first step (and term) of the window with a NaN/Inf, after
+  writing that step's example indices to ``<workdir>/nonfinite_step<N>.json``."""
+  host = jax.device_get(acc)
+  for i, sums in enumerate(host):
+    bad = [k for k, v in sums.items() if not np.isfinite(v)]
+    if bad:
+      step = first_step + i
+      path = os.path.join(workdir, f"nonfinite_step{step}.json")
+      _write_atomic(path, json.dumps({"step": step, "terms": bad,
+                                      "example_indices": np.asarray(indices[i]).tolist()}))
+      raise NumericsError(f"non-finite {', '.join(bad)} at step {step} (batch indices in {path}); "
+                          "last checkpoint kept; train.skip_nonfinite_steps=True skips such steps")
+
+
 def _mean_of_sums(acc: list[dict]) -> dict:
   """Exact averages from per-batch (sum, count) metrics; ``grad_norm`` is averaged per step."""
   host = jax.device_get(acc)
   tot = {k: float(sum(h[k] for h in host)) for k in host[0]}
   count = max(tot.pop("count"), 1.0)
-  out = {k: v / count for k, v in tot.items() if k != "grad_norm"}
+  out = {k: v / count for k, v in tot.items() if k not in ("grad_norm", "skipped")}
   if "grad_norm" in tot:
-    out["grad_norm"] = tot["grad_norm"] / len(host)
+    out["grad_norm"] = tot["grad_norm"] / max(len(host) - tot.get("skipped", 0.0), 1.0)
+  if "skipped" in tot:
+    out["skipped"] = tot["skipped"]
   return out
 
 
@@ -143,22 +170,70 @@ def evaluate(eval_step, params, eval_batches, mesh, seed: int) -> dict:
                                   jax.random.PRNGKey(seed + i)) for i, b in enumerate(eval_batches)])
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_at_step: Optional[int] = None) -> dict:
+class _Preemption:
+  """SIGTERM sets a flag; the loop checkpoints after the current step and returns cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+
+RESUME_MODES = ("latest", "latest_valid")
+
+
+def _restore(ckpt, abstract, resume: str):
+  """(state, data_state, step) from the newest checkpoint; with ``latest_valid`` fall back to older
+  ones when it cannot be read."""
+  steps = sorted(ckpt.all_steps(), reverse=True)
+  for step in steps if resume == "latest_valid" else steps[:1]:
+    try:
+      state, data_state = ckpt.restore(step, abstract)
+      return state, data_state, step
+    except CheckpointError as e:
+      if resume != "latest_valid":
+        raise CheckpointError(f"{e}; --resume=latest_valid falls back to an older one") from e
+      moved = ckpt.quarantine(step)
+      logging.warning("checkpoint %d is unreadable (%s); moved to %s, trying an older one", step, e,
+                      moved)
+  raise CheckpointError(f"no readable checkpoint in {ckpt.directory}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       stop_at_step: Optional[int] = None, resume: str = "latest",
+                       allow_config_change: bool = False) -> dict:
   """Trains (or resumes) the run in ``workdir``; returns the final eval metrics.
 
-  ``stop_at_step`` ends the process's work early at that step with a checkpoint, as a preemption or a
-  time-boxed job would; running again resumes the same run.
+  Args:
+    stop_at_step: checkpoint and return at this step, as a time-boxed job would (SIGTERM does the
+      same at the end of the current step); running again resumes the same run.
+    resume: ``latest`` restores the newest checkpoint or fails naming it; ``latest_valid`` falls back
+      to the newest checkpoint that can be read.
+    allow_config_change: resume even if the requested config differs from the saved one in keys
+      that define the run (the saved config is replaced; the change is logged in metrics.jsonl).
   """
+  if resume not in RESUME_MODES:
+    raise CheckpointError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
   is_main = jax.process_index() == 0
   config_path = os.path.join(workdir, generate.CONFIG_FILE)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if os.path.exists(config_path):
     saved = generate.load_config(workdir).to_dict()
     diff = config_differences(saved, config.to_dict())
-    if diff:
+    if diff and not allow_config_change:
       raise CheckpointError(f"{workdir} holds a run with a different config ({', '.join(diff[:5])}"
-                            f"{' ...' if len(diff) > 5 else ''}); use a new --workdir")
+                            f"{' ...' if len(diff) > 5 else ''}); use a new --workdir "
+                            "(or --allow_config_change)")
   elif os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
     raise CheckpointError(f"{workdir} has checkpoints but no {generate.CONFIG_FILE}")
 
@@ -169,7 +244,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.axis_rules(config)
   os.makedirs(workdir, exist_ok=True)
-  if is_main and not os.path.exists(config_path):
+  changed = os.path.exists(config_path) and allow_config_change and config_differences(
+      generate.load_config(workdir).to_dict(), config.to_dict())
+  if is_main and (changed or not os.path.exists(config_path)):
     _write_atomic(config_path, config.to_json(indent=2))
   tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None)
   model_cfg = families.model_config(config, tok.vocab_size)
@@ -179,6 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tx = optim.make_optimizer(config.optim, num_steps)
   abstract, shardings = ts.state_shardings(family.init_params, model_cfg, tx, mesh, rules)
   ckpt = checkpointing.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
+  preemption = _Preemption()
   try:
     latest = ckpt.latest_step()
 
@@ -200,11 +278,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       logging.info("new run in %s: %s parameters, vocab %d", workdir,
                    f"{ts.num_params(state.params):,}", tok.vocab_size)
     else:
-      state, data_state = ckpt.restore(latest, abstract)
+      state, data_state, restored = _restore(ckpt, abstract, resume)
       data_iter.set_state(data_state)
       start = int(state.step)
-      logging.info("resumed %s at step %d", workdir, start)
+      logging.info("resumed %s at step %d (checkpoint %d)", workdir, start, restored)
     log = MetricsLog(workdir, start, enabled=is_main)
+    if changed:
+      logging.warning("config changed on resume: %s", ", ".join(changed))
+      log.write(start, config_changed=changed)
 
     train_step = jax.jit(
         make_train_step(model, config, tx),
@@ -224,16 +305,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     acc, eval_metrics = [], {}
     t_last, step_last = time.time(), start
     t_start = time.time()
+    window_start, window_indices = start + 1, []
     for step in range(start + 1, num_steps + 1):
-      batch = sharding.global_batch(next(data_iter), mesh)
-      state, sums = train_step(state, batch)
+      host_batch = next(data_iter)
+      window_indices.append(host_batch["index"])
+      state, sums = train_step(state, sharding.global_batch(host_batch, mesh))
       acc.append(sums)
       is_last = step == num_steps
-      if step % config.train.log_every_steps == 0 or is_last or step == stop_at_step or (
+      stopping = step == stop_at_step or preemption.requested
+      if step % config.train.log_every_steps == 0 or is_last or stopping or (
           step % config.train.checkpoint_every_steps == 0):
+        _check_window(window_start, acc, window_indices, workdir)
         scalars = _mean_of_sums(acc)
-        acc = []
-        _check_finite(step, scalars)
+        acc, window_start, window_indices = [], step + 1, []
         now = time.time()
         rate = (step - step_last) / max(now - t_last, 1e-9)
         t_last, step_last = now, step
@@ -245,7 +329,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      _fmt(scalars), rate, rate * tokens_per_step, eta)
       if eval_batches and (step % config.train.eval_every_steps == 0 or is_last):
         eval_metrics = evaluate(eval_step, state.ema_params, eval_batches, mesh, config.seed)
-        _check_finite(step, eval_metrics)
+        if config.train.skip_nonfinite_steps:
+          if not all(np.isfinite(v) for v in eval_metrics.values()):
+            logging.warning("non-finite eval metrics at step %d: %s", step, eval_metrics)
+        else:
+          _check_finite(step, eval_metrics)
         log.write(step, **{f"eval/{k}": v for k, v in eval_metrics.items()})
         logging.info("eval step %d: %s", step, _fmt(eval_metrics))
         if e.num_samples:
@@ -254,13 +342,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           log.write(step, samples=texts)
           for txt in texts[:3]:
             logging.info("  sample: %s", txt)
-      stopping = step == stop_at_step
       if step % config.train.checkpoint_every_steps == 0 or is_last or stopping:
         ckpt.save(step, state, data_iter.get_state(), force=is_last or stopping)
       if stopping:
-        logging.info("stopping at step %d as asked; run again to resume", step)
+        ckpt.wait()
+        why = "SIGTERM received" if preemption.requested else "stop_at_step reached"
+        logging.info("%s: checkpoint of step %d saved in %s; run again to resume", why, step,
+                     workdir)
         break
   finally:
+    preemption.restore()
     ckpt.close()
   logging.info("done: %d steps in %.0fs", int(state.step) - start, time.time() - t_start)
   return eval_metrics

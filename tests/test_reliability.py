@@ -1,0 +1,128 @@
+"""Faults: SIGTERM, NaN/Inf, unreadable checkpoints, config changes on resume; arbitrary text input."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from configs import tiny
+from conftest import ROOT, require_e2e
+from diffusion_text import generate, train
+from diffusion_text.data import packing, tokenizers
+from diffusion_text.errors import CheckpointError, NumericsError
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(**overrides):
+  c = tiny.get_config()
+  with c.unlocked():
+    for k, v in overrides.items():
+      section, name = k.split(".")
+      c[section][name] = v
+  return c
+
+
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tfds_dir):
+  require_e2e()
+  w = str(tmp_path / "term")
+  cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py", "--workdir", w,
+         "--config.train.num_train_steps=100000", "--config.train.log_every_steps=1",
+         "--config.eval.num_samples=0", "--config.train.eval_every_steps=100000"]
+  p = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+  metrics = os.path.join(w, "metrics.jsonl")
+  deadline = time.time() + 240
+  while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+    time.sleep(0.5)
+  p.send_signal(signal.SIGTERM)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 0, err[-2000:]
+  assert "SIGTERM received" in err
+  run = generate.load_run(w)
+  last = json.loads(open(metrics).read().splitlines()[-1])["step"]
+  assert run.step == last >= 1
+
+
+def test_nonfinite_loss_stops_with_the_step_and_batch(tmp_path, tfds_dir):
+  """A learning rate of 1e38 makes the params overflow after the first update."""
+  require_e2e()
+  w = str(tmp_path / "nan")
+  with pytest.raises(NumericsError, match=r"non-finite .*at step 2"):
+    train.train_and_evaluate(_cfg(**{"optim.learning_rate": 1e38, "optim.warmup_steps": 0}), w)
+  info = json.load(open(os.path.join(w, "nonfinite_step2.json")))
+  assert info["step"] == 2 and "loss" in info["terms"] and len(info["example_indices"]) == 8
+  assert not os.listdir(os.path.join(w, "checkpoints"))  # no checkpoint of a broken state
+
+
+def test_skip_nonfinite_steps_keeps_training(tmp_path, tfds_dir):
+  require_e2e()
+  w = str(tmp_path / "skip")
+  train.train_and_evaluate(_cfg(**{"optim.learning_rate": 1e38, "optim.warmup_steps": 0,
+                                   "train.skip_nonfinite_steps": True,
+                                   "eval.num_samples": 0}), w)
+  lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
+  assert sum(d.get("train/skipped", 0) for d in lines) == 5  # every step after the first
+  run = generate.load_run(w)
+  assert run.step == 6
+
+
+def test_unreadable_checkpoint_and_latest_valid(tmp_path, tfds_dir):
+  require_e2e()
+  ref, w = str(tmp_path / "ref"), str(tmp_path / "w")
+  cfg = _cfg(**{"eval.num_samples": 0})
+  train.train_and_evaluate(cfg, ref)
+  train.train_and_evaluate(cfg, w)
+  for f in glob.glob(os.path.join(w, "checkpoints", "6", "state", "**", "*"), recursive=True):
+    if os.path.isfile(f) and "ocdbt" in f:
+      open(f, "wb").close()  # truncate the array data of the newest checkpoint
+  with pytest.raises(CheckpointError, match=r"checkpoint 6 .*latest_valid"):
+    train.train_and_evaluate(cfg, w)
+  train.train_and_evaluate(cfg, w, resume="latest_valid")  # restores 3, redoes steps 4..6
+  assert os.listdir(os.path.join(w, "unreadable_checkpoints"))
+  a, b = generate.load_run(ref), generate.load_run(w)
+  assert a.step == b.step == 6
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_config_change_needs_the_override(tmp_path, tfds_dir):
+  require_e2e()
+  w = str(tmp_path / "cfg")
+  train.train_and_evaluate(_cfg(**{"eval.num_samples": 0}), w, stop_at_step=3)
+  changed = _cfg(**{"eval.num_samples": 0, "optim.learning_rate": 5e-4})
+  with pytest.raises(CheckpointError, match="optim.learning_rate.*--allow_config_change"):
+    train.train_and_evaluate(changed, w)
+  train.train_and_evaluate(changed, w, allow_config_change=True)
+  assert generate.load_config(w).optim.learning_rate == 5e-4
+  lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
+  assert any(d.get("config_changed") == ["optim.learning_rate"] for d in lines)
+
+
+_WORD_TOK = tokenizers.WordTokenizer.train(["a b c", "d e f"])
+_SP_TOK = tokenizers.SentencePieceTokenizer.train(
+    ["the quick brown fox", "jumps over the lazy dog", "näive café ünïcode"] * 10, vocab_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=80), st.text(max_size=80), st.integers(8, 40))
+def test_tokenizers_and_packing_on_arbitrary_unicode(src, tgt, max_len):
+  for tok in (_WORD_TOK, _SP_TOK):
+    ids = tok.encode_padded(tgt, max_len)  # never raises, always the right shape
+    assert ids.shape == (max_len,) and ids[0] == tokenizers.BOS and tokenizers.EOS in ids
+    assert isinstance(tok.decode(ids), str)
+    s_ids, t_ids = tok.encode(src), tok.encode(tgt)
+    packed, mask = packing.pack(s_ids, t_ids, max_len, max_len // 2)
+    s2, t2 = packing.unpack(packed)
+    assert s2 == s_ids[: max_len // 2] and t2 == t_ids[: len(t2)]
+    assert mask.sum() == max_len - len(s2) - 2
+  # the word tokenizer round-trips whitespace-normalised text made of known words
+  known = " ".join(w for w in tgt.split() if w in _WORD_TOK.stoi)
+  if len(known.split()) <= max_len - 2:
+    assert _WORD_TOK.decode(_WORD_TOK.encode_padded(known, max_len)) == known
