@@ -123,7 +123,7 @@ class MetricsLog:
     if not self.enabled:
       return
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), **values}) + "\n")
+      f.write(json.dumps({"step": int(step), "time": round(time.time(), 3), **values}) + "\n")
 
 
 def _fmt(scalars: dict) -> str:
@@ -227,13 +227,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   is_main = jax.process_index() == 0
   config_path = os.path.join(workdir, generate.CONFIG_FILE)
   ckpt_dir = os.path.join(workdir, "checkpoints")
+  changed = []
   if os.path.exists(config_path):
-    saved = generate.load_config(workdir).to_dict()
-    diff = config_differences(saved, config.to_dict())
+    diff = config_differences(generate.load_config(workdir).to_dict(), config.to_dict())
     if diff and not allow_config_change:
       raise CheckpointError(f"{workdir} holds a run with a different config ({', '.join(diff[:5])}"
                             f"{' ...' if len(diff) > 5 else ''}); use a new --workdir "
                             "(or --allow_config_change)")
+    changed = diff
   elif os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
     raise CheckpointError(f"{workdir} has checkpoints but no {generate.CONFIG_FILE}")
 
@@ -244,8 +245,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.axis_rules(config)
   os.makedirs(workdir, exist_ok=True)
-  changed = os.path.exists(config_path) and allow_config_change and config_differences(
-      generate.load_config(workdir).to_dict(), config.to_dict())
   if is_main and (changed or not os.path.exists(config_path)):
     _write_atomic(config_path, config.to_json(indent=2))
   tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None)
@@ -265,11 +264,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         sources["train"], encode, batch_size=config.train.batch_size, seed=config.seed,
         max_examples=config.data.max_train_examples or None)
     data_iter = pipeline.DataIterator(train_batches)
-    eval_ds = pipeline.batched_dataset(
-        sources["validation"], encode, batch_size=config.eval.batch_size, seed=config.seed,
-        shuffle=False, repeat=False, max_examples=config.data.max_eval_examples or None)
-    eval_batches = [eval_ds[i] for i in range(min(len(eval_ds), config.eval.num_batches))]
-    eval_batches = [b for b in eval_batches if len(b["ids"]) == config.eval.batch_size]
+    eval_batches = []
+    if "validation" in sources:
+      eval_ds = pipeline.batched_dataset(
+          sources["validation"], encode, batch_size=config.eval.batch_size, seed=config.seed,
+          shuffle=False, repeat=False, max_examples=config.data.max_eval_examples or None)
+      eval_batches = [eval_ds[i] for i in range(min(len(eval_ds), config.eval.num_batches))]
+      eval_batches = [b for b in eval_batches if len(b["ids"]) == config.eval.batch_size]
 
     if latest is None:
       state, _ = ts.create_train_state(family.init_params, model_cfg, tx, mesh, rules,

@@ -126,3 +126,37 @@ def test_tokenizers_and_packing_on_arbitrary_unicode(src, tgt, max_len):
   known = " ".join(w for w in tgt.split() if w in _WORD_TOK.stoi)
   if len(known.split()) <= max_len - 2:
     assert _WORD_TOK.decode(_WORD_TOK.encode_padded(known, max_len)) == known
+
+
+def test_sigkill_at_random_points_resumes_exactly(tmp_path, tfds_dir):
+  """SIGKILL (no chance to save) at several random points, resume each time: the final state equals
+  an uninterrupted run's. Checkpoints every step, so kills also land inside saves."""
+  require_e2e()
+  rng = np.random.default_rng(0)
+  ref, w = str(tmp_path / "ref"), str(tmp_path / "killed")
+  flags = ["--config.train.num_train_steps=12", "--config.train.checkpoint_every_steps=1",
+           "--config.train.log_every_steps=1", "--config.eval.num_samples=0",
+           "--config.train.eval_every_steps=12"]
+  cmd = lambda wd: [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py",
+                    "--workdir", wd, *flags]
+  assert subprocess.run(cmd(ref), cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+  kills = 0
+  for _ in range(3):
+    p = subprocess.Popen(cmd(w), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = os.path.join(w, "metrics.jsonl")
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None and not (
+        os.path.exists(metrics) and os.path.getsize(metrics)):
+      time.sleep(0.1)
+    time.sleep(rng.uniform(0.0, 1.5))  # a random point after training started
+    if p.poll() is None:
+      p.kill()
+      kills += 1
+    p.wait(timeout=60)
+  r = subprocess.run(cmd(w), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert kills >= 1
+  a, b = generate.load_run(ref), generate.load_run(w)
+  assert a.step == b.step == 12
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_array_equal(x, y)
