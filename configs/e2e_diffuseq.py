@@ -15,7 +15,8 @@ CPU variant (``:cpu``), sized for the 2-core CPU:
     python -m experiments.train --config configs/e2e_diffuseq.py:cpu --workdir runs/e2e_diffuseq_cpu
     python -m experiments.evaluate --workdir runs/e2e_diffuseq_cpu --split validation --mbr_samples 5
 
-Results: see README "Results" (no run of this config has been reported yet).
+Measured (``:cpu``, 2-core CPU shared with one other run): 1,940 steps in 53 min (0.6-0.7 steps/s
+shared), dev BLEU 0.9 (DDIM 50, |S|=1) and 1.8 with MBR |S|=5 on 100 MRs. Not converged: see README.
 """
 from configs import common
 
