@@ -39,10 +39,6 @@ class Diffusion:
     """(T+1,) float32 table; index 0 is the clean data."""
     return jnp.asarray(self.alpha_bar_np, jnp.float32)
 
-  def ab(self, t):
-    """alpha_bar at integer timesteps ``t`` (any shape)."""
-    return self.alpha_bar[t]
-
 
 def _bcast(a_B, x):
   return a_B.reshape(a_B.shape + (1,) * (x.ndim - a_B.ndim))
