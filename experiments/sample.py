@@ -40,9 +40,10 @@ def run():
   except ValueError as e:
     raise common.UserError(str(e)) from e
   secs = time.time() - t0
-  out = _OUT.value or os.path.join(
-      _WORKDIR.value, "samples",
-      f"step{r.step}_{settings['sampler']}{settings['steps']}_seed{settings['seed']}")
+  name = f"step{r.step}_{settings['sampler']}{settings['steps']}"
+  name += "_clamp" if settings["clamp"] else ""
+  name += f"_eta{settings['eta']}" if settings["eta"] else ""
+  out = _OUT.value or os.path.join(_WORKDIR.value, "samples", f"{name}_seed{settings['seed']}")
   meta = dict(settings, checkpoint_step=r.step, num_samples=len(texts), seconds=round(secs, 2))
   common.write_atomic(out + ".txt", "".join(t + "\n" for t in texts))
   common.write_atomic(out + ".jsonl", "".join(json.dumps(dict(meta, index=i, text=t)) + "\n"
