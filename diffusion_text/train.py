@@ -16,6 +16,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 import numpy as np
 
 from diffusion_text import checkpointing, families, generate, optim, sharding
@@ -58,7 +59,7 @@ def make_train_step(model, config, tx):
     n = state.step.astype(jnp.float32)
     decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
-    sums["grad_norm"] = jax.tree.reduce(lambda a, g: a + jnp.sum(g * g), grads, 0.0) ** 0.5
+    sums["grad_norm"] = optax.global_norm(grads)
     new = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
     if skip_nonfinite:
       # Drop the update of a step whose loss or gradient is NaN/Inf; the data position still moves.
@@ -136,9 +137,9 @@ def _check_finite(step: int, sums: dict) -> None:
     raise NumericsError(f"non-finite {', '.join(bad)} at step {step}; last checkpoint kept")
 
 
-def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> None:
-  """Raises NumericsError naming the first step (and term) of the window with a NaN/Inf, after
-  writing that step's example indices to ``<workdir>/nonfinite_step<N>.json``."""
+def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> list:
+  """The window's per-step sums on the host. Raises NumericsError naming the first step (and term)
+  with a NaN/Inf, after writing that step's example indices to ``<workdir>/nonfinite_step<N>.json``."""
   host = jax.device_get(acc)
   for i, sums in enumerate(host):
     bad = [k for k, v in sums.items() if not np.isfinite(v)]
@@ -149,11 +150,12 @@ def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> No
                                       "example_indices": np.asarray(indices[i]).tolist()}))
       raise NumericsError(f"non-finite {', '.join(bad)} at step {step} (batch indices in {path}); "
                           "last checkpoint kept; train.skip_nonfinite_steps=True skips such steps")
+  return host
 
 
 def _mean_of_sums(acc: list[dict]) -> dict:
   """Exact averages from per-batch (sum, count) metrics; ``grad_norm`` is averaged per step."""
-  host = jax.device_get(acc)
+  host = jax.device_get(acc)  # a no-op for sums already on the host
   tot = {k: float(sum(h[k] for h in host)) for k in host[0]}
   count = max(tot.pop("count"), 1.0)
   out = {k: v / count for k, v in tot.items() if k not in ("grad_norm", "skipped")}
@@ -316,8 +318,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       stopping = step == stop_at_step or preemption.requested
       if step % config.train.log_every_steps == 0 or is_last or stopping or (
           step % config.train.checkpoint_every_steps == 0):
-        _check_window(window_start, acc, window_indices, workdir)
-        scalars = _mean_of_sums(acc)
+        scalars = _mean_of_sums(_check_window(window_start, acc, window_indices, workdir))
         acc, window_start, window_indices = [], step + 1, []
         now = time.time()
         rate = (step - step_last) / max(now - t_last, 1e-9)
