@@ -34,11 +34,14 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.emb_init_std = 1.0  # std of the N(0, std^2) init of the embedding table
   c.model.scan_layers = True  # nn.scan over blocks: compile time independent of depth
   c.model.dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
+  c.model.self_cond = False  # self-conditioning: the denoiser also reads its previous x0 estimate
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "sqrt"  # sqrt | cosine | linear
   c.diffusion.num_steps = 2000  # T
   c.diffusion.loss_on_pad = True  # False: PAD positions are excluded from the loss (both families)
+  c.diffusion.self_cond_prob = 0.5  # with model.self_cond: fraction of examples trained with x_sc
+  c.diffusion.absorb_prob = 0.0  # soft absorbing state (DiffuSeq-v2): max replacement rate (at t=T)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4  # peak learning rate
@@ -64,12 +67,12 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval.batch_size = 64
   c.eval.num_batches = 8  # held-out batches per evaluation
   c.eval.num_samples = 8  # decoded samples logged per evaluation (0 = none)
-  c.eval.sampler = "ddim"  # ddpm | ddim (diffusion); greedy | beam (ar)
+  c.eval.sampler = "ddim"  # ddpm | ddim | dpm++2m (diffusion); greedy | beam (ar)
   c.eval.sample_steps = 100  # sampler steps for the logged samples (ar + beam: the beam size)
   c.eval.clamp = False  # clamping trick during sampling (see README: it needs a well-trained model)
 
   c.sample = ml_collections.ConfigDict()  # defaults of experiments/sample.py and Run.generate
-  c.sample.sampler = "ddpm"  # ddpm | ddim (diffusion); greedy | beam (ar)
+  c.sample.sampler = "ddpm"  # ddpm | ddim | dpm++2m (diffusion); greedy | beam (ar)
   c.sample.steps = 0  # 0 = T (full chain); for ar + beam: the beam size
   c.sample.beam_alpha = 0.0  # ar beam search: final score / length**alpha
   c.sample.clamp = False  # clamping trick (Li et al. 2022 sec. 4.2)

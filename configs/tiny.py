@@ -2,6 +2,7 @@
 
     python -m experiments.train --config configs/tiny.py --workdir /tmp/tiny
     python -m experiments.train --config configs/tiny.py:seq2seq --workdir /tmp/tiny_s2s  # MR -> text
+                                            # (with self-conditioning and a soft absorbing state)
     python -m experiments.train --config configs/tiny.py:ar --workdir /tmp/tiny_ar  # AR baseline
 """
 from configs import common
@@ -22,6 +23,9 @@ def get_config(arg=None):
   c.sample.update(steps=10, batch_size=8)
   if arg in ("seq2seq", "ar"):
     c.data.update(task="seq2seq", max_len=48, max_src_len=20)
+    if arg == "seq2seq":  # the seq2seq tests also exercise self-conditioning and soft absorbing
+      c.model.self_cond = True
+      c.diffusion.absorb_prob = 0.3
   if arg == "ar":
     c.model.family = "ar"
     c.eval.sampler = "greedy"

@@ -50,6 +50,8 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
     check(0 <= c.sample.steps <= c.diffusion.num_steps,
           f"sample.steps must be in [0, diffusion.num_steps={c.diffusion.num_steps}]")
   check(c.model.width % c.model.num_heads == 0, "model.width must be divisible by model.num_heads")
+  check(0.0 < c.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in (0, 1]")
+  check(0.0 <= c.diffusion.absorb_prob <= 1.0, "diffusion.absorb_prob must be in [0, 1]")
   check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
   check(c.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16")
   check(c.data.max_len >= 3, "data.max_len must be >= 3 (BOS, a token, EOS)")

@@ -1,8 +1,9 @@
 """The denoiser: a bidirectional Transformer mapping (x_t, t) to x0_hat (Li et al. 2022, sec. 4).
 
-Input projection E -> D, learned positions, a sinusoidal timestep embedding through an MLP added to
-every position, ``num_layers`` pre-LayerNorm blocks (optionally one ``nn.scan`` over layers, which
-keeps compile time independent of depth), final LayerNorm and output projection D -> E.
+Input projection E -> D (2E -> D with self-conditioning: [z_t; x0_prev]), learned positions, a
+sinusoidal timestep embedding through an MLP added to every position, ``num_layers`` pre-LayerNorm
+blocks (optionally one ``nn.scan`` over layers, which keeps compile time independent of depth), final
+LayerNorm and output projection D -> E.
 
 Every parameter carries logical axis names (``vocab, latent, embed, mlp, heads, kv, layers``) that the
 config's rules map onto mesh axes (see ``sharding.py``).
@@ -34,10 +35,13 @@ class ModelConfig:
   emb_init_std: float = 1.0
   scan_layers: bool = True
   dtype: str = "float32"
+  self_cond: bool = False  # the denoiser also reads the previous x0 estimate (Chen et al. 2022)
+  absorbing: bool = False  # a learned soft absorbing embedding (DiffuSeq-v2), params["absorbing"]
 
 
 def _p(init, names):
   return nn.with_logical_partitioning(init, names)
+
 
 
 def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0):
@@ -101,18 +105,26 @@ def layer_norm(cfg: ModelConfig, name: str):
 
 
 class Denoiser(nn.Module):
-  """(z_t, t) -> x0_hat, all in the E-dimensional embedding space."""
+  """(z_t, t[, x_sc]) -> x0_hat, all in the E-dimensional embedding space.
+
+  ``x_sc`` is the self-conditioning input (the previous x0 estimate, zeros when there is none); it is
+  read only when ``cfg.self_cond``.
+  """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, z_t_BxLxE, t_B, deterministic: bool = True):
+  def __call__(self, z_t_BxLxE, t_B, x_sc_BxLxE=None, deterministic: bool = True):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     dense_init = nn.initializers.xavier_uniform()
     _, L, _ = z_t_BxLxE.shape
+    inp = z_t_BxLxE
+    if cfg.self_cond:
+      x_sc = jnp.zeros_like(z_t_BxLxE) if x_sc_BxLxE is None else x_sc_BxLxE
+      inp = jnp.concatenate([z_t_BxLxE, x_sc], axis=-1)
     x = nn.Dense(cfg.width, dtype=dtype, name="in_proj",
                  kernel_init=_p(dense_init, ("latent", "embed")),
-                 bias_init=_p(nn.initializers.zeros, ("embed",)))(z_t_BxLxE)
+                 bias_init=_p(nn.initializers.zeros, ("embed",)))(inp)
     pos_LxD = self.param("pos_emb", _p(nn.initializers.normal(0.02), ("len", "embed")),
                          (cfg.max_len, cfg.width))
     x = x + pos_LxD[None, :L].astype(dtype)
@@ -134,17 +146,22 @@ class Denoiser(nn.Module):
 
 
 class DiffusionLM(nn.Module):
-  """The learned embedding table plus the denoiser; params {'embedding': (V, E), 'denoiser': ...}."""
+  """The learned embedding table plus the denoiser; params {'embedding': (V, E), 'denoiser': ...}
+  (and 'absorbing': (E,) with ``cfg.absorbing``)."""
   cfg: ModelConfig
 
   def setup(self):
     self.embedding = self.param(
         "embedding", _p(nn.initializers.normal(self.cfg.emb_init_std), ("vocab", "latent")),
         (self.cfg.vocab_size, self.cfg.emb_dim))
+    if self.cfg.absorbing:
+      self.absorbing = self.param(
+          "absorbing", _p(nn.initializers.normal(self.cfg.emb_init_std), ("latent",)),
+          (self.cfg.emb_dim,))
     self.denoiser = Denoiser(self.cfg)
 
-  def __call__(self, z_t_BxLxE, t_B, deterministic: bool = True):
-    return self.denoiser(z_t_BxLxE, t_B, deterministic)
+  def __call__(self, z_t_BxLxE, t_B, x_sc_BxLxE=None, deterministic: bool = True):
+    return self.denoiser(z_t_BxLxE, t_B, x_sc_BxLxE, deterministic)
 
   def embed(self, ids_BxL):
     return embeddings.embed(self.embedding, ids_BxL)

@@ -19,7 +19,8 @@ def model_config(config, vocab_size: int) -> denoiser.ModelConfig:
   return denoiser.ModelConfig(
       vocab_size=vocab_size, max_len=config.data.max_len, emb_dim=m.emb_dim, width=m.width,
       num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
-      emb_init_std=m.emb_init_std, scan_layers=m.scan_layers, dtype=m.dtype)
+      emb_init_std=m.emb_init_std, scan_layers=m.scan_layers, dtype=m.dtype,
+      self_cond=m.self_cond, absorbing=config.diffusion.absorb_prob > 0)
 
 
 def diffusion_of(config) -> process.Diffusion:
@@ -39,11 +40,16 @@ class Family:
 
 def _diffusion_terms(model, params, batch, rng, config, deterministic):
   rng_loss, rng_dropout = jax.random.split(rng)
-  denoise = lambda z, t: model.apply({"params": params}, z, t, deterministic=deterministic,
-                                     rngs={"dropout": rng_dropout})
+  denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc,
+                                           deterministic=deterministic,
+                                           rngs={"dropout": rng_dropout})
   t = losses.diffusion_lm_loss(denoise, params["embedding"], batch["ids"], batch["target_mask"],
                                batch["pad_mask"], diffusion_of(config), rng_loss,
-                               loss_on_pad=config.diffusion.loss_on_pad)
+                               loss_on_pad=config.diffusion.loss_on_pad,
+                               self_cond_prob=(config.diffusion.self_cond_prob
+                                               if config.model.self_cond else 0.0),
+                               absorbing_E=params.get("absorbing"),
+                               absorb_prob=config.diffusion.absorb_prob)
   return {"loss": t.total, "mse": t.mse, "rounding": t.rounding, "prior": t.prior,
           "weight": t.weight}
 
@@ -56,7 +62,7 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta):
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL):
     emb = params["embedding"]
-    denoise = lambda z, t: model.apply({"params": params}, z, t, deterministic=True)
+    denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True)
     x_cond = embeddings.embed(emb, ids_BxL)
     x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,
                          sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,

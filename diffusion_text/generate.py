@@ -112,7 +112,8 @@ class Run:
 
 
 # Keys added after runs were first written, with the value that reproduces what older code did.
-_ADDED_KEYS = {"model": {"family": "diffusion"}, "data": {"task": "lm", "max_src_len": 0},
+_ADDED_KEYS = {"model": {"family": "diffusion", "self_cond": False},
+               "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0}, "data": {"task": "lm", "max_src_len": 0},
                "sample": {"beam_alpha": 0.0}, "train": {"skip_nonfinite_steps": False}}
 
 

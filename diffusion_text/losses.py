@@ -13,6 +13,16 @@ keeps embeddings from collapsing and teaches the decoder the scale of noise it m
 The loss mask is ``target_mask`` (positions that are noised and predicted), optionally times
 ``1 - is_pad`` (``loss_on_pad=False``): DiffuSeq users reported collapse to PAD when PAD dominates.
 Terms are returned per example so that sums and counts can be aggregated exactly across hosts.
+
+Soft absorbing state (DiffuSeq-v2, Gong et al. 2023): with ``absorb_prob`` > 0 each target position
+is first replaced, with probability ``absorb_prob * t / T``, by a learned absorbing embedding, and then
+Gaussian-noised as usual; the regression target stays the true embedding, so the model learns to
+recover discretely corrupted tokens from the Gaussian space. The rate grows with t, so nearly clean
+inputs are rarely corrupted. Sampling is unchanged (it starts from Gaussian noise).
+
+Self-conditioning (Chen et al. 2022): with ``self_cond_prob`` > 0, each example with that probability
+gets a first, gradient-free x0 estimate as the denoiser's extra input ``x_sc`` (source positions held
+at their clean embeddings, as the sampler does); the others get zeros, as on a sampler's first step.
 """
 import dataclasses
 from typing import Callable
@@ -50,11 +60,13 @@ def loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad: bool):
 
 
 def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, pad_mask_BxL,
-                      diffusion: process.Diffusion, rng, *, loss_on_pad: bool = True) -> LossTerms:
+                      diffusion: process.Diffusion, rng, *, loss_on_pad: bool = True,
+                      self_cond_prob: float = 0.0, absorbing_E=None,
+                      absorb_prob: float = 0.0) -> LossTerms:
   """Monte Carlo estimate (one t per example) of the end-to-end objective.
 
   Args:
-    denoise_fn: ``(z_t_BxLxE, t_B) -> x0_hat_BxLxE``.
+    denoise_fn: ``(z_t_BxLxE, t_B, x_sc_BxLxE) -> x0_hat_BxLxE``.
     emb_VxE: the embedding table (the loss is differentiated through it).
     ids_BxL: token ids; target_mask_BxL: 1 where positions are noised and predicted;
     pad_mask_BxL: 1 on PAD tokens.
@@ -66,8 +78,19 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
   ab = diffusion.alpha_bar
   x0_BxLxE = embeddings.embed(emb_VxE, ids_BxL)
   eps = jax.random.normal(rng_eps, x0_BxLxE.shape)
-  z_t = process.q_sample(x0_BxLxE, ab[t_B], eps, target_mask_BxL)
-  x0_hat = denoise_fn(z_t, t_B)
+  x_in = x0_BxLxE
+  if absorb_prob > 0:
+    rate_B = absorb_prob * t_B.astype(jnp.float32) / T
+    absorbed = jax.random.bernoulli(jax.random.fold_in(rng, 2), rate_B[:, None], ids_BxL.shape)
+    absorbed = absorbed & (target_mask_BxL > 0)
+    x_in = jnp.where(absorbed[..., None], absorbing_E, x0_BxLxE)
+  z_t = process.q_sample(x_in, ab[t_B], eps, target_mask_BxL)
+  x_sc = jnp.zeros_like(z_t)
+  if self_cond_prob > 0:
+    first = process.apply_mask(denoise_fn(z_t, t_B, x_sc), x0_BxLxE, target_mask_BxL)
+    use_B = jax.random.bernoulli(jax.random.fold_in(rng, 1), self_cond_prob, (B,))
+    x_sc = jnp.where(use_B[:, None, None], jax.lax.stop_gradient(first), 0.0)
+  x0_hat = denoise_fn(z_t, t_B, x_sc)
   m = loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad)
   mse = _masked_mean(jnp.mean((x0_hat - x0_BxLxE) ** 2, -1), m)
   x0_noisy = x0_BxLxE + jnp.sqrt(1.0 - ab[1]) * jax.random.normal(rng_round, x0_BxLxE.shape)

@@ -64,6 +64,23 @@ def mean_len(hyps, references=None) -> dict:
   return out
 
 
+def length_distribution(hyps, references=None) -> dict:
+  """Output lengths (words) against the references: quantiles of both, and the mean signed gap to
+  each input's closest reference length (0 = the model picks plausible lengths; < 0 = too short)."""
+  q = (10, 50, 90)
+  h = np.array([len(x.split()) for x in hyps])
+  out = {f"len_p{p}": float(np.percentile(h, p)) for p in q}
+  out["len_std"] = float(h.std())
+  if references is not None:
+    r = np.array([len(x.split()) for refs in references for x in refs])
+    out.update({f"ref_len_p{p}": float(np.percentile(r, p)) for p in q})
+    out["ref_len_std"] = float(r.std())
+    gaps = [hl - min((len(x.split()) for x in refs), key=lambda rl: abs(rl - hl))
+            for hl, refs in zip(h, references)]
+    out["len_gap_to_closest_ref"] = float(np.mean(gaps))
+  return out
+
+
 def self_bleu(samples_per_input: Sequence[Sequence[str]]) -> dict:
   from sacrebleu.metrics import BLEU
   metric = BLEU(effective_order=True)
@@ -82,7 +99,7 @@ def div_4(samples_per_input) -> dict:
 
 CORPUS_METRICS: dict[str, Callable] = {
     "bleu": bleu, "rouge_l": rouge_l, "sentence_bleu_diffuseq": sentence_bleu_diffuseq,
-    "dist_1": dist_1, "mean_len": mean_len,
+    "dist_1": dist_1, "mean_len": mean_len, "length_distribution": length_distribution,
 }
 DIVERSITY_METRICS: dict[str, Callable] = {"self_bleu": self_bleu, "div_4": div_4}
 

@@ -19,7 +19,8 @@ _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Held-
 _NUM = flags.DEFINE_integer("num_inputs", 0, "Distinct inputs to evaluate (0 = all).")
 _MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR decoding.")
 _SAMPLER = flags.DEFINE_string(
-    "sampler", None, "ddpm|ddim (diffusion), greedy|beam (ar); default: the run's sample.sampler.")
+    "sampler", None,
+    "ddpm|ddim|dpm++2m (diffusion), greedy|beam (ar); default: the run's sample.sampler.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps.")
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
 _SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed + k).")

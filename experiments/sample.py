@@ -17,7 +17,8 @@ from experiments import common
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experiments.train.")
 _NUM = flags.DEFINE_integer("num_samples", 16, "Number of samples.")
 _SAMPLER = flags.DEFINE_string(
-    "sampler", None, "ddpm|ddim (diffusion), greedy|beam (ar); default: the run's sample.sampler.")
+    "sampler", None,
+    "ddpm|ddim|dpm++2m (diffusion), greedy|beam (ar); default: the run's sample.sampler.")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps in [1, T]; default the run's sample.steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")

@@ -46,3 +46,28 @@ def test_output_depends_on_timestep_and_dropout_only_in_training():
   d1 = model.apply({"params": params}, z, jnp.array([1, 1]), deterministic=False,
                    rngs={"dropout": jax.random.PRNGKey(3)})
   assert not np.allclose(a, d1)
+
+
+def test_self_conditioning_input():
+  """With self_cond the input projection reads [z_t; x_sc] (2E rows); x_sc=None means zeros; a model
+  without self_cond ignores x_sc."""
+  cfg = denoiser.ModelConfig(**{**CFG.__dict__, "self_cond": True})
+  params = nn.meta.unbox(denoiser.init_params(cfg, jax.random.PRNGKey(4)))
+  assert params["denoiser"]["in_proj"]["kernel"].shape == (8, 16)
+  model = denoiser.DiffusionLM(cfg)
+  z = jax.random.normal(jax.random.PRNGKey(5), (2, 8, 4))
+  t = jnp.array([3, 700])
+  plain = model.apply({"params": params}, z, t)
+  np.testing.assert_array_equal(plain, model.apply({"params": params}, z, t, jnp.zeros_like(z)))
+  assert not np.allclose(plain, model.apply({"params": params}, z, t, z))
+  base = denoiser.DiffusionLM(CFG)
+  p0 = nn.meta.unbox(denoiser.init_params(CFG, jax.random.PRNGKey(4)))
+  np.testing.assert_array_equal(base.apply({"params": p0}, z, t),
+                                base.apply({"params": p0}, z, t, z))
+
+
+def test_absorbing_embedding_is_a_parameter_only_when_enabled():
+  on = nn.meta.unbox(denoiser.init_params(
+      denoiser.ModelConfig(**{**CFG.__dict__, "absorbing": True}), jax.random.PRNGKey(6)))
+  off = nn.meta.unbox(denoiser.init_params(CFG, jax.random.PRNGKey(6)))
+  assert on["absorbing"].shape == (4,) and "absorbing" not in off

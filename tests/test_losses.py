@@ -12,7 +12,7 @@ PAD = (IDS == 0).astype(jnp.int32)
 
 def test_oracle_denoiser_gives_zero_mse_and_known_prior():
   x0 = embeddings.embed(EMB, IDS)
-  terms = losses.diffusion_lm_loss(lambda z, t: x0, EMB, IDS, jnp.ones_like(IDS), PAD, DIFF,
+  terms = losses.diffusion_lm_loss(lambda z, t, x_sc: x0, EMB, IDS, jnp.ones_like(IDS), PAD, DIFF,
                                    jax.random.PRNGKey(2))
   np.testing.assert_allclose(terms.mse, 0.0, atol=1e-12)
   want_prior = DIFF.alpha_bar[-1] * jnp.mean(x0**2, axis=(1, 2))
@@ -24,11 +24,11 @@ def test_loss_only_on_target_positions():
   """Errors at positions outside the loss mask do not count; PAD can be excluded."""
   x0 = embeddings.embed(EMB, IDS)
   tm = jnp.array([[0, 0, 0, 1, 1, 1, 1, 1]] * 3)
-  bad_src = lambda z, t: x0.at[:, :3].add(5.0)
+  bad_src = lambda z, t, x_sc: x0.at[:, :3].add(5.0)
   terms = losses.diffusion_lm_loss(bad_src, EMB, IDS, tm, PAD, DIFF, jax.random.PRNGKey(3))
   np.testing.assert_allclose(terms.mse, 0.0, atol=1e-12)
   pad = jnp.zeros_like(IDS).at[:, 6:].set(1)
-  bad_pad = lambda z, t: x0.at[:, 6:].add(5.0)
+  bad_pad = lambda z, t, x_sc: x0.at[:, 6:].add(5.0)
   with_pad = losses.diffusion_lm_loss(bad_pad, EMB, IDS, tm, pad, DIFF, jax.random.PRNGKey(3))
   without = losses.diffusion_lm_loss(bad_pad, EMB, IDS, tm, pad, DIFF, jax.random.PRNGKey(3),
                                      loss_on_pad=False)
@@ -45,9 +45,82 @@ def test_loss_mask_is_target_times_not_pad():
 
 def test_gradient_reaches_embeddings():
   def f(emb):
-    t = losses.diffusion_lm_loss(lambda z, t: 0.5 * z, emb, IDS, jnp.ones_like(IDS), PAD, DIFF,
+    t = losses.diffusion_lm_loss(lambda z, t, x_sc: 0.5 * z, emb, IDS, jnp.ones_like(IDS), PAD, DIFF,
                                  jax.random.PRNGKey(4))
     return jnp.mean(t.total)
   g = jax.grad(f)(EMB)
   used = np.unique(np.asarray(IDS))
   assert np.all(np.linalg.norm(np.asarray(g)[used], axis=-1) > 0)
+
+
+def test_self_conditioning_feeds_anchored_first_estimate_without_gradient():
+  """With self_cond_prob p, about p of the examples get the first pass's estimate (source positions
+  at their clean embeddings) as x_sc, the rest zeros; no gradient flows through the first pass."""
+  B = 400
+  ids = jax.random.randint(jax.random.PRNGKey(5), (B, 8), 0, 12)
+  tm = jnp.array([[0, 0, 1, 1, 1, 1, 1, 1]] * B)
+  x0 = embeddings.embed(EMB, ids)
+  calls = []
+
+  def denoise(z, t, x_sc):
+    calls.append(x_sc)
+    return 0.5 * z + 0.25 * x_sc
+
+  losses.diffusion_lm_loss(denoise, EMB, ids, tm, (ids == 0), DIFF, jax.random.PRNGKey(6),
+                           self_cond_prob=0.3)
+  assert len(calls) == 2
+  np.testing.assert_array_equal(calls[0], 0.0)
+  x_sc = np.asarray(calls[1])
+  used = np.abs(x_sc).reshape(B, -1).max(-1) > 0
+  assert 0.2 < used.mean() < 0.4
+  np.testing.assert_allclose(x_sc[used][:, :2], np.asarray(x0)[used][:, :2], rtol=1e-6)
+  np.testing.assert_array_equal(x_sc[~used], 0.0)
+
+  # Gradient wrt the denoiser's parameter: only the second pass contributes.
+  def loss(w):
+    f = lambda z, t, x_sc: w * z + x_sc
+    return jnp.sum(losses.diffusion_lm_loss(f, EMB, ids, tm, (ids == 0), DIFF,
+                                            jax.random.PRNGKey(6), self_cond_prob=0.3).mse)
+
+  def loss_with_first_pass_held(w):
+    first = {}
+    def f(z, t, x_sc):
+      if not first:
+        first["x"] = process.apply_mask(0.5 * z, x0, tm)
+        return 0.5 * z
+      return w * z + x_sc
+    return jnp.sum(losses.diffusion_lm_loss(f, EMB, ids, tm, (ids == 0), DIFF,
+                                            jax.random.PRNGKey(6), self_cond_prob=0.3).mse)
+  np.testing.assert_allclose(jax.grad(loss)(0.5), jax.grad(loss_with_first_pass_held)(0.5),
+                             rtol=1e-5)
+
+
+def test_soft_absorbing_state_replaces_target_tokens_at_a_rate_growing_with_t():
+  """With absorb_prob, target positions are swapped for the absorbing embedding before noising, at
+  rate absorb_prob * t / T; source positions never; the absorbing embedding gets a gradient."""
+  B = 3000
+  ids = jax.random.randint(jax.random.PRNGKey(7), (B, 8), 5, 12)
+  tm = jnp.array([[0, 0, 1, 1, 1, 1, 1, 1]] * B)
+  absorbing = jnp.full((4,), 50.0)  # far from every word embedding, so visible through the noise
+  inputs = {}
+
+  def denoise(z, t, x_sc):
+    inputs["z"], inputs["t"] = z, t
+    return jnp.zeros_like(z)
+
+  losses.diffusion_lm_loss(denoise, EMB, ids, tm, ids == 0, DIFF, jax.random.PRNGKey(8),
+                           absorb_prob=0.8, absorbing_E=absorbing)
+  z, t = np.asarray(inputs["z"]), np.asarray(inputs["t"])
+  ab = np.asarray(DIFF.alpha_bar)[t]
+  is_abs = z.mean(-1) > 25.0 * np.sqrt(ab)[:, None]
+  assert not is_abs[t < 70][:, :2].any()
+  for lo, hi in ((1, 30), (30, 70)):  # where sqrt(alpha_bar) * 50 stands well above the noise
+    sel = (t >= lo) & (t < hi)
+    want = np.mean(0.8 * t[sel] / DIFF.num_steps)
+    np.testing.assert_allclose(is_abs[sel][:, 2:].mean(), want, atol=0.025)
+
+  def f(a):
+    return jnp.sum(losses.diffusion_lm_loss(lambda z, t, x_sc: 0.5 * z, EMB, ids, tm, ids == 0,
+                                            DIFF, jax.random.PRNGKey(9), absorb_prob=1.0,
+                                            absorbing_E=a).mse)
+  assert np.linalg.norm(np.asarray(jax.grad(f)(absorbing))) > 0

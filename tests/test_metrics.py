@@ -1,5 +1,7 @@
 import math
 
+import numpy as np
+
 import pytest
 
 from diffusion_text import mbr, metrics
@@ -61,3 +63,13 @@ def test_evaluate_texts_all_metrics():
   assert {"bleu", "rouge_l", "sentence_bleu_diffuseq", "dist_1", "mean_len", "self_bleu",
           "div_4"} <= set(out)
   assert not any(isinstance(v, float) and math.isnan(v) for v in out.values())
+
+
+def test_length_distribution_against_references():
+  hyps = ["a b", "a b c d e f", "a b c d"]
+  refs = [["x y z"], ["x y", "x y z w v u w"], ["x y z w"]]
+  out = metrics.length_distribution(hyps, refs)
+  assert out["len_p50"] == 4.0 and out["ref_len_p50"] == 3.5  # refs: 3, 2, 7, 4
+  # closest reference lengths 3, 7 (|6-7| < |6-2|), 4: gaps -1, -1, 0
+  np.testing.assert_allclose(out["len_gap_to_closest_ref"], -2 / 3)
+  assert "length_distribution" in metrics.CORPUS_METRICS

@@ -138,7 +138,7 @@ def test_seq2seq_sampling_keeps_source_bit_identical(s2s_run):
   run = generate.load_run(s2s_run)
   srcs = ["name : Aromi | food : Thai", "name : The Eagle | area : riverside | near : Burger King"]
   ids_in, mask = run.pack_sources(srcs)
-  for sampler, eta in (("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0)):
+  for sampler, eta in (("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpm++2m", 0.0)):
     out = run.generate_ids(sources=srcs, sampler=sampler, steps=6, eta=eta)
     np.testing.assert_array_equal(out[mask == 0], ids_in[mask == 0])
   texts = run.generate(sources=srcs, steps=6)
@@ -173,3 +173,16 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   assert 0 <= result["bleu"] <= 100
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any("train/nll" in d for d in lines) and any("eval/nll" in d for d in lines)
+
+
+def test_steps_study_writes_table_json_and_plot(s2s_run, tmp_path):
+  out = str(tmp_path / "study")
+  r = _cli("experiments.steps_study", "--workdirs", s2s_run, "--samplers", "ddim,dpm++2m",
+           "--steps", "2,4", "--num_inputs", "2", "--out", out)
+  assert r.returncode == 0, r.stderr[-2000:]
+  points = json.load(open(out + ".json"))
+  assert {(p["sampler"], p["steps"]) for p in points} == {
+      ("ddim", 2), ("ddim", 4), ("dpm++2m", 2), ("dpm++2m", 4)}
+  assert all(p["num_inputs"] == 2 and 0 <= p["bleu"] <= 100 for p in points)
+  assert "self-cond" in points[0]["run"] and "| dpm++2m |" in open(out + ".md").read()
+  assert open(out + ".png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
