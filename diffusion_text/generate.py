@@ -7,6 +7,7 @@
 import dataclasses
 import functools
 import json
+import math
 import os
 from typing import Optional, Sequence
 
@@ -42,6 +43,7 @@ class Run:
   model: object  # the family's Flax module
   params: dict
   step: int
+  mesh: Optional[jax.sharding.Mesh] = None  # where params live and batches are split (default: 1 device)
   _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @functools.cached_property
@@ -84,7 +86,10 @@ class Run:
     steps = steps or s.steps or self.diffusion.num_steps
     clamp = s.clamp if clamp is None else clamp
     eta = s.eta if eta is None else eta
+    mesh = self.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
     batch_size = min(batch_size or s.batch_size, num)
+    batch_size = -(-batch_size // shards) * shards  # the batch is split over the mesh's batch axes
     decoders = families.family_of(self.config).decoders
     if sampler not in decoders:
       raise ValueError(f"unknown sampler {sampler!r} for this model; choose one of {decoders}")
@@ -100,7 +105,10 @@ class Run:
       if pad:
         b_ids = np.concatenate([b_ids, np.repeat(b_ids[-1:], pad, 0)])
         b_mask = np.concatenate([b_mask, np.repeat(b_mask[-1:], pad, 0)])
-      out.append(np.asarray(fn(self.params, jax.random.fold_in(rng, i), b_ids, b_mask)))
+      batch = sharding.global_batch({"ids": b_ids, "mask": b_mask}, mesh)
+      with sharding.mesh_context(mesh, sharding.axis_rules(self.config)):
+        ids_out = fn(self.params, jax.random.fold_in(rng, i), batch["ids"], batch["mask"])
+      out.append(np.asarray(sharding.to_host(ids_out)))
     return np.concatenate(out)[:num]
 
   def decode(self, ids) -> str:
@@ -132,13 +140,18 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(saved)
 
 
-def load_run(workdir: str, step: Optional[int] = None) -> Run:
-  """Loads the run in ``workdir`` (its latest checkpoint unless ``step``) with EMA parameters."""
+def load_run(workdir: str, step: Optional[int] = None,
+             mesh: Optional[jax.sharding.Mesh] = None) -> Run:
+  """Loads the run in ``workdir`` (its latest checkpoint unless ``step``) with EMA parameters.
+
+  ``mesh`` (default: one device) is where the parameters are restored, laid out by the run's axis
+  rules, whatever mesh the checkpoint was written on; sampling then splits batches over it.
+  """
   config = load_config(workdir)
   tok = tokenizers.load_tokenizer(os.path.join(workdir, pipeline.TOKENIZER_FILE))
   model_cfg = families.model_config(config, tok.vocab_size)
   family = families.family_of(config)
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   tx = optim.make_optimizer(config.optim, config.train.num_train_steps)
   abstract, _ = ts.state_shardings(family.init_params, model_cfg, tx, mesh,
                                    sharding.axis_rules(config))
@@ -151,4 +164,4 @@ def load_run(workdir: str, step: Optional[int] = None) -> Run:
   finally:
     ckpt.close()
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
-             params=state.ema_params, step=int(step))
+             params=state.ema_params, step=int(step), mesh=mesh)

@@ -5,6 +5,7 @@ from the newest checkpoint in ``workdir`` (state, RNG, data position), writes sc
 lines (``metrics.jsonl``), logs a progress line with steps/s and tokens/s, periodically evaluates the
 EMA model on held-out data and writes decoded samples.
 """
+import contextlib
 import json
 import logging
 import os
@@ -59,7 +60,7 @@ def make_train_step(model, config, tx):
     n = state.step.astype(jnp.float32)
     decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
-    sums["grad_norm"] = optax.global_norm(grads)
+    sums["grad_norm"] = optax.tree.norm(grads)
     new = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
     if skip_nonfinite:
       # Drop the update of a step whose loss or gradient is NaN/Inf; the data position still moves.
@@ -93,13 +94,14 @@ def flatten_config(d, prefix="") -> dict:
   return out
 
 
-def config_differences(saved: dict, requested: dict) -> list[str]:
-  """Keys whose values differ (JSON-normalised), ignoring those a resume may change."""
+def config_differences(saved: dict, requested: dict, include_resumable: bool = False) -> list[str]:
+  """Keys whose values differ (JSON-normalised), ignoring those a resume may change unless
+  ``include_resumable``."""
   a = flatten_config(json.loads(json.dumps(saved)))
   b = flatten_config(json.loads(json.dumps(requested)))
   keys = sorted(set(a) | set(b))
-  return [k for k in keys if a.get(k) != b.get(k)
-          and not any(k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS)]
+  return [k for k in keys if a.get(k) != b.get(k) and (include_resumable or not any(
+      k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS))]
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -140,14 +142,16 @@ def _check_finite(step: int, sums: dict) -> None:
 def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> list:
   """The window's per-step sums on the host. Raises NumericsError naming the first step (and term)
   with a NaN/Inf, after writing that step's example indices to ``<workdir>/nonfinite_step<N>.json``."""
-  host = jax.device_get(acc)
+  host = sharding.to_host(acc)
   for i, sums in enumerate(host):
     bad = [k for k, v in sums.items() if not np.isfinite(v)]
     if bad:
       step = first_step + i
       path = os.path.join(workdir, f"nonfinite_step{step}.json")
-      _write_atomic(path, json.dumps({"step": step, "terms": bad,
-                                      "example_indices": np.asarray(indices[i]).tolist()}))
+      example_indices = np.asarray(sharding.to_host(indices[i])).tolist()
+      if jax.process_index() == 0:
+        _write_atomic(path, json.dumps({"step": step, "terms": bad,
+                                        "example_indices": example_indices}))
       raise NumericsError(f"non-finite {', '.join(bad)} at step {step} (batch indices in {path}); "
                           "last checkpoint kept; train.skip_nonfinite_steps=True skips such steps")
   return host
@@ -155,7 +159,7 @@ def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> li
 
 def _mean_of_sums(acc: list[dict]) -> dict:
   """Exact averages from per-batch (sum, count) metrics; ``grad_norm`` is averaged per step."""
-  host = jax.device_get(acc)  # a no-op for sums already on the host
+  host = sharding.to_host(acc)  # a no-op for sums already on the host
   tot = {k: float(sum(h[k] for h in host)) for k in host[0]}
   count = max(tot.pop("count"), 1.0)
   out = {k: v / count for k, v in tot.items() if k not in ("grad_norm", "skipped")}
@@ -166,9 +170,10 @@ def _mean_of_sums(acc: list[dict]) -> dict:
   return out
 
 
-def evaluate(eval_step, params, eval_batches, mesh, seed: int) -> dict:
-  """Exact (sum, count) averages of the loss terms over held-out batches."""
-  return _mean_of_sums([eval_step(params, sharding.global_batch(b, mesh),
+def evaluate(eval_step, params, eval_batches, mesh, seed: int, global_rows: int) -> dict:
+  """Exact (sum, count) averages of the loss terms over held-out batches (this process's rows of
+  global batches of ``global_rows``)."""
+  return _mean_of_sums([eval_step(params, sharding.global_batch(b, mesh, global_rows),
                                   jax.random.PRNGKey(seed + i)) for i, b in enumerate(eval_batches)])
 
 
@@ -231,12 +236,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt_dir = os.path.join(workdir, "checkpoints")
   changed = []
   if os.path.exists(config_path):
-    diff = config_differences(generate.load_config(workdir).to_dict(), config.to_dict())
+    saved = generate.load_config(workdir).to_dict()
+    diff = config_differences(saved, config.to_dict())
     if diff and not allow_config_change:
       raise CheckpointError(f"{workdir} holds a run with a different config ({', '.join(diff[:5])}"
                             f"{' ...' if len(diff) > 5 else ''}); use a new --workdir "
                             "(or --allow_config_change)")
-    changed = diff
+    # resumable changes too (e.g. a new num_train_steps): config.json always says what now runs
+    changed = config_differences(saved, config.to_dict(), include_resumable=True)
   elif os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
     raise CheckpointError(f"{workdir} has checkpoints but no {generate.CONFIG_FILE}")
 
@@ -258,21 +265,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   abstract, shardings = ts.state_shardings(family.init_params, model_cfg, tx, mesh, rules)
   ckpt = checkpointing.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
   preemption = _Preemption()
+  scope = contextlib.ExitStack()
   try:
+    scope.enter_context(sharding.mesh_context(mesh, rules))
     latest = ckpt.latest_step()
 
     encode = pipeline.make_encoder(tok, config.data)
+    # Each process loads only its rows of every global batch; the global batch is the same for any
+    # number of processes, so a multi-host run sees exactly the data of a single-host one.
     train_batches = pipeline.batched_dataset(
         sources["train"], encode, batch_size=config.train.batch_size, seed=config.seed,
-        max_examples=config.data.max_train_examples or None)
+        max_examples=config.data.max_train_examples or None,
+        rows=sharding.process_rows(mesh, config.train.batch_size))
     data_iter = pipeline.DataIterator(train_batches)
     eval_batches = []
     if "validation" in sources:
       eval_ds = pipeline.batched_dataset(
           sources["validation"], encode, batch_size=config.eval.batch_size, seed=config.seed,
-          shuffle=False, repeat=False, max_examples=config.data.max_eval_examples or None)
+          shuffle=False, repeat=False, max_examples=config.data.max_eval_examples or None,
+          rows=sharding.process_rows(mesh, config.eval.batch_size))
       eval_batches = [eval_ds[i] for i in range(min(len(eval_ds), config.eval.num_batches))]
-      eval_batches = [b for b in eval_batches if len(b["ids"]) == config.eval.batch_size]
 
     if latest is None:
       state, _ = ts.create_train_state(family.init_params, model_cfg, tx, mesh, rules,
@@ -298,9 +310,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     e = config.eval
     sample_fn = family.make_decoder(model, config, e.sampler, e.sample_steps, e.clamp, 0.0)
     # Logged samples: conditioned on the first held-out sources (seq2seq), else unconditional.
-    if config.data.task == "seq2seq" and eval_batches:
-      sample_inputs = (eval_batches[0]["ids"][:e.num_samples],
-                       eval_batches[0]["target_mask"][:e.num_samples])
+    if config.data.task == "seq2seq" and "validation" in sources:
+      first = [encode(sources["validation"][i])
+               for i in range(min(e.num_samples, len(sources["validation"])))]
+      sample_inputs = (np.stack([r["ids"] for r in first]),
+                       np.stack([r["target_mask"] for r in first]))
     else:
       sample_inputs = generate.unconditional_inputs(e.num_samples, config.data.max_len)
 
@@ -310,12 +324,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     t_start = time.time()
     window_start, window_indices = start + 1, []
     for step in range(start + 1, num_steps + 1):
-      host_batch = next(data_iter)
-      window_indices.append(host_batch["index"])
-      state, sums = train_step(state, sharding.global_batch(host_batch, mesh))
+      batch = sharding.global_batch(next(data_iter), mesh, config.train.batch_size)
+      window_indices.append(batch["index"])
+      state, sums = train_step(state, batch)
       acc.append(sums)
       is_last = step == num_steps
-      stopping = step == stop_at_step or preemption.requested
+      # every process must take the same branch: a SIGTERM seen by one host stops all of them
+      stopping = step == stop_at_step or sharding.any_process(preemption.requested)
       if step % config.train.log_every_steps == 0 or is_last or stopping or (
           step % config.train.checkpoint_every_steps == 0):
         scalars = _mean_of_sums(_check_window(window_start, acc, window_indices, workdir))
@@ -330,7 +345,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         logging.info("step %d/%d  %s  %.2f steps/s  %.0f tok/s  eta %.0fs", step, num_steps,
                      _fmt(scalars), rate, rate * tokens_per_step, eta)
       if eval_batches and (step % config.train.eval_every_steps == 0 or is_last):
-        eval_metrics = evaluate(eval_step, state.ema_params, eval_batches, mesh, config.seed)
+        eval_metrics = evaluate(eval_step, state.ema_params, eval_batches, mesh, config.seed,
+                                config.eval.batch_size)
         if config.train.skip_nonfinite_steps:
           if not all(np.isfinite(v) for v in eval_metrics.values()):
             logging.warning("non-finite eval metrics at step %d: %s", step, eval_metrics)
@@ -339,7 +355,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         log.write(step, **{f"eval/{k}": v for k, v in eval_metrics.items()})
         logging.info("eval step %d: %s", step, _fmt(eval_metrics))
         if e.num_samples:
-          ids = np.asarray(sample_fn(state.ema_params, jax.random.PRNGKey(step), *sample_inputs))
+          ids = sharding.to_host(sample_fn(state.ema_params, jax.random.PRNGKey(step),
+                                           *sample_inputs))
           texts = [generate.decode_output(tok, x, config.data.task) for x in ids]
           log.write(step, samples=texts)
           for txt in texts[:3]:
@@ -355,5 +372,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   finally:
     preemption.restore()
     ckpt.close()
+    scope.close()
   logging.info("done: %d steps in %.0fs", int(state.step) - start, time.time() - t_start)
   return eval_metrics

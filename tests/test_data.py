@@ -77,6 +77,23 @@ def test_batches_are_deterministic_and_reshuffled_per_epoch():
   np.testing.assert_array_equal(a[0]["pad_mask"], a[0]["ids"] == tokenizers.PAD)
 
 
+def test_host_rows_partition_the_global_batch():
+  """Hosts loading disjoint row ranges see exactly the rows of the single-host global batch."""
+  src = [{"index": i, "tgt": f"w{i} x", "src": "", "label": -1} for i in range(23)]
+  tok = tokenizers.WordTokenizer.train([r["tgt"] for r in src])
+  enc = pipeline.make_encoder(tok, _data_cfg(5))
+  full = pipeline.batched_dataset(src, enc, batch_size=8, seed=3)
+  parts = [pipeline.batched_dataset(src, enc, batch_size=8, seed=3, rows=slice(a, a + 4))
+           for a in (0, 4)]
+  for k in (0, 1, 2, 7):
+    for key in full[k]:
+      np.testing.assert_array_equal(np.concatenate([p[k][key] for p in parts]), full[k][key])
+  held_out = pipeline.batched_dataset(src, enc, batch_size=8, seed=3, shuffle=False, repeat=False)
+  assert len(held_out) == 2  # the incomplete third batch is dropped
+  with pytest.raises(ValueError, match="outside a batch"):
+    pipeline.batched_dataset(src, enc, batch_size=8, seed=3, rows=slice(4, 9))
+
+
 def test_iterator_state_resumes_exactly():
   src = [{"index": i, "tgt": f"w{i}", "src": "", "label": -1} for i in range(7)]
   tok = tokenizers.WordTokenizer.train([r["tgt"] for r in src])

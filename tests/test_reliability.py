@@ -103,6 +103,13 @@ def test_config_change_needs_the_override(tmp_path, tfds_dir):
   assert generate.load_config(w).optim.learning_rate == 5e-4
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any(d.get("config_changed") == ["optim.learning_rate"] for d in lines)
+  # a resumable change (a longer run) needs no override but is recorded all the same
+  longer = _cfg(**{"eval.num_samples": 0, "optim.learning_rate": 5e-4,
+                   "train.num_train_steps": 8})
+  train.train_and_evaluate(longer, w)
+  assert generate.load_config(w).train.num_train_steps == 8 and generate.load_run(w).step == 8
+  lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
+  assert any(d.get("config_changed") == ["train.num_train_steps"] for d in lines)
 
 
 _WORD_TOK = tokenizers.WordTokenizer.train(["a b c", "d e f"])
@@ -122,8 +129,14 @@ def test_tokenizers_and_packing_on_arbitrary_unicode(src, tgt, max_len):
     s2, t2 = packing.unpack(packed)
     assert s2 == s_ids[: max_len // 2] and t2 == t_ids[: len(t2)]
     assert mask.sum() == max_len - len(s2) - 2
-  # the word tokenizer round-trips whitespace-normalised text made of known words
-  known = " ".join(w for w in tgt.split() if w in _WORD_TOK.stoi)
+  # special-token strings in text are unknown words, never control ids (PAD/SEP would corrupt packing)
+  for tok in (_WORD_TOK, _SP_TOK):
+    assert tokenizers.UNK in tok.encode("<pad> <sep> <s>") and min(tok.encode("<sep> <pad>")) >= 1
+    assert not set(tok.encode(src + " <sep> <pad> </s>")) & {tokenizers.PAD, tokenizers.SEP,
+                                                             tokenizers.BOS, tokenizers.EOS}
+  # the word tokenizer round-trips whitespace-normalised text made of known (non-special) words
+  known = " ".join(w for w in tgt.split()
+                   if w in _WORD_TOK.stoi and w not in tokenizers.SPECIALS)
   if len(known.split()) <= max_len - 2:
     assert _WORD_TOK.decode(_WORD_TOK.encode_padded(known, max_len)) == known
 

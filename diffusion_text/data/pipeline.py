@@ -89,8 +89,14 @@ def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
 
 
 def batched_dataset(source, encode, *, batch_size: int, seed: int, shuffle: bool = True,
-                    repeat: bool = True, max_examples: Optional[int] = None) -> grain.MapDataset:
-  """A random-access dataset of batches (dicts of (batch_size, L) arrays) of ``encode``d records."""
+                    repeat: bool = True, max_examples: Optional[int] = None,
+                    rows: Optional[slice] = None) -> grain.MapDataset:
+  """A random-access dataset of batches (dicts of (rows, L) arrays) of ``encode``d records.
+
+  ``batch_size`` is the global batch; ``rows`` (default: all) selects the part of every global batch
+  this host loads, so hosts read and encode only their own examples while the global batch stays the
+  same for any number of hosts (see ``sharding.process_rows``). Incomplete final batches are dropped.
+  """
   ds = grain.MapDataset.source(source)
   if max_examples:
     ds = ds[:max_examples]
@@ -100,7 +106,16 @@ def batched_dataset(source, encode, *, batch_size: int, seed: int, shuffle: bool
     ds = ds.shuffle(seed=seed)
   if repeat:
     ds = ds.repeat()
-  return ds.map(encode).batch(batch_size, drop_remainder=repeat)
+  examples = ds.map(encode)
+  rows = rows or slice(0, batch_size)
+  if not 0 <= rows.start < rows.stop <= batch_size:
+    raise ValueError(f"rows {rows} outside a batch of {batch_size}")
+
+  def load(k: int) -> dict:
+    items = [examples[k * batch_size + r] for r in range(rows.start, rows.stop)]
+    return {key: np.stack([it[key] for it in items]) for key in items[0]}
+
+  return grain.MapDataset.range(len(examples) // batch_size).map(load)
 
 
 class DataIterator:

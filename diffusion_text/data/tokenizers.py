@@ -75,7 +75,9 @@ class WordTokenizer(Tokenizer):
     return len(self.itos)
 
   def encode(self, text: str) -> list[int]:
-    return [self.stoi.get(w, UNK) for w in text.split()]
+    # special-token strings in user text ("<pad>", "<sep>") are ordinary unknown words, never the
+    # control ids that padding and source/target packing rely on
+    return [i if i >= len(SPECIALS) else UNK for i in (self.stoi.get(w, UNK) for w in text.split())]
 
   def decode_ids(self, ids: Sequence[int]) -> str:
     return " ".join(self.itos[i] for i in ids)
@@ -120,7 +122,8 @@ class SentencePieceTokenizer(Tokenizer):
     return self.sp.get_piece_size()
 
   def encode(self, text: str) -> list[int]:
-    return self.sp.encode(text)
+    # "<sep>" is a user-defined piece (so it is one token); in user text it must not become SEP
+    return [i if i >= len(SPECIALS) else UNK for i in self.sp.encode(text)]
 
   def decode_ids(self, ids: Sequence[int]) -> str:
     return self.sp.decode([int(i) for i in ids])
