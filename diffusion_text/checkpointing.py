@@ -21,6 +21,12 @@ class Checkpointer:
         enable_async_checkpointing=async_save, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "data"))
+    self._last_saved = None
+
+  def _write_error(self, step, e: Exception) -> CheckpointError:
+    first = str(e).strip().splitlines()[0][:400] if str(e).strip() else ""
+    return CheckpointError(f"cannot write checkpoint {step} to {self.directory}: "
+                           f"{type(e).__name__}: {first}")
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -29,11 +35,23 @@ class Checkpointer:
     return list(self.manager.all_steps())
 
   def save(self, step: int, state, data_state: dict, force: bool = False) -> bool:
+    """Starts an (async) save. Raises CheckpointError if this or an earlier save failed (disk full,
+    unwritable directory): training must not go on without checkpoints."""
     try:
-      return self.manager.save(step, args=ocp.args.Composite(
+      saved = self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
-    except OSError as e:
-      raise CheckpointError(f"cannot write checkpoint {step} to {self.directory}: {e}") from e
+    except Exception as e:  # orbax/tensorstore raise ValueError, OSError, ... for write failures
+      raise self._write_error(self._last_saved if self._last_saved is not None else step, e) from e
+    if saved:
+      self._last_saved = step
+    return saved
+
+  def check(self) -> None:
+    """Raises CheckpointError if an async save that has finished failed (call it often)."""
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:
+      raise self._write_error(self._last_saved, e) from e
 
   def restore(self, step: int, abstract_state):
     """(state, data_state) of checkpoint ``step``, laid out like ``abstract_state``."""
@@ -57,11 +75,15 @@ class Checkpointer:
     return dst
 
   def wait(self):
-    self.manager.wait_until_finished()
+    try:
+      self.manager.wait_until_finished()
+      self.manager.check_for_errors()
+    except Exception as e:
+      raise self._write_error(self._last_saved, e) from e
 
   def close(self):
     try:
-      self.manager.wait_until_finished()
+      self.wait()
     finally:
       self.manager.close()
     logging.debug("checkpointer closed")

@@ -298,6 +298,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       start = int(state.step)
       logging.info("resumed %s at step %d (checkpoint %d)", workdir, start, restored)
     log = MetricsLog(workdir, start, enabled=is_main)
+    if start == 0:
+      lengths = pipeline.length_report(sources["train"], tok, config.data,
+                                       config.data.max_train_examples or None)
+      logging.info("data: %d train examples; truncated to data.max_len: %d targets, %d sources",
+                   lengths["examples"], lengths["target_truncated"], lengths["source_truncated"])
+      log.write(0, data_lengths=lengths)
     if changed:
       logging.warning("config changed on resume: %s", ", ".join(changed))
       log.write(start, config_changed=changed)
@@ -333,6 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       stopping = step == stop_at_step or sharding.any_process(preemption.requested)
       if step % config.train.log_every_steps == 0 or is_last or stopping or (
           step % config.train.checkpoint_every_steps == 0):
+        ckpt.check()  # a failed async save (disk full, ...) stops the run here, not silently
         scalars = _mean_of_sums(_check_window(window_start, acc, window_indices, workdir))
         acc, window_start, window_indices = [], step + 1, []
         now = time.time()

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,66 @@ def test_fewer_examples_than_a_batch():
   tok = tokenizers.WordTokenizer.train(["a"])
   with pytest.raises(DataError, match="fewer than one batch"):
     pipeline.batched_dataset(src, pipeline.make_encoder(tok, _data_cfg(4)), batch_size=2, seed=0)
+
+
+def test_data_validation_strict_and_skipping(tmp_path):
+  """Strict (default): the first bad line is an error naming file:line. Non-strict: bad lines are
+  skipped and counted per reason, with the first line of each."""
+  p = tmp_path / "src1_train.txt"
+  p.write_bytes(b"name : A||A is good .\n\nname : B||\nno separator here\n"
+                b"name : C||C \xff\xfe bad\nname : D||D is fine .\n")
+  with pytest.raises(DataError, match=r"src1_train.txt:3: empty MR or text .*data.strict=False"):
+    sources.read_e2e_lines(str(p))
+  with sources.validation(strict=False) as reports:
+    recs = sources.read_e2e_lines(str(p))
+  assert [r["src"] for r in recs] == ["name : A", "name : D"]
+  (rep,) = reports
+  assert rep.records == 2
+  assert dict(rep.skipped) == {"blank_line": 1, "empty_field": 1, "malformed": 1, "invalid_utf8": 1}
+  assert rep.first == {"blank_line": 2, "empty_field": 3, "malformed": 4, "invalid_utf8": 5}
+  assert "skipped" in rep.summary() and "invalid_utf8 (first: line 5)" in rep.summary()
+  with sources.validation(strict=True):
+    with pytest.raises(DataError, match=r":5: invalid UTF-8"):
+      sources.read_e2e_lines(_only_utf8(tmp_path))
+  j = tmp_path / "x.jsonl"
+  j.write_text('{"src": "a", "trg": "b"}\n{"src": "a"}\n[1]\n{"src": 1, "trg": "x"}\n')
+  with sources.validation(strict=False) as reports:
+    assert len(sources.read_jsonl_pairs(str(j))) == 1
+  assert dict(reports[0].skipped) == {"missing_field": 1, "malformed": 1, "not_a_string": 1}
+
+
+def _only_utf8(tmp_path):
+  p = tmp_path / "utf8.txt"
+  p.write_bytes(b"a||b\nc||d\ne||f\ng||h\n\xff||x\n")
+  return str(p)
+
+
+def test_length_report_counts_truncations():
+  tok = tokenizers.WordTokenizer.train(["a b c d e f g h"])
+  src = [{"src": "a b c d e f", "tgt": "a b", "label": -1},
+         {"src": "a", "tgt": "a b c d e f g h", "label": -1}]
+  cfg = _data_cfg(10, task="seq2seq")
+  cfg.max_src_len = 4
+  rep = pipeline.length_report(src, tok, cfg)
+  # example 0: source 6 > 4 (truncated), target room 10 - 4 - 3 = 3 >= 2; example 1: room 6 < 8
+  assert rep == {"examples": 2, "source_truncated": 1, "target_truncated": 1}
+
+
+def test_prepare_sources_reports_skips_and_strict_refuses_them(tmp_path):
+  d = tmp_path / "src" / "pairs"
+  d.mkdir(parents=True)
+  (d / "train.jsonl").write_text('{"src": "a b", "trg": "c d"}\n{"src": "a"}\n'
+                                 '{"src": "e", "trg": "f"}\n')
+  cfg = common.get_config().data
+  cfg.update(dataset="jsonl:pairs", task="seq2seq", source_dir=str(tmp_path / "src"),
+             tfds_dir=str(tmp_path / "tfds"))
+  with pytest.raises(DataError, match=r"train.jsonl:2: missing field"):
+    pipeline.prepare_sources(cfg)
+  cfg.strict = False
+  data = pipeline.prepare_sources(cfg)
+  assert len(data["train"]) == 2
+  report = json.load(open(next((tmp_path / "tfds").rglob(pipeline.VALIDATION_REPORT))))
+  assert report[0]["records"] == 2 and report[0]["skipped"] == {"missing_field": 1}
+  cfg.strict = True  # the cached preparation skipped a line: strict runs must not use it silently
+  with pytest.raises(DataError, match="skipped 1 bad lines"):
+    pipeline.prepare_sources(cfg)

@@ -173,3 +173,42 @@ def test_sigkill_at_random_points_resumes_exactly(tmp_path, tfds_dir):
   assert a.step == b.step == 12
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(x, y)
+
+
+def test_checkpoint_write_failure_stops_training_with_a_clear_error(tmp_path, tfds_dir, monkeypatch):
+  """A save that fails (here the disk-full error orbax reports, injected into its async error check
+  after the first checkpoint) stops training at the next log step with a CheckpointError naming the
+  checkpoint; it does not train on without checkpoints, and the committed checkpoint stays usable.
+
+  By hand on a 300 KiB tmpfs, the real disk-full case reached the same error path
+  (orbax: "RESOURCE_EXHAUSTED ... No space left on device")."""
+  require_e2e()
+  import orbax.checkpoint as ocp
+  w = str(tmp_path / "full")
+  real_check = ocp.CheckpointManager.check_for_errors
+
+  def failing_check(self):
+    real_check(self)
+    if self.latest_step() is not None:
+      raise ValueError("RESOURCE_EXHAUSTED: Error writing ocdbt: No space left on device")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "check_for_errors", failing_check)
+  with pytest.raises(CheckpointError, match=r"cannot write checkpoint 3 to .*No space left"):
+    train.train_and_evaluate(_cfg(**{"eval.num_samples": 0}), w)  # checkpoint 3, log every 2
+  monkeypatch.undo()
+  assert generate.load_run(w).step == 3
+  lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
+  assert max(d["step"] for d in lines) <= 4  # stopped at the first log step after the failure
+
+
+def test_checkpoint_save_error_is_translated(tmp_path, monkeypatch):
+  from diffusion_text import checkpointing
+  ck = checkpointing.Checkpointer(str(tmp_path / "c"), async_save=False)
+
+  def no_space(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(ck.manager, "save", no_space)
+  with pytest.raises(CheckpointError, match=r"cannot write checkpoint 7 .*No space left"):
+    ck.save(7, {"w": np.zeros(2)}, {"next_batch": 7}, force=True)
+  ck.close()

@@ -8,8 +8,11 @@ Example layout (all arrays (L,)): ``ids`` int32 token ids; ``target_mask`` 1 whe
 and predicted (all ones for unconditional models, the target region for seq2seq, see ``packing``);
 ``pad_mask`` 1 on PAD tokens.
 """
+import json
 import os
 from typing import Optional
+
+from absl import logging
 
 import grain
 import numpy as np
@@ -18,6 +21,7 @@ from diffusion_text.data import packing, sources, tokenizers
 from diffusion_text.errors import DataError
 
 TOKENIZER_FILE = "tokenizer.json"
+VALIDATION_REPORT = "validation_report.json"  # next to the prepared TFDS data
 
 
 def prepare_sources(data_cfg) -> dict:
@@ -34,9 +38,49 @@ def prepare_sources(data_cfg) -> dict:
     sources.check_source_dir(data_cfg.dataset, source_dir)
   tfds_dir = data_cfg.tfds_dir or sources.default_tfds_dir()
   builder = make_builder(data_cfg.dataset, tfds_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
+  with sources.validation(strict=data_cfg.strict) as reports:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
+  report_path = os.path.join(builder.data_dir, VALIDATION_REPORT)
+  if reports:  # prepared just now: keep what reading the raw files found next to the data
+    _write_json(report_path, [r.to_json() for r in reports])
+    for r in reports:
+      logging.info("data: %s", r.summary())
+  elif os.path.exists(report_path):
+    with open(report_path) as f:
+      reports = [sources.FileReport(**r) for r in json.load(f)]
+  skipped = sum(n for r in reports for k, n in r.skipped.items() if k != "blank_line")
+  if skipped and data_cfg.strict:
+    raise DataError(f"the prepared data in {builder.data_dir} skipped {skipped} bad lines "
+                    "(prepared with data.strict=False); delete it to re-validate, or set "
+                    "data.strict=False")
+  if skipped:
+    logging.warning("data: %d bad lines were skipped (see %s)", skipped, report_path)
   return builder.as_data_source()
+
+
+def _write_json(path: str, obj) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def length_report(source, tok: tokenizers.Tokenizer, data_cfg, limit: Optional[int] = None) -> dict:
+  """How many examples the packing rule truncates at ``data.max_len`` (and ``max_src_len``)."""
+  n = min(len(source), limit or len(source))
+  out = {"examples": n, "target_truncated": 0, "source_truncated": 0}
+  src_len = max_src_len(data_cfg)
+  for i in range(n):
+    r = source[i]
+    tgt = len(tok.encode(_text(r["tgt"])))
+    if data_cfg.task == "seq2seq":
+      src = len(tok.encode(_text(r["src"])))
+      out["source_truncated"] += src > src_len
+      room = data_cfg.max_len - min(src, src_len) - 3  # BOS, SEP, EOS
+    else:
+      room = data_cfg.max_len - 2
+    out["target_truncated"] += tgt > room
+  return out
 
 
 def _text(x) -> str:

