@@ -8,7 +8,10 @@ import collections
 import time
 from typing import Optional
 
-from diffusion_text import mbr, metrics
+import jax
+import numpy as np
+
+from diffusion_text import likelihood, mbr, metrics
 from diffusion_text.data import pipeline
 from diffusion_text.generate import Run
 
@@ -50,3 +53,38 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                 checkpoint_step=run.step, seconds=round(time.time() - t0, 1),
                 **{k: v for k, v in sample_kwargs.items() if v is not None})
   return result, outputs
+
+
+def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: int = 16,
+            seed: int = 0, batch_size: int = 64) -> dict:
+  """Bits per token of ``split`` (every example; the first ``num_inputs`` if set): the variational
+  bound with ``num_t`` stratified timesteps for diffusion runs, the exact NLL for AR runs."""
+  t0 = time.time()
+  data = pipeline.prepare_sources(run.config.data)
+  if split not in data:
+    raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
+  source = data[split]
+  n = min(len(source), num_inputs or len(source))
+  encode = pipeline.make_encoder(run.tokenizer, run.config.data)
+  rows = [encode(source[i]) for i in range(n)]
+  is_ar = run.config.model.family == "ar"
+  if is_ar:
+    fn = jax.jit(lambda p, ids, m, rng: likelihood.ar_nll_terms(run.model, p, ids, m))
+  else:
+    def fn_(p, ids, m, rng):
+      f = lambda z, t, x_sc: run.model.apply({"params": p}, z, t, x_sc, deterministic=True)
+      return likelihood.diffusion_nll_terms(f, p["embedding"], ids, m, run.diffusion, rng, num_t)
+    fn = jax.jit(fn_)
+  parts = []
+  for i in range(0, n, batch_size):
+    chunk = rows[i:i + batch_size]
+    pad = batch_size - len(chunk)  # one compiled shape; padded rows are dropped below
+    ids = np.stack([r["ids"] for r in chunk] + [chunk[-1]["ids"]] * pad)
+    mask = np.stack([r["target_mask"] for r in chunk] + [chunk[-1]["target_mask"]] * pad)
+    out = jax.device_get(fn(run.params, ids, mask, jax.random.PRNGKey(seed + i)))
+    parts.append({k: v[:len(chunk)] for k, v in out.items()})
+  per_seq = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  result = likelihood.summarize(per_seq)
+  result.update(split=split, estimator="exact AR NLL" if is_ar else f"ELBO, {num_t} stratified t",
+                checkpoint_step=run.step, seconds=round(time.time() - t0, 1))
+  return result

@@ -5,6 +5,12 @@ r"""Evaluate a trained run: sample for held-out inputs, MBR over |S| samples, BL
 
 Writes ``<out>.json`` (metrics and settings) and ``<out>.jsonl`` (source, chosen output, references,
 all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>``.
+
+``--evaluators=nll`` reports bits per token instead (the variational bound for diffusion runs with
+``--nll_t`` stratified timesteps per sequence; the exact NLL for AR runs), in
+``<workdir>/eval/<split>_step<N>_nll.json``:
+
+    python -m experiments.evaluate --workdir runs/e2e_diffuseq_sc --split test --evaluators nll
 """
 import json
 import os
@@ -25,11 +31,29 @@ _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's s
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
 _SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed + k).")
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
+_EVALUATORS = flags.DEFINE_list("evaluators", ["generate"],
+                                "generate (sample + text metrics), nll (bits per token).")
+_NLL_T = flags.DEFINE_integer("nll_t", 16,
+                              "nll: stratified timesteps per sequence (T-1 = the exact grid).")
 flags.mark_flags_as_required(["workdir"])
 
 
 def run():
   r = generate.load_run(_WORKDIR.value)
+  unknown = set(_EVALUATORS.value) - {"generate", "nll"}
+  if unknown:
+    raise common.UserError(f"unknown evaluator(s) {sorted(unknown)}; choose from generate, nll")
+  if "nll" in _EVALUATORS.value:
+    try:
+      result = evaluate.nll_run(r, split=_SPLIT.value, num_inputs=_NUM.value, num_t=_NLL_T.value,
+                                seed=_SEED.value)
+    except ValueError as e:
+      raise common.UserError(str(e)) from e
+    out = _OUT.value or os.path.join(_WORKDIR.value, "eval", f"{_SPLIT.value}_step{r.step}_nll")
+    common.write_atomic(out + ".json", json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    if "generate" not in _EVALUATORS.value:
+      return
   try:
     result, outputs = evaluate.evaluate_run(
         r, split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value, seed=_SEED.value,

@@ -173,6 +173,8 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   assert 0 <= result["bleu"] <= 100
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any("train/nll" in d for d in lines) and any("eval/nll" in d for d in lines)
+  nll = evaluate.nll_run(run, split="validation", num_inputs=8, batch_size=8)
+  assert nll["estimator"] == "exact AR NLL" and nll["bits_per_token"] > 0
 
 
 def test_steps_study_writes_table_json_and_plot(s2s_run, tmp_path):
@@ -186,3 +188,16 @@ def test_steps_study_writes_table_json_and_plot(s2s_run, tmp_path):
   assert all(p["num_inputs"] == 2 and 0 <= p["bleu"] <= 100 for p in points)
   assert "self-cond" in points[0]["run"] and "| dpm++2m |" in open(out + ".md").read()
   assert open(out + ".png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_nll_evaluator_for_diffusion_and_ar(s2s_run, tmp_path):
+  from diffusion_text import evaluate
+  run = generate.load_run(s2s_run)
+  res = evaluate.nll_run(run, split="validation", num_inputs=10, num_t=4, batch_size=8)
+  assert res["sequences"] == 10 and res["bits_per_token"] > 0
+  assert res["ci95"][0] <= res["bits_per_token"] <= res["ci95"][1]
+  assert {"decoder_bits_per_token", "diffusion_bits_per_token", "prior_bits_per_token"} <= set(res)
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--evaluators", "nll", "--num_inputs",
+           "4", "--nll_t", "2", "--out", str(tmp_path / "nll"))
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.load(open(tmp_path / "nll.json"))["sequences"] == 4
