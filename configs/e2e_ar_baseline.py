@@ -12,7 +12,8 @@ from configs import e2e_diffuseq
 
 
 def get_config(arg=None):
-  c = e2e_diffuseq.get_config(arg)
+  # the CPU run used DiffuSeq's CPU sizes and schedule before self-conditioning was added there
+  c = e2e_diffuseq.get_config("cpu_nosc" if arg == "cpu" else arg)
   with c.unlocked():
     c.model.family = "ar"
     c.diffusion.loss_on_pad = False  # next-token loss up to and including EOS
