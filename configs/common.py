@@ -70,6 +70,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval.num_samples = 8  # decoded samples logged per evaluation (0 = none)
   c.eval.sampler = "ddim"  # ddpm | ddim | dpm++2m (diffusion); greedy | beam (ar)
   c.eval.sample_steps = 100  # sampler steps for the logged samples (ar + beam: the beam size)
+  c.eval.lm_teacher = ""  # workdir of an AR run (same data/tokenizer): lm-score of evaluated outputs
   c.eval.clamp = False  # clamping trick during sampling (see README: it needs a well-trained model)
 
   c.sample = ml_collections.ConfigDict()  # defaults of experiments/sample.py and Run.generate

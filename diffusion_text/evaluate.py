@@ -9,10 +9,12 @@ import time
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from diffusion_text import likelihood, mbr, metrics
-from diffusion_text.data import pipeline
+from diffusion_text.baselines import ar
+from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.generate import Run
 
 
@@ -26,9 +28,47 @@ def grouped_references(source, limit: Optional[int] = None):
   return items[:limit] if limit else items
 
 
+def lm_score(teacher: Run, hyps, sources=None, batch_size: int = 64) -> dict:
+  """Diffusion-LM's lm-score: perplexity of ``hyps`` under an AR ``teacher`` run trained on the same
+  data and tokenizer (given ``sources`` for a seq2seq teacher), over real tokens and EOS."""
+  if teacher.config.model.family != "ar":
+    raise ValueError(f"lm-score teacher {teacher.workdir} is not an AR run")
+  if teacher.is_seq2seq != (sources is not None):
+    raise ValueError("a seq2seq teacher scores hyps given their sources (and an LM teacher none)")
+  d, tok = teacher.config.data, teacher.tokenizer
+  if sources is not None:
+    packed = [packing.pack(tok.encode(s), tok.encode(h), d.max_len, pipeline.max_src_len(d))
+              for s, h in zip(sources, hyps)]
+  else:
+    packed = [(tok.encode_padded(h, d.max_len), np.ones((d.max_len,), np.int32)) for h in hyps]
+  ids = np.stack([p[0] for p in packed])
+  mask = np.stack([p[1] for p in packed])
+
+  @jax.jit
+  def nll(params, ids, mask):
+    logits = teacher.model.apply({"params": params}, ids, mask, deterministic=True)
+    mean, _ = ar.token_nll(logits, ids, mask, ids == tokenizers.PAD, False)
+    count = jnp.sum(mask[:, 1:] * (ids[:, 1:] != tokenizers.PAD), -1)
+    return mean * count, count
+
+  total, count = 0.0, 0.0
+  for i in range(0, len(ids), batch_size):
+    b_ids, b_mask = ids[i:i + batch_size], mask[i:i + batch_size]
+    pad = batch_size - len(b_ids)
+    if pad:
+      b_ids = np.concatenate([b_ids, np.repeat(b_ids[-1:], pad, 0)])
+      b_mask = np.concatenate([b_mask, np.repeat(b_mask[-1:], pad, 0)])
+    s, c = jax.device_get(nll(teacher.params, b_ids, b_mask))
+    total += float(np.sum(s[:len(b_ids) - pad]))
+    count += float(np.sum(c[:len(b_ids) - pad]))
+  return {"lm_score": float(np.exp(total / max(count, 1.0))), "lm_score_teacher": teacher.workdir}
+
+
 def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
-                 mbr_samples: int = 1, seed: int = 0, **sample_kwargs) -> tuple[dict, list[dict]]:
-  """(metrics, per-input outputs) for ``run`` on ``split``; ``sample_kwargs`` go to ``generate``."""
+                 mbr_samples: int = 1, seed: int = 0, teacher: Optional[Run] = None,
+                 **sample_kwargs) -> tuple[dict, list[dict]]:
+  """(metrics, per-input outputs) for ``run`` on ``split``; ``sample_kwargs`` go to ``generate``.
+  With an AR ``teacher`` run, also the lm-score of the outputs."""
   t0 = time.time()
   if run.is_seq2seq:
     data = pipeline.prepare_sources(run.config.data)
@@ -44,11 +84,15 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     result = metrics.evaluate_texts(hyps, refs, samples)
     outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}
                for s, h, r, c in zip(srcs, hyps, refs, samples)]
+    if teacher is not None:
+      result.update(lm_score(teacher, hyps, srcs if teacher.is_seq2seq else None))
   else:
     n = num_inputs or 64
     hyps = run.generate(n, seed=seed, **sample_kwargs)
     result = {**metrics.dist_1(hyps), **metrics.mean_len(hyps)}
     outputs = [{"hyp": h} for h in hyps]
+    if teacher is not None:
+      result.update(lm_score(teacher, hyps))
   result.update(split=split, num_inputs=len(hyps), mbr_samples=mbr_samples, seed=seed,
                 checkpoint_step=run.step, seconds=round(time.time() - t0, 1),
                 **{k: v for k, v in sample_kwargs.items() if v is not None})

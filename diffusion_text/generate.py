@@ -120,9 +120,14 @@ class Run:
 
 
 # Keys added after runs were first written, with the value that reproduces what older code did.
-_ADDED_KEYS = {"model": {"family": "diffusion", "self_cond": False},
-               "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0}, "data": {"task": "lm", "max_src_len": 0, "strict": True},
-               "sample": {"beam_alpha": 0.0}, "train": {"skip_nonfinite_steps": False}}
+_ADDED_KEYS = {
+    "model": {"family": "diffusion", "self_cond": False},
+    "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0},
+    "data": {"task": "lm", "max_src_len": 0, "strict": True},
+    "sample": {"beam_alpha": 0.0},
+    "eval": {"lm_teacher": ""},
+    "train": {"skip_nonfinite_steps": False},
+}
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

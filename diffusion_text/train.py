@@ -316,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     e = config.eval
     sample_fn = family.make_decoder(model, config, e.sampler, e.sample_steps, e.clamp, 0.0)
     # Logged samples: conditioned on the first held-out sources (seq2seq), else unconditional.
-    if config.data.task == "seq2seq" and "validation" in sources:
+    if config.data.task == "seq2seq" and "validation" in sources and e.num_samples:
       first = [encode(sources["validation"][i])
                for i in range(min(e.num_samples, len(sources["validation"])))]
       sample_inputs = (np.stack([r["ids"] for r in first]),

@@ -33,6 +33,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
 _EVALUATORS = flags.DEFINE_list("evaluators", ["generate"],
                                 "generate (sample + text metrics), nll (bits per token).")
+_TEACHER = flags.DEFINE_string(
+    "lm_teacher", None, "AR run whose perplexity of the outputs is the lm-score (default: the run's "
+    "eval.lm_teacher; '' = none).")
 _NLL_T = flags.DEFINE_integer("nll_t", 16,
                               "nll: stratified timesteps per sequence (T-1 = the exact grid).")
 flags.mark_flags_as_required(["workdir"])
@@ -54,10 +57,12 @@ def run():
     print(json.dumps(result, indent=2))
     if "generate" not in _EVALUATORS.value:
       return
+  teacher_dir = r.config.eval.lm_teacher if _TEACHER.value is None else _TEACHER.value
+  teacher = generate.load_run(teacher_dir) if teacher_dir else None
   try:
     result, outputs = evaluate.evaluate_run(
         r, split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value, seed=_SEED.value,
-        sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value)
+        teacher=teacher, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value)
   except ValueError as e:
     raise common.UserError(str(e)) from e
   steps = _STEPS.value or r.config.sample.steps or r.config.diffusion.num_steps
