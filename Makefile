@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 export DIFFUSION_TEXT_DATA_DIR := $(DATA_DIR)
 
-.PHONY: install test test-multihost bench demo e2e clean
+.PHONY: install test test-multihost test-notebooks bench demo e2e clean
 
 install: $(VENV)/.installed
 
@@ -17,11 +17,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest -m "not multihost" tests
+	$(PY) -m pytest -m "not multihost and not notebooks" tests
 
 # Two local processes x 4 CPU devices against one process x 8 (jax.distributed on loopback).
 test-multihost: install
 	$(PY) -m pytest -m multihost tests
+
+# Every notebook in notebooks/, headless, with tiny parameters.
+test-notebooks: install
+	$(PY) -m pytest -m notebooks tests
 
 # Train step, sampler, mesh scaling and memory benchmarks: JSON in runs/bench.json plus a table.
 bench: install
