@@ -24,6 +24,10 @@ _OUTPUT = flags.DEFINE_string("output", "runs/bench.json", "Where the JSON goes.
 _QUICK = flags.DEFINE_bool("quick", False, "Toy sizes and few repeats (the smoke test).")
 _PART = flags.DEFINE_string("part", "", "Internal: run one measurement and print its JSON.")
 _ARGS = flags.DEFINE_string("args", "{}", "Internal: JSON arguments of --part.")
+_FULL_TRAJ = flags.DEFINE_bool(
+    "full_trajectory", False,
+    "Also time a full T-step trajectory (about 15 min per sampler and batch for `small` on 2 cores); "
+    "otherwise it is estimated as T x the measured per-step time.")
 
 # Named model/data sizes. `small` is the reference point measured with DiffuSeq's PyTorch code on
 # this machine (README "Performance"); `e2e_cpu` and `e2e_paper` are configs/e2e_diffusion_lm.py.
@@ -185,7 +189,8 @@ def part_sample(name: str, batches: list, samplers: list, full_trajectory: bool)
       row = {"config": name, "batch": B, "L": size["max_len"], "sampler": sampler,
              "step_s": per_step, "forward_s": fwd_s, "step_over_forward": per_step / fwd_s,
              f"trajectory_{k2}_s": t[k2], "samples_per_s_at_{}_steps".format(k2): B / t[k2],
-             "compile_plus_first_call_s": compile_and_first}
+             "compile_plus_first_call_s": compile_and_first,
+             f"trajectory_{size['T']}_s_estimated": per_step * size["T"] + (t[k2] - per_step * k2)}
       if full_trajectory:
         dec = families.family_of(c).make_decoder(model, c, sampler, size["T"], False, 0.0)
         dec(params, jax.random.PRNGKey(0), ids, mask).block_until_ready()
@@ -246,8 +251,9 @@ def run_all(quick: bool) -> dict:
   result.update(_run_part("peak", quick=quick))
   peak = result["matmul_peak_gflops"] * 1e9
   train_rows = []
+  # e2e_paper (BERT-base denoiser) takes about 30 s a step on 2 cores: 3 timed steps
   for name, steps in ((("tiny", 3),) if quick else (("small", 12), ("e2e_cpu", 12),
-                                                     ("e2e_paper", 10))):
+                                                     ("e2e_paper", 3))):
     for sc in {"tiny": (True,), "e2e_cpu": (False, True)}.get(name, (False,)):
       row = _run_part("train", name=name, steps=steps, self_cond=sc)
       row["mfu"] = row["model_flops"] / row["step_s_median"] / peak
@@ -255,7 +261,8 @@ def run_all(quick: bool) -> dict:
   result["train"] = train_rows
   name = "tiny" if quick else "small"
   result["sample"] = _run_part("sample", name=name, batches=[4] if quick else [16, 64],
-                               samplers=["ddpm", "dpm++2m"], full_trajectory=not quick)["rows"]
+                               samplers=["ddpm", "dpm++2m"],
+                               full_trajectory=_FULL_TRAJ.value and not quick)["rows"]
   scaling = []
   for n in (1, 2) if quick else (1, 2, 8):
     scaling.append(_run_part("train", devices=n, name="tiny" if quick else "e2e_cpu",
