@@ -17,7 +17,8 @@ any decoder gives a valid bound. The denoiser runs without a self-conditioning i
 a sampler's first step, which is also a valid model.
 
 Bits per token divide by the number of target positions (PAD included: the diffusion model generates
-a fixed-length target region, and the AR baseline's NLL is taken on exactly those positions).
+a fixed-length target region; the AR baseline stops at EOS, so its PADs cost nothing, and its NLL is
+divided by the same count).
 """
 import math
 from typing import Callable
@@ -75,11 +76,16 @@ def diffusion_nll_terms(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL,
 
 
 def ar_nll_terms(model, params, ids_BxL, target_mask_BxL) -> dict:
-  """Exact NLL (nats) of the target positions under the AR baseline, per sequence."""
+  """Exact NLL (nats) of the target region under the AR baseline, per sequence.
+
+  The AR model generates up to EOS and stops, so the PADs after EOS have probability 1: the NLL sums
+  the real tokens and EOS, while ``tokens`` counts every target position, the same denominator as
+  the diffusion bound (which must generate the PADs)."""
   logits = model.apply({"params": params}, ids_BxL, target_mask_BxL, deterministic=True)
-  mean, _ = ar.token_nll(logits, ids_BxL, target_mask_BxL, ids_BxL == 0, True)
+  mean, _ = ar.token_nll(logits, ids_BxL, target_mask_BxL, ids_BxL == 0, False)
+  real = jnp.sum(target_mask_BxL[:, 1:] * (ids_BxL[:, 1:] != 0), -1).astype(jnp.float32)
   tokens = jnp.sum(target_mask_BxL[:, 1:].astype(jnp.float32), -1)
-  return {"nll": mean * tokens, "tokens": tokens}
+  return {"nll": mean * real, "tokens": tokens}
 
 
 def summarize(per_seq: dict) -> dict:
