@@ -9,12 +9,10 @@ import time
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from diffusion_text import likelihood, mbr, metrics
-from diffusion_text.baselines import ar
-from diffusion_text.data import packing, pipeline, tokenizers
+from diffusion_text.data import packing, pipeline
 from diffusion_text.generate import Run
 
 
@@ -44,24 +42,25 @@ def lm_score(teacher: Run, hyps, sources=None, batch_size: int = 64) -> dict:
   ids = np.stack([p[0] for p in packed])
   mask = np.stack([p[1] for p in packed])
 
-  @jax.jit
-  def nll(params, ids, mask):
-    logits = teacher.model.apply({"params": params}, ids, mask, deterministic=True)
-    mean, _ = ar.token_nll(logits, ids, mask, ids == tokenizers.PAD, False)
-    count = jnp.sum(mask[:, 1:] * (ids[:, 1:] != tokenizers.PAD), -1)
-    return mean * count, count
+  fn = jax.jit(lambda p, ids, m, rng: likelihood.ar_nll_terms(teacher.model, p, ids, m))
+  out = _map_batches(fn, teacher.params, ids, mask, batch_size, seed=0)
+  total, count = float(out["nll"].sum()), float(out["real_tokens"].sum())
+  return {"lm_score": float(np.exp(total / max(count, 1.0))), "lm_score_teacher": teacher.workdir}
 
-  total, count = 0.0, 0.0
+
+def _map_batches(fn, params, ids, mask, batch_size: int, seed: int) -> dict:
+  """``fn(params, ids, mask, rng) -> {name: (B,)}`` over rows in fixed-size batches (the last one
+  padded with copies, so one compiled shape serves all; padded rows are dropped)."""
+  parts = []
   for i in range(0, len(ids), batch_size):
     b_ids, b_mask = ids[i:i + batch_size], mask[i:i + batch_size]
-    pad = batch_size - len(b_ids)
+    n, pad = len(b_ids), batch_size - len(b_ids)
     if pad:
       b_ids = np.concatenate([b_ids, np.repeat(b_ids[-1:], pad, 0)])
       b_mask = np.concatenate([b_mask, np.repeat(b_mask[-1:], pad, 0)])
-    s, c = jax.device_get(nll(teacher.params, b_ids, b_mask))
-    total += float(np.sum(s[:len(b_ids) - pad]))
-    count += float(np.sum(c[:len(b_ids) - pad]))
-  return {"lm_score": float(np.exp(total / max(count, 1.0))), "lm_score_teacher": teacher.workdir}
+    out = jax.device_get(fn(params, b_ids, b_mask, jax.random.PRNGKey(seed + i)))
+    parts.append({k: np.asarray(v)[:n] for k, v in out.items()})
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
@@ -119,15 +118,9 @@ def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: 
       f = lambda z, t, x_sc: run.model.apply({"params": p}, z, t, x_sc, deterministic=True)
       return likelihood.diffusion_nll_terms(f, p["embedding"], ids, m, run.diffusion, rng, num_t)
     fn = jax.jit(fn_)
-  parts = []
-  for i in range(0, n, batch_size):
-    chunk = rows[i:i + batch_size]
-    pad = batch_size - len(chunk)  # one compiled shape; padded rows are dropped below
-    ids = np.stack([r["ids"] for r in chunk] + [chunk[-1]["ids"]] * pad)
-    mask = np.stack([r["target_mask"] for r in chunk] + [chunk[-1]["target_mask"]] * pad)
-    out = jax.device_get(fn(run.params, ids, mask, jax.random.PRNGKey(seed + i)))
-    parts.append({k: v[:len(chunk)] for k, v in out.items()})
-  per_seq = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+  ids = np.stack([r["ids"] for r in rows])
+  mask = np.stack([r["target_mask"] for r in rows])
+  per_seq = _map_batches(fn, run.params, ids, mask, batch_size, seed)
   result = likelihood.summarize(per_seq)
   result.update(split=split, estimator="exact AR NLL" if is_ar else f"ELBO, {num_t} stratified t",
                 checkpoint_step=run.step, seconds=round(time.time() - t0, 1))

@@ -80,12 +80,12 @@ def ar_nll_terms(model, params, ids_BxL, target_mask_BxL) -> dict:
 
   The AR model generates up to EOS and stops, so the PADs after EOS have probability 1: the NLL sums
   the real tokens and EOS, while ``tokens`` counts every target position, the same denominator as
-  the diffusion bound (which must generate the PADs)."""
+  the diffusion bound (which must generate the PADs); ``real_tokens`` counts tokens and EOS."""
   logits = model.apply({"params": params}, ids_BxL, target_mask_BxL, deterministic=True)
   mean, _ = ar.token_nll(logits, ids_BxL, target_mask_BxL, ids_BxL == 0, False)
   real = jnp.sum(target_mask_BxL[:, 1:] * (ids_BxL[:, 1:] != 0), -1).astype(jnp.float32)
   tokens = jnp.sum(target_mask_BxL[:, 1:].astype(jnp.float32), -1)
-  return {"nll": mean * real, "tokens": tokens}
+  return {"nll": mean * real, "tokens": tokens, "real_tokens": real}
 
 
 def summarize(per_seq: dict) -> dict:

@@ -335,8 +335,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       state, sums = train_step(state, batch)
       acc.append(sums)
       is_last = step == num_steps
-      # every process must take the same branch: a SIGTERM seen by one host stops all of them
-      stopping = step == stop_at_step or sharding.any_process(preemption.requested)
+      # Every process must take the same branch: a SIGTERM seen by one host stops all of them. With
+      # several processes the flag is agreed at log steps only (a collective each step would make
+      # the host wait for every step and lose async dispatch); one process checks every step.
+      agree_now = jax.process_count() == 1 or step % config.train.log_every_steps == 0
+      stopping = step == stop_at_step or (agree_now and sharding.any_process(preemption.requested))
       if step % config.train.log_every_steps == 0 or is_last or stopping or (
           step % config.train.checkpoint_every_steps == 0):
         ckpt.check()  # a failed async save (disk full, ...) stops the run here, not silently
