@@ -36,6 +36,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.scan_layers = True  # nn.scan over blocks: compile time independent of depth
   c.model.dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
   c.model.self_cond = False  # self-conditioning: the denoiser also reads its previous x0 estimate
+  c.model.x0_head = "linear"  # linear (x0_hat = output vector) | softmax (expected word embedding)
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "sqrt"  # sqrt | cosine | linear
@@ -43,6 +44,13 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.diffusion.loss_on_pad = True  # False: PAD positions are excluded from the loss (both families)
   c.diffusion.self_cond_prob = 0.5  # with model.self_cond: fraction of examples trained with x_sc
   c.diffusion.absorb_prob = 0.0  # soft absorbing state (DiffuSeq-v2): max replacement rate (at t=T)
+  c.diffusion.ce_weight = 0.0  # weight of the denoiser's cross-entropy on the clean words (CDCD-style)
+  c.diffusion.cond_drop_prob = 0.0  # seq2seq: source dropped to the null condition (classifier-free)
+
+  c.classifier = ml_collections.ConfigDict()  # model.family = classifier (classifier guidance)
+  c.classifier.base_run = ""  # workdir of the diffusion LM whose frozen embeddings it reads
+  c.classifier.labels = "words"  # words (multi-label: word present) | label (the dataset's classes)
+  c.classifier.num_classes = 0  # labels = label: number of classes
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4  # peak learning rate
@@ -70,6 +78,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval.num_samples = 8  # decoded samples logged per evaluation (0 = none)
   c.eval.sampler = "ddim"  # ddpm | ddim | dpm++2m (diffusion); greedy | beam (ar)
   c.eval.sample_steps = 100  # sampler steps for the logged samples (ar + beam: the beam size)
+  c.eval.nll_t = 0  # > 0: held-out bits/token at every eval (ELBO with this many stratified t; AR exact)
   c.eval.lm_teacher = ""  # workdir of an AR run (same data/tokenizer): lm-score of evaluated outputs
   c.eval.clamp = False  # clamping trick during sampling (see README: it needs a well-trained model)
 

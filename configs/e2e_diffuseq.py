@@ -38,15 +38,19 @@ def get_config(arg=None):
                  eval_every_steps=5000, checkpoint_every_steps=5000, ema_decay=0.9999)
   c.eval.update(batch_size=64, num_batches=8, num_samples=4, sampler="ddim", sample_steps=200)
   c.sample.update(sampler="ddim", steps=200)
-  if arg in ("cpu", "cpu_nosc"):
+  if arg in ("cpu", "cpu_nosc", "cpu_ce"):
     c.model.update(emb_dim=16, width=128, num_layers=4, num_heads=4, mlp_dim=512)
     c.optim.update(learning_rate=1e-3, warmup_steps=500, decay="cosine", final_lr_fraction=0.05)
     c.train.update(num_train_steps=10_000, eval_every_steps=1000, checkpoint_every_steps=1000,
                    ema_decay=0.999)
-    if arg == "cpu":
+    if arg in ("cpu", "cpu_ce"):
       c.model.self_cond = True
       c.train.num_train_steps = 6000
+    if arg == "cpu_ce":
+      c.model.x0_head = "softmax"
+      c.diffusion.update(ce_weight=1.0, cond_drop_prob=0.1)
+      c.train.num_train_steps = 5000
   elif arg not in (None, ""):
-    raise ValueError(f"unknown variant {arg!r}; use '' (default), 'cpu' or 'cpu_nosc'")
+    raise ValueError(f"unknown variant {arg!r}; use '' (default), 'cpu', 'cpu_ce' or 'cpu_nosc'")
   c.lock()
   return c

@@ -47,11 +47,26 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   if c.model.family == "diffusion":
     check(1 <= c.eval.sample_steps <= c.diffusion.num_steps,
           f"eval.sample_steps must be in [1, diffusion.num_steps={c.diffusion.num_steps}]")
+    check(0 <= c.eval.nll_t <= c.diffusion.num_steps - 1,
+          f"eval.nll_t must be in [0, diffusion.num_steps - 1 = {c.diffusion.num_steps - 1}]")
     check(0 <= c.sample.steps <= c.diffusion.num_steps,
           f"sample.steps must be in [0, diffusion.num_steps={c.diffusion.num_steps}]")
   check(c.model.width % c.model.num_heads == 0, "model.width must be divisible by model.num_heads")
   check(0.0 < c.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in (0, 1]")
   check(0.0 <= c.diffusion.absorb_prob <= 1.0, "diffusion.absorb_prob must be in [0, 1]")
+  check(c.model.x0_head in ("linear", "softmax"),
+        f"model.x0_head must be linear|softmax, got {c.model.x0_head!r}")
+  check(c.diffusion.ce_weight >= 0.0, "diffusion.ce_weight must be >= 0")
+  check(0.0 <= c.diffusion.cond_drop_prob < 1.0, "diffusion.cond_drop_prob must be in [0, 1)")
+  check(c.diffusion.cond_drop_prob == 0.0 or c.data.task == "seq2seq",
+        "diffusion.cond_drop_prob needs data.task=seq2seq (it drops the source)")
+  if c.model.family == "classifier":
+    check(bool(c.classifier.base_run), "model.family=classifier needs classifier.base_run (the "
+          "workdir of a trained diffusion LM)")
+    check(c.classifier.labels in ("words", "label"),
+          f"classifier.labels must be words|label, got {c.classifier.labels!r}")
+    check(c.classifier.labels != "label" or c.classifier.num_classes >= 2,
+          "classifier.labels=label needs classifier.num_classes >= 2")
   check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
   check(c.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16")
   check(c.data.max_len >= 3, "data.max_len must be >= 3 (BOS, a token, EOS)")

@@ -38,6 +38,8 @@ class ModelConfig:
   dtype: str = "float32"
   self_cond: bool = False  # the denoiser also reads the previous x0 estimate (Chen et al. 2022)
   absorbing: bool = False  # a learned soft absorbing embedding (DiffuSeq-v2), params["absorbing"]
+  num_labels: int = 0  # classifiers: output classes (0 = one per vocabulary word)
+  x0_head: str = "linear"  # linear: x0_hat = the output vector | softmax: E[EMB(w)] under p(w | output)
 
 
 def _p(init, names):
@@ -112,6 +114,31 @@ def layer_norm(cfg: ModelConfig, name: str):
                       bias_init=_p(nn.initializers.zeros, ("embed",)), name=name)
 
 
+def trunk(module: nn.Module, cfg: ModelConfig, inp_BxLxI, t_B, deterministic: bool):
+  """Input projection, learned positions, timestep MLP, the blocks and the final LayerNorm, created
+  in ``module``'s scope (shared by the denoiser and the noisy-embedding classifiers)."""
+  dtype = jnp.dtype(cfg.dtype)
+  dense_init = nn.initializers.xavier_uniform()
+  L = inp_BxLxI.shape[1]
+  x = nn.Dense(cfg.width, dtype=dtype, name="in_proj",
+               kernel_init=_p(dense_init, ("latent", "embed")),
+               bias_init=_p(nn.initializers.zeros, ("embed",)))(inp_BxLxI)
+  pos_LxD = module.param("pos_emb", _p(nn.initializers.normal(0.02), ("len", "embed")),
+                         (cfg.max_len, cfg.width))
+  x = x + pos_LxD[None, :L].astype(dtype)
+  temb = timestep_embedding(t_B, cfg.width)
+  temb = nn.Dense(cfg.mlp_dim, dtype=dtype, name="time_mlp_in",
+                  kernel_init=_p(dense_init, ("embed", "mlp")),
+                  bias_init=_p(nn.initializers.zeros, ("mlp",)))(temb)
+  temb = nn.Dense(cfg.width, dtype=dtype, name="time_mlp_out",
+                  kernel_init=_p(dense_init, ("mlp", "embed")),
+                  bias_init=_p(nn.initializers.zeros, ("embed",)))(nn.silu(temb))
+  x = x + temb[:, None, :]
+  x = constrain(nn.Dropout(cfg.dropout)(x, deterministic=deterministic))
+  x = apply_blocks(cfg, x, None, deterministic)
+  return layer_norm(cfg, "ln_out")(x)
+
+
 class Denoiser(nn.Module):
   """(z_t, t[, x_sc]) -> x0_hat, all in the E-dimensional embedding space.
 
@@ -124,31 +151,13 @@ class Denoiser(nn.Module):
   def __call__(self, z_t_BxLxE, t_B, x_sc_BxLxE=None, deterministic: bool = True):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
-    dense_init = nn.initializers.xavier_uniform()
-    _, L, _ = z_t_BxLxE.shape
     inp = z_t_BxLxE
     if cfg.self_cond:
       x_sc = jnp.zeros_like(z_t_BxLxE) if x_sc_BxLxE is None else x_sc_BxLxE
       inp = jnp.concatenate([z_t_BxLxE, x_sc], axis=-1)
-    x = nn.Dense(cfg.width, dtype=dtype, name="in_proj",
-                 kernel_init=_p(dense_init, ("latent", "embed")),
-                 bias_init=_p(nn.initializers.zeros, ("embed",)))(inp)
-    pos_LxD = self.param("pos_emb", _p(nn.initializers.normal(0.02), ("len", "embed")),
-                         (cfg.max_len, cfg.width))
-    x = x + pos_LxD[None, :L].astype(dtype)
-    temb = timestep_embedding(t_B, cfg.width)
-    temb = nn.Dense(cfg.mlp_dim, dtype=dtype, name="time_mlp_in",
-                    kernel_init=_p(dense_init, ("embed", "mlp")),
-                    bias_init=_p(nn.initializers.zeros, ("mlp",)))(temb)
-    temb = nn.Dense(cfg.width, dtype=dtype, name="time_mlp_out",
-                    kernel_init=_p(dense_init, ("mlp", "embed")),
-                    bias_init=_p(nn.initializers.zeros, ("embed",)))(nn.silu(temb))
-    x = x + temb[:, None, :]
-    x = constrain(nn.Dropout(cfg.dropout)(x, deterministic=deterministic))
-    x = apply_blocks(cfg, x, None, deterministic)
-    x = layer_norm(cfg, "ln_out")(x)
+    x = trunk(self, cfg, inp, t_B, deterministic)
     x0_hat = nn.Dense(cfg.emb_dim, dtype=dtype, name="out_proj",
-                      kernel_init=_p(dense_init, ("embed", "latent")),
+                      kernel_init=_p(nn.initializers.xavier_uniform(), ("embed", "latent")),
                       bias_init=_p(nn.initializers.zeros, ("latent",)))(x)
     return x0_hat.astype(jnp.float32)
 
@@ -168,8 +177,26 @@ class DiffusionLM(nn.Module):
           (self.cfg.emb_dim,))
     self.denoiser = Denoiser(self.cfg)
 
-  def __call__(self, z_t_BxLxE, t_B, x_sc_BxLxE=None, deterministic: bool = True):
-    return self.denoiser(z_t_BxLxE, t_B, x_sc_BxLxE, deterministic)
+  def __call__(self, z_t_BxLxE, t_B, x_sc_BxLxE=None, deterministic: bool = True,
+               return_logits: bool = False):
+    """x0_hat, or (x0_hat, logits_BxLxV) with ``return_logits``.
+
+    The denoiser's output vector h gives word logits through the tied rounding head, ``h . EMB^T``.
+    With ``x0_head="softmax"`` the estimate is the embedding expected under those logits,
+    ``softmax(h . EMB^T) EMB`` (as in CDCD and Difformer): x0_hat stays inside the convex hull of the
+    word embeddings, and a cross-entropy on the logits (``diffusion.ce_weight``) trains the denoiser as
+    a classifier of the clean words, which converges much faster on small data than the regression.
+    """
+    h = self.denoiser(z_t_BxLxE, t_B, x_sc_BxLxE, deterministic)
+    if self.cfg.x0_head not in ("linear", "softmax"):
+      raise ValueError(f"unknown x0_head {self.cfg.x0_head!r}; use 'linear' or 'softmax'")
+    if self.cfg.x0_head == "linear" and not return_logits:
+      return h
+    logits = embeddings.rounding_logits(self.embedding, h)
+    x0_hat = h
+    if self.cfg.x0_head == "softmax":
+      x0_hat = jnp.einsum("blv,ve->ble", jax.nn.softmax(logits, axis=-1), self.embedding)
+    return (x0_hat, logits) if return_logits else x0_hat
 
   def embed(self, ids_BxL):
     return embeddings.embed(self.embedding, ids_BxL)

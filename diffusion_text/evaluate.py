@@ -110,6 +110,16 @@ def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: 
   n = min(len(source), num_inputs or len(source))
   encode = pipeline.make_encoder(run.tokenizer, run.config.data)
   rows = [encode(source[i]) for i in range(n)]
+  ids = np.stack([r["ids"] for r in rows])
+  mask = np.stack([r["target_mask"] for r in rows])
+  result = nll_of_ids(run, ids, mask, num_t=num_t, seed=seed, batch_size=batch_size)
+  result.update(split=split, seconds=round(time.time() - t0, 1))
+  return result
+
+
+def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,
+               batch_size: int = 64) -> dict:
+  """Bits per token of packed rows' mask-1 positions under ``run`` (bound or exact NLL)."""
   is_ar = run.config.model.family == "ar"
   if is_ar:
     fn = jax.jit(lambda p, ids, m, rng: likelihood.ar_nll_terms(run.model, p, ids, m))
@@ -118,10 +128,8 @@ def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: 
       f = lambda z, t, x_sc: run.model.apply({"params": p}, z, t, x_sc, deterministic=True)
       return likelihood.diffusion_nll_terms(f, p["embedding"], ids, m, run.diffusion, rng, num_t)
     fn = jax.jit(fn_)
-  ids = np.stack([r["ids"] for r in rows])
-  mask = np.stack([r["target_mask"] for r in rows])
-  per_seq = _map_batches(fn, run.params, ids, mask, batch_size, seed)
+  per_seq = _map_batches(fn, run.params, np.asarray(ids), np.asarray(mask), batch_size, seed)
   result = likelihood.summarize(per_seq)
-  result.update(split=split, estimator="exact AR NLL" if is_ar else f"ELBO, {num_t} stratified t",
-                checkpoint_step=run.step, seconds=round(time.time() - t0, 1))
+  result.update(estimator="exact AR NLL" if is_ar else f"ELBO, {num_t} stratified t",
+                checkpoint_step=run.step)
   return result

@@ -5,22 +5,26 @@ generate the target positions of packed inputs. ``config.model.family`` picks on
 (data, loop, checkpoints, evaluation) is shared.
 """
 import dataclasses
+import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from diffusion_text import denoiser, embeddings, losses, process, samplers
+from diffusion_text import classifier, denoiser, embeddings, losses, process, samplers
 from diffusion_text.baselines import ar
 
 
 def model_config(config, vocab_size: int) -> denoiser.ModelConfig:
   m = config.model
+  c = config.classifier
+  num_labels = c.num_classes if m.family == "classifier" and c.labels == "label" else 0
   return denoiser.ModelConfig(
       vocab_size=vocab_size, max_len=config.data.max_len, emb_dim=m.emb_dim, width=m.width,
       num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
       emb_init_std=m.emb_init_std, scan_layers=m.scan_layers, dtype=m.dtype,
-      self_cond=m.self_cond, absorbing=config.diffusion.absorb_prob > 0)
+      self_cond=m.self_cond, absorbing=config.diffusion.absorb_prob > 0, x0_head=m.x0_head,
+      num_labels=num_labels)
 
 
 def diffusion_of(config) -> process.Diffusion:
@@ -39,19 +43,28 @@ class Family:
 # --------------------------------------------------------------------------------- diffusion LM
 
 def _diffusion_terms(model, params, batch, rng, config, deterministic):
-  rng_loss, rng_dropout = jax.random.split(rng)
+  rng_loss, rng_dropout, rng_cond = jax.random.split(rng, 3)
+  d = config.diffusion
   denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc,
                                            deterministic=deterministic,
-                                           rngs={"dropout": rng_dropout})
-  t = losses.diffusion_lm_loss(denoise, params["embedding"], batch["ids"], batch["target_mask"],
+                                           rngs={"dropout": rng_dropout},
+                                           return_logits=d.ce_weight > 0)
+  ids = batch["ids"]
+  if d.cond_drop_prob > 0 and not deterministic:  # held-out loss stays the conditional one
+    ids = losses.drop_condition(ids, batch["target_mask"], rng_cond, d.cond_drop_prob)
+  t = losses.diffusion_lm_loss(denoise, params["embedding"], ids, batch["target_mask"],
                                batch["pad_mask"], diffusion_of(config), rng_loss,
                                loss_on_pad=config.diffusion.loss_on_pad,
                                self_cond_prob=(config.diffusion.self_cond_prob
                                                if config.model.self_cond else 0.0),
                                absorbing_E=params.get("absorbing"),
-                               absorb_prob=config.diffusion.absorb_prob)
-  return {"loss": t.total, "mse": t.mse, "rounding": t.rounding, "prior": t.prior,
-          "weight": t.weight}
+                               absorb_prob=config.diffusion.absorb_prob,
+                               ce_weight=d.ce_weight)
+  terms = {"loss": t.total, "mse": t.mse, "rounding": t.rounding, "prior": t.prior,
+           "weight": t.weight}
+  if d.ce_weight > 0:
+    terms["ce"] = t.ce
+  return terms
 
 
 def _diffusion_decoder(model, config, sampler, steps, clamp, eta):
@@ -103,7 +116,18 @@ FAMILIES = {
                         decoders=tuple(sorted(samplers.SAMPLERS))),
     "ar": Family(build=ar.ARTransformer, init_params=ar.init_params, loss_terms=_ar_terms,
                  make_decoder=_ar_decoder, decoders=("beam", "greedy")),
+    # attribute classifier on a diffusion run's noisy embeddings (classifier guidance); no decoder
+    "classifier": Family(build=classifier.NoisyClassifier, init_params=classifier.init_params,
+                         loss_terms=classifier.loss_terms, make_decoder=classifier.no_decoder,
+                         decoders=("none",)),
 }
+
+
+def tokenizer_file(config) -> str:
+  """A saved tokenizer the run must use ('' = train one): a classifier reads its base run's."""
+  if config.model.family == "classifier" and config.classifier.base_run:
+    return os.path.join(config.classifier.base_run, "tokenizer.json")
+  return ""
 
 
 def family_of(config) -> Family:

@@ -121,12 +121,14 @@ class Run:
 
 # Keys added after runs were first written, with the value that reproduces what older code did.
 _ADDED_KEYS = {
-    "model": {"family": "diffusion", "self_cond": False},
-    "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0},
+    "model": {"family": "diffusion", "self_cond": False, "x0_head": "linear"},
+    "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "ce_weight": 0.0,
+                  "cond_drop_prob": 0.0},
     "data": {"task": "lm", "max_src_len": 0, "strict": True},
     "sample": {"beam_alpha": 0.0},
-    "eval": {"lm_teacher": ""},
+    "eval": {"lm_teacher": "", "nll_t": 0},
     "train": {"skip_nonfinite_steps": False},
+    "classifier": {"base_run": "", "labels": "words", "num_classes": 0},
 }
 
 

@@ -23,6 +23,11 @@ inputs are rarely corrupted. Sampling is unchanged (it starts from Gaussian nois
 Self-conditioning (Chen et al. 2022): with ``self_cond_prob`` > 0, each example with that probability
 gets a first, gradient-free x0 estimate as the denoiser's extra input ``x_sc`` (source positions held
 at their clean embeddings, as the sampler does); the others get zeros, as on a sampler's first step.
+
+Denoiser cross-entropy (``ce_weight`` > 0; CDCD, Dieleman et al. 2022; Difformer, Gao et al. 2022):
+``denoise_fn`` then returns ``(x0_hat, logits)`` and ``ce_weight * -log softmax(logits)[w]`` (masked
+mean) is added: the denoiser is also trained to name the clean word at each position, at every noise
+level. It is not a term of the variational bound; the bound (``likelihood.py``) is unchanged.
 """
 import dataclasses
 from typing import Callable
@@ -41,10 +46,12 @@ class LossTerms:
   rounding: jnp.ndarray
   prior: jnp.ndarray
   weight: jnp.ndarray  # 1 for examples with at least one loss position
+  ce: jnp.ndarray = 0.0  # -log p(w | x_t) of the denoiser's word logits (0 unless ce_weight > 0)
+  ce_weight: float = flax.struct.field(pytree_node=False, default=0.0)
 
   @property
   def total(self):
-    return self.mse + self.rounding + self.prior
+    return self.mse + self.rounding + self.prior + self.ce_weight * self.ce
 
 
 def _masked_mean(v_BxL, mask_BxL):
@@ -62,11 +69,12 @@ def loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad: bool):
 def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, pad_mask_BxL,
                       diffusion: process.Diffusion, rng, *, loss_on_pad: bool = True,
                       self_cond_prob: float = 0.0, absorbing_E=None,
-                      absorb_prob: float = 0.0) -> LossTerms:
+                      absorb_prob: float = 0.0, ce_weight: float = 0.0) -> LossTerms:
   """Monte Carlo estimate (one t per example) of the end-to-end objective.
 
   Args:
-    denoise_fn: ``(z_t_BxLxE, t_B, x_sc_BxLxE) -> x0_hat_BxLxE``.
+    denoise_fn: ``(z_t_BxLxE, t_B, x_sc_BxLxE) -> x0_hat_BxLxE``, or ``-> (x0_hat, logits_BxLxV)``
+      (needed when ``ce_weight`` > 0).
     emb_VxE: the embedding table (the loss is differentiated through it).
     ids_BxL: token ids; target_mask_BxL: 1 where positions are noised and predicted;
     pad_mask_BxL: 1 on PAD tokens.
@@ -87,14 +95,41 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
   z_t = process.q_sample(x_in, ab[t_B], eps, target_mask_BxL)
   x_sc = jnp.zeros_like(z_t)
   if self_cond_prob > 0:
-    first = process.apply_mask(denoise_fn(z_t, t_B, x_sc), x0_BxLxE, target_mask_BxL)
+    first = process.apply_mask(_x0_and_logits(denoise_fn(z_t, t_B, x_sc))[0], x0_BxLxE,
+                               target_mask_BxL)
     use_B = jax.random.bernoulli(jax.random.fold_in(rng, 1), self_cond_prob, (B,))
     x_sc = jnp.where(use_B[:, None, None], jax.lax.stop_gradient(first), 0.0)
-  x0_hat = denoise_fn(z_t, t_B, x_sc)
+  x0_hat, logits = _x0_and_logits(denoise_fn(z_t, t_B, x_sc))
   m = loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad)
   mse = _masked_mean(jnp.mean((x0_hat - x0_BxLxE) ** 2, -1), m)
+  ce = 0.0
+  if ce_weight > 0:
+    if logits is None:
+      raise ValueError("ce_weight > 0 needs a denoise_fn that returns (x0_hat, logits)")
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    ce = _masked_mean(-jnp.take_along_axis(log_p, ids_BxL[..., None], -1)[..., 0], m)
   x0_noisy = x0_BxLxE + jnp.sqrt(1.0 - ab[1]) * jax.random.normal(rng_round, x0_BxLxE.shape)
   rounding = _masked_mean(embeddings.token_nll(emb_VxE, x0_noisy, ids_BxL), m)
   prior = _masked_mean(jnp.mean(ab[T] * x0_BxLxE**2, -1), m)
   weight = (jnp.sum(m, -1) > 0).astype(jnp.float32)
-  return LossTerms(mse=mse, rounding=rounding, prior=prior, weight=weight)
+  return LossTerms(mse=mse, rounding=rounding, prior=prior, weight=weight,
+                   ce=ce * jnp.ones_like(mse), ce_weight=ce_weight)
+
+
+def null_source(ids_BxL, target_mask_BxL):
+  """The null condition of classifier-free guidance: source tokens replaced by PAD; BOS, SEP and
+  the target region kept, so positions and the target's place in the sequence do not change."""
+  from diffusion_text.data.tokenizers import BOS, PAD, SEP
+  src = (target_mask_BxL == 0) & (ids_BxL != BOS) & (ids_BxL != SEP)
+  return jnp.where(src, PAD, ids_BxL)
+
+
+def drop_condition(ids_BxL, target_mask_BxL, rng, prob: float):
+  """Condition dropout for classifier-free guidance: each example's source becomes the null
+  condition with probability ``prob``."""
+  drop_B = jax.random.bernoulli(rng, prob, (ids_BxL.shape[0],))
+  return jnp.where(drop_B[:, None], null_source(ids_BxL, target_mask_BxL), ids_BxL)
+
+
+def _x0_and_logits(out):
+  return out if isinstance(out, tuple) else (out, None)

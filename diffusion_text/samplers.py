@@ -14,7 +14,8 @@ both grid points, so any number of steps in [1, T] is a correct respacing:
 
 Before each step the denoiser's x0_hat passes through hooks: the clamping trick (nearest embedding,
 Li et al. 2022 sec. 4.2) and re-anchoring of positions outside ``mask`` to their clean values (DiffuSeq
-source tokens, infilling context). After each step those positions are re-imposed on x_s as well.
+source tokens, infilling context). After each step (and the optional guidance hook, which moves x_s
+uphill on control terms) those positions are re-imposed on x_s as well.
 
 The hooked x0_hat is carried to the next step, where it is both the multistep history and the
 self-conditioning input of the denoiser (Chen et al. 2022): ``denoise_fn(z_t, t, x_sc)`` receives
@@ -68,7 +69,7 @@ SAMPLERS: dict[str, Callable] = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm++2m"
 def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
            shape: tuple[int, int, int], steps: Optional[int] = None, sampler: str = "ddpm",
            clamp: bool = False, eta: float = 0.0, x_cond_BxLxE=None, mask_BxL=None,
-           grid=None, x_init_BxLxE=None):
+           grid=None, x_init_BxLxE=None, guide_fn: Optional[Callable] = None):
   """Draw x_0 from the reverse process; returns the final x_0 of shape ``shape`` = (B, L, E).
 
   Args:
@@ -81,6 +82,8 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
     grid, x_init_BxLxE: a custom decreasing timestep grid (overrides ``steps``) and the state at its
       first point (default N(0, I), which is right for a grid starting at T). The result is the state
       at the grid's last point, e.g. a partial trajectory for editing from a noised input.
+    guide_fn: ``(x_s, t, s) -> x_s`` applied to every step's result before masked positions are
+      re-imposed (classifier guidance, ``control.py``).
   """
   if sampler not in SAMPLERS:
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
@@ -110,6 +113,8 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
     x0_hat = process.apply_mask(x0_hat, x_cond, mask_BxL)
     x_s = step_fn(key, x_t, x0_hat, ab_table[t], ab_table[s], eta=eta, x0_prev=x0_prev,
                   ab_prev=ab_prev, has_prev=has_prev)
+    if guide_fn is not None:
+      x_s = guide_fn(x_s, t, s)
     return (process.apply_mask(x_s, x_cond, mask_BxL), x0_hat, ab_table[t]), None
 
   ts = jnp.asarray(grid[:-1])

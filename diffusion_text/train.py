@@ -8,6 +8,7 @@ EMA model on held-out data and writes decoded samples.
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -20,7 +21,7 @@ import ml_collections
 import optax
 import numpy as np
 
-from diffusion_text import checkpointing, families, generate, optim, sharding
+from diffusion_text import checkpointing, families, generate, likelihood, optim, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError, DataError, NumericsError
@@ -82,6 +83,28 @@ def make_eval_step(model, config):
     return _term_sums(loss_terms(model, params, batch, rng, config, deterministic=True))
 
   return eval_step
+
+
+def make_nll_step(model, config):
+  """Jitted ``(params, batch, rng) -> {"nats", "tokens"}`` sums of the held-out NLL: the variational
+  bound with ``eval.nll_t`` stratified timesteps (diffusion), the exact NLL (AR); None for other
+  families or when ``eval.nll_t`` is 0."""
+  num_t, family = config.eval.nll_t, config.model.family
+  if not num_t or family not in ("diffusion", "ar"):
+    return None
+  diffusion = families.diffusion_of(config)
+
+  def step(params, batch, rng):
+    ids, mask = batch["ids"], batch["target_mask"]
+    if family == "ar":
+      o = likelihood.ar_nll_terms(model, params, ids, mask)
+      nats = o["nll"]
+    else:
+      f = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True)
+      o = likelihood.diffusion_nll_terms(f, params["embedding"], ids, mask, diffusion, rng, num_t)
+      nats = o["decoder"] + o["diffusion"] + o["prior"]
+    return {"nats": jnp.sum(nats), "tokens": jnp.sum(o["tokens"])}
+  return jax.jit(step)
 
 
 def flatten_config(d, prefix="") -> dict:
@@ -256,7 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   os.makedirs(workdir, exist_ok=True)
   if is_main and (changed or not os.path.exists(config_path)):
     _write_atomic(config_path, config.to_json(indent=2))
-  tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None)
+  tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None,
+                               from_file=families.tokenizer_file(config))
   model_cfg = families.model_config(config, tok.vocab_size)
   family = families.family_of(config)
   model = family.build(model_cfg)
@@ -313,6 +337,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, config))
+    nll_step = make_nll_step(model, config)
     e = config.eval
     sample_fn = family.make_decoder(model, config, e.sampler, e.sample_steps, e.clamp, 0.0)
     # Logged samples: conditioned on the first held-out sources (seq2seq), else unconditional.
@@ -357,6 +382,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if eval_batches and (step % config.train.eval_every_steps == 0 or is_last):
         eval_metrics = evaluate(eval_step, state.ema_params, eval_batches, mesh, config.seed,
                                 config.eval.batch_size)
+        if nll_step is not None:  # held-out bits/token (bound for diffusion, exact for AR)
+          sums = sharding.to_host([
+              nll_step(state.ema_params, sharding.global_batch(b, mesh, config.eval.batch_size),
+                       jax.random.PRNGKey(config.seed + i)) for i, b in enumerate(eval_batches)])
+          nats, tokens = (sum(float(x[k]) for x in sums) for k in ("nats", "tokens"))
+          eval_metrics["nll_bits_per_token"] = nats / max(tokens, 1.0) / math.log(2)
         if config.train.skip_nonfinite_steps:
           if not all(np.isfinite(v) for v in eval_metrics.values()):
             logging.warning("non-finite eval metrics at step %d: %s", step, eval_metrics)

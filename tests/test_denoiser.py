@@ -71,3 +71,18 @@ def test_absorbing_embedding_is_a_parameter_only_when_enabled():
       denoiser.ModelConfig(**{**CFG.__dict__, "absorbing": True}), jax.random.PRNGKey(6)))
   off = nn.meta.unbox(denoiser.init_params(CFG, jax.random.PRNGKey(6)))
   assert on["absorbing"].shape == (4,) and "absorbing" not in off
+
+
+def test_softmax_x0_head_is_the_expected_embedding_under_its_logits():
+  """x0_head=softmax: x0_hat = softmax(h . EMB^T) EMB, inside the embeddings' convex hull, and the
+  returned logits are the tied rounding logits of the same h as the linear head's output."""
+  soft_cfg = denoiser.ModelConfig(**{**CFG.__dict__, "x0_head": "softmax"})
+  params = nn.meta.unbox(denoiser.init_params(soft_cfg, jax.random.PRNGKey(7)))
+  z = jax.random.normal(jax.random.PRNGKey(8), (2, 8, 4))
+  t = jnp.array([3, 700])
+  x0, logits = denoiser.DiffusionLM(soft_cfg).apply({"params": params}, z, t, return_logits=True)
+  h = denoiser.DiffusionLM(CFG).apply({"params": params}, z, t)  # same params, linear head
+  emb = params["embedding"]
+  np.testing.assert_allclose(logits, jnp.einsum("ble,ve->blv", h, emb), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(x0, jax.nn.softmax(logits) @ emb, rtol=1e-5, atol=1e-5)
+  assert np.all(np.abs(np.asarray(x0)) <= np.abs(np.asarray(emb)).max(0) + 1e-6)

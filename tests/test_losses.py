@@ -124,3 +124,38 @@ def test_soft_absorbing_state_replaces_target_tokens_at_a_rate_growing_with_t():
                                             DIFF, jax.random.PRNGKey(9), absorb_prob=1.0,
                                             absorbing_E=a).mse)
   assert np.linalg.norm(np.asarray(jax.grad(f)(absorbing))) > 0
+
+
+def test_denoiser_cross_entropy_term():
+  """ce_weight adds w * -log softmax(logits)[w] (masked mean) to the total; a denoiser whose logits
+  put all mass on the right words has ce ~ 0; the term needs logits."""
+  x0 = embeddings.embed(EMB, IDS)
+  onehot = 50.0 * jax.nn.one_hot(IDS, 12)
+  uniform = jnp.zeros((3, 8, 12))
+  ones = jnp.ones_like(IDS)
+  sure = losses.diffusion_lm_loss(lambda z, t, s: (x0, onehot), EMB, IDS, ones, PAD, DIFF,
+                                  jax.random.PRNGKey(2), ce_weight=2.0)
+  flat = losses.diffusion_lm_loss(lambda z, t, s: (x0, uniform), EMB, IDS, ones, PAD, DIFF,
+                                  jax.random.PRNGKey(2), ce_weight=2.0)
+  plain = losses.diffusion_lm_loss(lambda z, t, s: x0, EMB, IDS, ones, PAD, DIFF,
+                                   jax.random.PRNGKey(2))
+  np.testing.assert_allclose(sure.ce, 0.0, atol=1e-6)
+  np.testing.assert_allclose(flat.ce, np.log(12.0), rtol=1e-5)
+  np.testing.assert_allclose(flat.total, plain.total + 2.0 * np.log(12.0), rtol=1e-5)
+  try:
+    losses.diffusion_lm_loss(lambda z, t, s: x0, EMB, IDS, ones, PAD, DIFF, jax.random.PRNGKey(2),
+                             ce_weight=1.0)
+  except ValueError as e:
+    assert "logits" in str(e)
+  else:
+    raise AssertionError("ce_weight without logits must fail")
+
+
+def test_condition_dropout_replaces_whole_sources_only():
+  ids = jnp.array([[2, 10, 11, 4, 20, 3, 0]] * 200)
+  tm = jnp.array([[0, 0, 0, 0, 1, 1, 1]] * 200)
+  out = np.asarray(losses.drop_condition(ids, tm, jax.random.PRNGKey(0), 0.3))
+  dropped = np.all(out[:, 1:3] == 0, axis=1)
+  kept = np.all(out == np.asarray(ids), axis=1)
+  assert np.all(dropped | kept) and 0.2 < dropped.mean() < 0.4
+  np.testing.assert_array_equal(out[:, [0, 3, 4, 5, 6]], np.asarray(ids)[:, [0, 3, 4, 5, 6]])

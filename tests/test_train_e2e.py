@@ -65,6 +65,9 @@ def test_training_reduces_loss(runs):
   losses = [d["train/loss"] for d in lines if "train/loss" in d]
   assert losses[-1] < losses[0]
   assert any("samples" in d for d in lines)
+  # periodic held-out bits/token (eval.nll_t = 4 in the tiny config): the ELBO of the EMA model
+  bits = [d["eval/nll_bits_per_token"] for d in lines if "eval/nll_bits_per_token" in d]
+  assert bits and all(np.isfinite(b) and b > 0 for b in bits)
 
 
 def test_generate_api(runs):
@@ -174,6 +177,7 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   assert 0 <= result["bleu"] <= 100
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any("train/nll" in d for d in lines) and any("eval/nll" in d for d in lines)
+  assert any(d.get("eval/nll_bits_per_token", 0) > 0 for d in lines)
   nll = evaluate.nll_run(run, split="validation", num_inputs=8, batch_size=8)
   assert nll["estimator"] == "exact AR NLL" and nll["bits_per_token"] > 0
 

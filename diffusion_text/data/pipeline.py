@@ -92,11 +92,21 @@ def split_texts(source, limit: Optional[int] = None, fields=("tgt",)) -> list[st
   return [_text(source[i][f]) for i in range(n) for f in fields]
 
 
-def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None) -> tokenizers.Tokenizer:
-  """The run's tokenizer: loaded from ``workdir`` if saved there, else trained on the train split."""
+def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None,
+                  from_file: str = "") -> tokenizers.Tokenizer:
+  """The run's tokenizer: loaded from ``workdir`` if saved there, else read from ``from_file`` (a
+  run that must share another run's vocabulary) or trained on the train split; saved to ``workdir``."""
   path = os.path.join(workdir, TOKENIZER_FILE) if workdir else None
   if path and os.path.exists(path):
     return tokenizers.load_tokenizer(path)
+  if from_file:
+    if not os.path.exists(from_file):
+      raise DataError(f"tokenizer {from_file} not found")
+    tok = tokenizers.load_tokenizer(from_file)
+    if path:
+      tok.save(path + ".tmp")
+      os.replace(path + ".tmp", path)
+    return tok
   tok = tokenizers.train_tokenizer(
       data_cfg.tokenizer,
       split_texts(train_source, data_cfg.max_train_examples or None,
@@ -128,7 +138,8 @@ def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
       target_mask = np.ones((max_len,), np.int32)
     return {"ids": ids, "target_mask": target_mask,
             "pad_mask": (ids == tokenizers.PAD).astype(np.int32),
-            "index": np.int64(record["index"])}
+            "index": np.int64(record["index"]),
+            "label": np.int32(record.get("label", -1))}
   return encode
 
 
