@@ -15,6 +15,10 @@ pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 TINY = {
     "01_quickstart.ipynb": {"train_steps": 12, "width": 32, "num_layers": 1},
+    "02_seq2seq_e2e.ipynb": {"train_steps": 8, "width": 32, "num_layers": 1, "num_inputs": 4,
+                             "mbr_samples": 2, "steps": 4},
+    "03_controllable_generation.ipynb": {"lm_steps": 8, "clf_steps": 6, "width": 32, "num_layers": 1,
+                                         "steps": 4, "num_samples": 4},
     "04_scaling_out.ipynb": {"train_steps": 4},
 }
 
@@ -40,8 +44,10 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, tfds_dir):
   nb = _run(path, TINY[path.name], tmp_path / "run")
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
   assert not [o for o in outputs if o.get("output_type") == "error"]
-  if path.name == "01_quickstart.ipynb":  # the schedule plot and the trajectory heatmap
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+  pngs = sum("image/png" in o.get("data", {}) for o in outputs)
+  # 01: the schedule plot and the trajectory heatmap; 02: BLEU vs CFG scale; 03: accuracy vs noise
+  assert pngs == {"01_quickstart.ipynb": 2, "02_seq2seq_e2e.ipynb": 1,
+                  "03_controllable_generation.ipynb": 1}.get(path.name, 0)
   text = "".join(o.get("text", "") for o in outputs)
   assert "working in" in text
 
