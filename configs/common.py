@@ -51,6 +51,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.classifier.base_run = ""  # workdir of the diffusion LM whose frozen embeddings it reads
   c.classifier.labels = "words"  # words (multi-label: word present) | label (the dataset's classes)
   c.classifier.num_classes = 0  # labels = label: number of classes
+  c.classifier.max_t = -1  # training noise levels t in [0, max_t]; -1 = T (all); 0 = clean text (a judge)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4  # peak learning rate

@@ -1,13 +1,17 @@
-r"""Word-presence classifier on the noisy embeddings of an E2E Diffusion-LM (classifier guidance).
+r"""Word classifier on the noisy embeddings of an E2E Diffusion-LM (classifier guidance).
 
-Predicts, for every vocabulary word, whether the sentence contains it, from x_t at any noise level
-(t uniform in {0..T}); reads the frozen EMA embedding table, noise schedule and tokenizer of the
-diffusion run named by ``classifier.base_run``. Semantic-content control then ascends
-``log p(value words present | x_t)``. A 2-layer width-128 trunk (the denoiser's), 1,500 steps:
+Names the clean word at every position from x_t at any noise level (t uniform in {0..T}); reads the
+frozen EMA embedding table, noise schedule and tokenizer of the diffusion run named by
+``classifier.base_run``. Semantic-content control then ascends ``log p(value words present | x_t)``
+(``classifier.py``). A 2-layer width-128 trunk (the denoiser's):
 
     python -m experiments.train --config configs/e2e_word_classifier.py \
         --config.classifier.base_run=runs/e2e_cpu --workdir runs/e2e_word_clf
-    python -m experiments.control accuracy --classifier runs/e2e_word_clf
+    python -m experiments.control --task accuracy --classifier runs/e2e_word_clf
+
+Measured (third session, base run ``runs/e2e_cpu``): 800 steps in 531 s sharing the cores with a
+training run (1.8-2.1 steps/s); eval per-position accuracy 0.787 (all t); on 512 dev sentences the
+clean word is named at 99.6% of positions at t=0, 88.9% at t=500, 76.7% at t=1000, 62.4% at t=2000.
 
 The base run must be an unconditional E2E run (``configs/e2e_diffusion_lm.py``); its data settings are
 repeated here (same dataset, max_len 64) because a classifier judges the layout the LM generates.
@@ -23,7 +27,7 @@ def get_config(arg=None):
                  mlp_dim=512, dropout=0.1)
   c.classifier.labels = "words"
   c.optim.update(learning_rate=1e-3, warmup_steps=100, decay="cosine", final_lr_fraction=0.05)
-  c.train.update(batch_size=64, num_train_steps=1500, log_every_steps=100, eval_every_steps=500,
+  c.train.update(batch_size=64, num_train_steps=800, log_every_steps=100, eval_every_steps=500,
                  checkpoint_every_steps=500, ema_decay=0.99)
   c.eval.update(num_samples=0, sampler="none")
   c.sample.update(sampler="none")

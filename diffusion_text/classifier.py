@@ -4,7 +4,8 @@ sec. 5): ``p(c | x_t, t)`` for x_t in the frozen embedding space of a trained di
 A classifier is a model family (``model.family = "classifier"``) trained by the same loop, config
 system and checkpoints as the LMs. Its inputs are ``x_t = q_sample(EMB(w), t)`` with EMB the EMA
 embedding table of ``classifier.base_run`` (frozen; the run's tokenizer is used too) and t uniform in
-{0..T} (0 = clean), so it can judge the sampler's states at every noise level.
+{0..T} (0 = clean), so it can judge the sampler's states at every noise level; ``classifier.max_t = 0``
+trains on clean text only, which makes a separate judge of finished outputs.
 
 ``classifier.labels`` says what it predicts:
 
@@ -101,7 +102,8 @@ def loss_terms(model, params, batch, rng, config, deterministic):
   ids, labels = inputs_and_labels(batch, config)
   rng_t, rng_eps, rng_drop = jax.random.split(rng, 3)
   B = ids.shape[0]
-  t_B = jax.random.randint(rng_t, (B,), 0, diffusion.num_steps + 1)
+  max_t = diffusion.num_steps if config.classifier.max_t < 0 else config.classifier.max_t
+  t_B = jax.random.randint(rng_t, (B,), 0, max_t + 1)
   x0 = embeddings.embed(emb, ids)
   x_t = process.q_sample(x0, diffusion.alpha_bar[t_B], jax.random.normal(rng_eps, x0.shape))
   logits = model.apply({"params": params}, x_t, t_B, deterministic=deterministic,
@@ -162,6 +164,18 @@ def accuracy_by_noise(model, params, config, batches, t_values) -> dict:
       res.update(presence_precision=p, presence_recall=r, presence_f1=2 * p * r / max(p + r, 1e-9))
     out[int(t)] = res
   return out
+
+
+def judge(run, texts) -> np.ndarray:
+  """Class probabilities (N, C) of finished texts under a ``label`` classifier run, read at t=0."""
+  if run.config.classifier.labels != "label":
+    raise ValueError(f"{run.workdir} is not a label classifier")
+  emb = jnp.asarray(checked_base(run.config).params["embedding"])
+  L = run.config.data.max_len
+  ids = np.stack([run.tokenizer.encode_padded(t, L) for t in texts])
+  fn = jax.jit(lambda p, x: jax.nn.softmax(run.model.apply(
+      {"params": p}, embeddings.embed(emb, x), jnp.zeros((x.shape[0],), jnp.int32))))
+  return np.concatenate([np.asarray(fn(run.params, ids[i:i + 64])) for i in range(0, len(ids), 64)])
 
 
 def no_decoder(model, config, sampler, steps, clamp, eta):

@@ -67,6 +67,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
           f"classifier.labels must be words|label, got {c.classifier.labels!r}")
     check(c.classifier.labels != "label" or c.classifier.num_classes >= 2,
           "classifier.labels=label needs classifier.num_classes >= 2")
+    check(c.classifier.max_t >= -1, "classifier.max_t must be -1 (all noise levels) or >= 0")
   check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
   check(c.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16")
   check(c.data.max_len >= 3, "data.max_len must be >= 3 (BOS, a token, EOS)")

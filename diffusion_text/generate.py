@@ -128,7 +128,7 @@ _ADDED_KEYS = {
     "sample": {"beam_alpha": 0.0},
     "eval": {"lm_teacher": "", "nll_t": 0},
     "train": {"skip_nonfinite_steps": False},
-    "classifier": {"base_run": "", "labels": "words", "num_classes": 0},
+    "classifier": {"base_run": "", "labels": "words", "num_classes": 0, "max_t": -1},
 }
 
 

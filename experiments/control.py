@@ -10,6 +10,9 @@ r"""Controlled generation tasks and their success metrics, each against an ungui
     python -m experiments.control --task infill --lm runs/e2e_cpu
     # classifier-free guidance of a seq2seq run trained with condition dropout: BLEU per scale
     python -m experiments.control --task cfg --lm runs/e2e_diffuseq_ce --scales 0,1,2,3
+    # sentiment of review snippets (success: a separately trained clean-text judge agrees)
+    python -m experiments.control --task sentiment --lm runs/demo --classifier runs/rt_sentiment_clf \
+        --judge runs/rt_sentiment_judge
 
 Each task writes ``<out>/<task>.json`` (metrics, settings, example outputs); default
 ``<lm or classifier>/control``. Fluency of unconditional outputs is the diffusion LM's own variational
@@ -22,17 +25,17 @@ import os
 import time
 
 from absl import app, flags, logging
-import jax
 import numpy as np
 
-from diffusion_text import classifier, control, evaluate, generate, metrics, mbr
+from diffusion_text import classifier, control, evaluate, generate, metrics
 from diffusion_text.data import pipeline, tokenizers
 from experiments import common
 
-TASKS = ("accuracy", "semantic", "length", "infill", "cfg")
+TASKS = ("accuracy", "semantic", "length", "infill", "cfg", "sentiment")
 _TASK = flags.DEFINE_enum("task", None, TASKS, "Which control experiment.")
 _LM = flags.DEFINE_string("lm", None, "Diffusion run to sample from.")
-_CLF = flags.DEFINE_string("classifier", None, "Classifier run (semantic, accuracy).")
+_CLF = flags.DEFINE_string("classifier", None, "Classifier run (semantic, sentiment, accuracy).")
+_JUDGE = flags.DEFINE_string("judge", None, "sentiment: clean-text label classifier that judges.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default <lm or classifier>/control).")
 _SAMPLER = flags.DEFINE_string("sampler", "ddpm", "ddpm | ddim | dpm++2m.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Sampler steps.")
@@ -93,9 +96,7 @@ def task_accuracy(clf_dir):
 
 
 def task_semantic(lm, clf_dir):
-  clf = generate.load_run(clf_dir)
-  if os.path.abspath(clf.config.classifier.base_run) != os.path.abspath(lm.workdir):
-    raise ValueError(f"{clf_dir} was trained on {clf.config.classifier.base_run}, not {lm.workdir}")
+  clf = _classifier_of(lm, clf_dir)
   counts = collections.Counter(fv for r in (_validation(lm)[i] for i in range(len(_validation(lm))))
                                for fv in mr_fields(pipeline._text(r["src"])))
   targets = []
@@ -111,23 +112,62 @@ def task_semantic(lm, clf_dir):
   labels = np.full((len(targets) * n, K), -1, np.int32)
   for j, (_, _, ids) in enumerate(targets):
     labels[j * n:(j + 1) * n, :len(ids)] = ids
-  ids0, mask = generate.unconditional_inputs(len(labels), lm.config.data.max_len)
-  term = control.classifier_term(classifier.log_prob_fn(clf.model, clf.params, clf.config),
-                                 weight=_WEIGHT.value, name="word_classifier")
   results = {}
-  for name, guidance in (("unguided", None), ("guided", _guidance(term))):
-    t0 = time.time()
-    out = control.generate_ids(_decoder(lm, guidance=guidance), ids0, mask,
-                               (labels,) if guidance else (), batch_size=_BATCH.value,
-                               seed=_SEED.value)
-    texts = [lm.decode(r) for r in out]
+  for name, out, texts, seconds in _unguided_and_guided(lm, clf, labels, "word_classifier"):
     hits = [f" {targets[i // n][1]} " in f" {t} " for i, t in enumerate(texts)]
-    results[name] = {"success": float(np.mean(hits)), "seconds": round(time.time() - t0, 1),
+    results[name] = {"success": float(np.mean(hits)), "seconds": seconds,
                      **_fluency(lm, out), **metrics.dist_1(texts),
                      "examples": [{"target": f"{targets[i // n][0]}={targets[i // n][1]}",
                                    "text": texts[i]} for i in range(0, len(texts), n)]}
     logging.info("semantic %s: success %.3f", name, results[name]["success"])
   return {"targets": [f"{f}={v}" for f, v, _ in targets], "per_target": n, **results}
+
+
+def _unguided_and_guided(lm, clf, labels, term_name):
+  """(name, output ids, texts, seconds) of unconditional sampling without and with the classifier
+  term towards each row's ``labels`` (N, K)."""
+  ids0, mask = generate.unconditional_inputs(len(labels), lm.config.data.max_len)
+  term = control.classifier_term(classifier.log_prob_fn(clf.model, clf.params, clf.config),
+                                 weight=_WEIGHT.value, name=term_name)
+  for name, guidance in (("unguided", None), ("guided", _guidance(term))):
+    t0 = time.time()
+    out = control.generate_ids(_decoder(lm, guidance=guidance), ids0, mask,
+                               (labels,) if guidance else (), batch_size=_BATCH.value,
+                               seed=_SEED.value)
+    yield name, out, [lm.decode(r) for r in out], round(time.time() - t0, 1)
+
+
+def _classifier_of(lm, clf_dir):
+  clf = generate.load_run(clf_dir)
+  if clf.config.model.family != "classifier":
+    raise ValueError(f"{clf_dir} is not a classifier run")
+  if os.path.abspath(clf.config.classifier.base_run) != os.path.abspath(lm.workdir):
+    raise ValueError(f"{clf_dir} was trained on {clf.config.classifier.base_run}, not {lm.workdir}")
+  return clf
+
+
+def task_sentiment(lm, clf_dir, judge_dir):
+  clf, judge = _classifier_of(lm, clf_dir), _classifier_of(lm, judge_dir)
+  if clf.config.classifier.labels != "label" or judge.config.classifier.max_t != 0:
+    raise ValueError("sentiment needs a label classifier (--classifier) and a clean-text judge "
+                     "(--judge, classifier.max_t = 0)")
+  C, n = clf.config.classifier.num_classes, _PER_TARGET.value
+  want = np.repeat(np.arange(C), n)
+  val = _validation(lm)
+  held = [(pipeline._text(val[i]["tgt"]), int(val[i]["label"])) for i in range(min(len(val), 1000))]
+  judge_acc = float(np.mean(np.argmax(classifier.judge(judge, [t for t, _ in held]), -1)
+                            == np.array([y for _, y in held])))
+  results = {}
+  for name, out, texts, seconds in _unguided_and_guided(lm, clf, want[:, None].astype(np.int32),
+                                                        "sentiment"):
+    got = np.argmax(classifier.judge(judge, texts), -1)
+    results[name] = {"success": float(np.mean(got == want)), "seconds": seconds,
+                     **_fluency(lm, out), **metrics.dist_1(texts),
+                     "examples": [{"target": int(want[i]), "judged": int(got[i]), "text": texts[i]}
+                                  for i in range(0, len(texts), max(n // 2, 1))]}
+    logging.info("sentiment %s: success %.3f", name, results[name]["success"])
+  return {"classes": C, "per_target": n, "judge_accuracy_on_dev_text": judge_acc,
+          "judge_examples": len(held), **results}
 
 
 def task_length(lm):
@@ -214,15 +254,17 @@ def run():
   task = _TASK.value
   if task is None:
     raise common.UserError(f"--task is required: one of {', '.join(TASKS)}")
-  needs_lm, needs_clf = task != "accuracy", task in ("semantic", "accuracy")
+  needs_lm, needs_clf = task != "accuracy", task in ("semantic", "accuracy", "sentiment")
   if needs_lm and not _LM.value:
     raise common.UserError(f"--task {task} needs --lm (a diffusion run)")
   if needs_clf and not _CLF.value:
     raise common.UserError(f"--task {task} needs --classifier (a classifier run)")
+  if task == "sentiment" and not _JUDGE.value:
+    raise common.UserError("--task sentiment needs --judge (a clean-text label classifier run)")
   lm = generate.load_run(_LM.value) if needs_lm else None
   if lm is not None and lm.config.model.family != "diffusion":
     raise common.UserError(f"--lm {_LM.value} is not a diffusion run")
-  if task in ("semantic", "length", "infill") and lm.is_seq2seq:
+  if task in ("semantic", "length", "infill", "sentiment") and lm.is_seq2seq:
     raise common.UserError(f"--task {task} needs an unconditional LM; {_LM.value} is seq2seq")
   if task == "cfg" and not lm.is_seq2seq:
     raise common.UserError(f"--task cfg needs a seq2seq run; {_LM.value} is unconditional")
@@ -230,7 +272,8 @@ def run():
     result = {"accuracy": lambda: task_accuracy(_CLF.value),
               "semantic": lambda: task_semantic(lm, _CLF.value),
               "length": lambda: task_length(lm), "infill": lambda: task_infill(lm),
-              "cfg": lambda: task_cfg(lm)}[task]()
+              "cfg": lambda: task_cfg(lm),
+              "sentiment": lambda: task_sentiment(lm, _CLF.value, _JUDGE.value)}[task]()
   except ValueError as e:
     raise common.UserError(str(e)) from e
   result.update(task=task, lm=_LM.value, sampler=_SAMPLER.value, steps=_STEPS.value,

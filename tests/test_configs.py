@@ -9,8 +9,11 @@ from diffusion_text import configuration
 from diffusion_text.errors import ConfigError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu"], "e2e_diffuseq.py": [None, "cpu"],
-            "e2e_ar_baseline.py": [None, "cpu"], "tiny.py": [None, "seq2seq", "ar"]}
+VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu"],
+            "e2e_diffuseq.py": [None, "cpu", "cpu_ce", "cpu_nosc"],
+            "e2e_ar_baseline.py": [None, "cpu"],
+            "tiny.py": [None, "seq2seq", "ar", "cfg", "classifier"],
+            "rt_sentiment_classifier.py": [None, "judge"]}
 
 
 def _load(path, arg=None):
@@ -26,7 +29,13 @@ CONFIGS = [(p, v) for p in sorted(CONFIG_DIR.glob("*.py")) if p.name not in ("__
 
 @pytest.mark.parametrize("path,arg", CONFIGS, ids=[f"{p.name}:{a}" for p, a in CONFIGS])
 def test_every_config_loads_and_validates(path, arg):
-  configuration.validate(_load(path, arg), common.get_config())
+  c = _load(path, arg)
+  if c.model.family == "classifier":  # a classifier names its base run on the command line
+    with pytest.raises(ConfigError, match="needs classifier.base_run"):
+      configuration.validate(c, common.get_config())
+    c.unlock()
+    c.classifier.base_run = "runs/some_diffusion_run"
+  configuration.validate(c, common.get_config())
 
 
 def test_unknown_key_is_rejected():

@@ -224,3 +224,29 @@ def test_control_cli_semantic_length_infill_cfg(tiny_runs, tmp_path):
   r = subprocess.run([sys.executable, "-m", "experiments.control", "--task", "cfg", "--lm", lm],
                      cwd=ROOT, capture_output=True, text=True)
   assert r.returncode != 0 and "needs a seq2seq run" in r.stderr
+
+
+@pytest.mark.slow
+def test_label_classifier_terms_and_clean_judge_mode(tiny_runs):
+  """labels=label: a per-sentence softmax over classes; max_t=0 reads clean embeddings only, so
+  (without dropout) the loss does not depend on the noise draw."""
+  from flax import linen as nn
+  from configs import tiny
+  from diffusion_text import classifier, families, generate
+  lm, _, _ = tiny_runs
+  c = tiny.get_config("classifier")
+  c.unlock()
+  c.classifier.update(base_run=lm, labels="label", num_classes=2, max_t=0)
+  base = generate.load_run(lm)
+  model_cfg = families.model_config(c, base.tokenizer.vocab_size)
+  model = classifier.NoisyClassifier(model_cfg)
+  params = nn.meta.unbox(classifier.init_params(model_cfg, jax.random.PRNGKey(0)))
+  ids = jnp.asarray(np.tile(np.array([2, 7, 8, 9, 3] + [0] * 27, np.int32), (4, 1)))
+  batch = {"ids": ids, "target_mask": jnp.ones_like(ids), "label": jnp.array([0, 1, 0, 1])}
+  a = classifier.loss_terms(model, params, batch, jax.random.PRNGKey(1), c, deterministic=True)
+  b = classifier.loss_terms(model, params, batch, jax.random.PRNGKey(2), c, deterministic=True)
+  assert a["loss"].shape == (4,)
+  np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
+  lp = classifier.log_prob_fn(model, params, c)(jnp.zeros((4, 32, 8)), jnp.zeros((4,), jnp.int32))
+  assert lp.shape == (4, 2)
+  np.testing.assert_allclose(jnp.exp(lp).sum(-1), 1.0, rtol=1e-5)
