@@ -97,8 +97,9 @@ def task_accuracy(clf_dir):
 
 def task_semantic(lm, clf_dir):
   clf = _classifier_of(lm, clf_dir)
-  counts = collections.Counter(fv for r in (_validation(lm)[i] for i in range(len(_validation(lm))))
-                               for fv in mr_fields(pipeline._text(r["src"])))
+  val = _validation(lm)
+  counts = collections.Counter(fv for i in range(len(val))
+                               for fv in mr_fields(pipeline._text(val[i]["src"])))
   targets = []
   for (field, value), _ in counts.most_common():
     try:
