@@ -9,9 +9,10 @@ import time
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from diffusion_text import likelihood, mbr, metrics
+from diffusion_text import embeddings, likelihood, mbr, metrics, process, samplers
 from diffusion_text.data import packing, pipeline
 from diffusion_text.generate import Run
 
@@ -133,3 +134,32 @@ def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,
   result.update(estimator="exact AR NLL" if is_ar else f"ELBO, {num_t} stratified t",
                 checkpoint_step=run.step)
   return result
+
+
+def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed=0) -> list[dict]:
+  """BLEU of sampling from q(x_t0 | x0) back to 0, against the target it started from, per t0
+  (``experiments/recovery.py``): where along the chain a model stops being able to write the text."""
+  source = pipeline.prepare_sources(run.config.data)[split]
+  encode = pipeline.make_encoder(run.tokenizer, run.config.data)
+  idx = list(range(0, len(source), 10))[:num_inputs]
+  rows = [encode(source[i]) for i in idx]
+  ids = jnp.asarray(np.stack([r["ids"] for r in rows]))
+  mask = jnp.asarray(np.stack([r["target_mask"] for r in rows]))
+  refs = [[run.decode(r["ids"])] for r in rows]
+  emb, ab, T = run.params["embedding"], run.diffusion.alpha_bar, run.diffusion.num_steps
+  x0 = embeddings.embed(emb, ids)
+  denoise = lambda z, t, x_sc: run.model.apply({"params": run.params}, z, t, x_sc)
+  out = []
+  for t0 in t0s:
+    if not 1 <= t0 <= T:
+      raise ValueError(f"t0 must be in [1, T={T}], got {t0}")
+    grid = np.unique(np.round(np.linspace(t0, 0, steps + 1)).astype(np.int32))[::-1]
+    eps = jax.random.normal(jax.random.PRNGKey(seed), x0.shape)
+    z = process.q_sample(x0, ab[jnp.full((len(rows),), t0)], eps, mask)
+    x = samplers.sample(denoise, emb, run.diffusion, jax.random.PRNGKey(seed + 1), shape=x0.shape,
+                        sampler=sampler, x_cond_BxLxE=x0, mask_BxL=mask, grid=grid, x_init_BxLxE=z)
+    got = np.asarray(jnp.where(mask > 0, embeddings.round_to_ids(emb, x), ids))
+    hyps = [run.decode(r) for r in got]
+    out.append({"t0": int(t0), "alpha_bar": float(ab[t0]), **metrics.bleu(hyps, refs),
+                "example": hyps[0], "target": refs[0][0]})
+  return out

@@ -28,7 +28,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from diffusion_text import classifier, control, evaluate, generate, metrics
-from diffusion_text.data import pipeline, tokenizers
+from diffusion_text.data import pipeline, sources, tokenizers
 from experiments import common
 
 TASKS = ("accuracy", "semantic", "length", "infill", "cfg", "sentiment")
@@ -72,16 +72,6 @@ def _validation(run):
   return pipeline.prepare_sources(run.config.data)["validation"]
 
 
-def mr_fields(mr: str) -> list[tuple[str, str]]:
-  """``"name : Aromi | area : city centre"`` -> [("name", "Aromi"), ("area", "city centre")]."""
-  out = []
-  for part in mr.split("|"):
-    if ":" in part:
-      k, v = part.split(":", 1)
-      out.append((" ".join(k.split()), " ".join(v.split())))
-  return out
-
-
 def task_accuracy(clf_dir):
   clf = generate.load_run(clf_dir)
   encode = pipeline.make_encoder(clf.tokenizer, clf.config.data)
@@ -99,7 +89,7 @@ def task_semantic(lm, clf_dir):
   clf = _classifier_of(lm, clf_dir)
   val = _validation(lm)
   counts = collections.Counter(fv for i in range(len(val))
-                               for fv in mr_fields(pipeline._text(val[i]["src"])))
+                               for fv in sources.e2e_mr_fields(pipeline._text(val[i]["src"])))
   targets = []
   for (field, value), _ in counts.most_common():
     try:

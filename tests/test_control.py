@@ -253,7 +253,8 @@ def test_label_classifier_terms_and_clean_judge_mode(tiny_runs):
 
 
 def test_mr_fields_parses_e2e_meaning_representations():
-  from experiments import control as cli
-  assert cli.mr_fields("name : The Eagle | customer rating : 5 out of 5 | area : riverside") == [
-      ("name", "The Eagle"), ("customer rating", "5 out of 5"), ("area", "riverside")]
-  assert cli.mr_fields("") == []
+  from diffusion_text.data import sources
+  assert sources.e2e_mr_fields(
+      "name : The Eagle | customer rating : 5 out of 5 | area : riverside") == [
+          ("name", "The Eagle"), ("customer rating", "5 out of 5"), ("area", "riverside")]
+  assert sources.e2e_mr_fields("") == []

@@ -234,11 +234,11 @@ def test_lm_score_prefers_real_text_to_shuffled_tokens(tmp_path, tfds_dir):
 
 
 def test_recovery_diagnostic_scores_each_start_level(s2s_run):
-  from experiments import recovery
+  from diffusion_text import evaluate
   run = generate.load_run(s2s_run)
   T = run.diffusion.num_steps
-  rows = recovery.recovery(run, [1, T], num_inputs=4, steps=3, sampler="ddim")
+  rows = evaluate.recovery(run, [1, T], num_inputs=4, steps=3, sampler="ddim")
   assert [r["t0"] for r in rows] == [1, T] and rows[0]["alpha_bar"] > rows[1]["alpha_bar"]
   assert all(0 <= r["bleu"] <= 100 and r["target"] for r in rows)
   with pytest.raises(ValueError, match="t0 must be"):
-    recovery.recovery(run, [T + 1], num_inputs=2, steps=2, sampler="ddim")
+    evaluate.recovery(run, [T + 1], num_inputs=2, steps=2, sampler="ddim")
