@@ -13,8 +13,8 @@ trains on clean text only, which makes a separate judge of finished outputs.
   (a softmax over the vocabulary per position, trained with cross-entropy: 64 labels per sentence, a
   dense signal), and ``p(v present | x_t) = 1 - prod_l (1 - p_l(v | x_t))``. Semantic-content control
   ("mention food=Italian") ascends ``log p(Italian present | x_t)``. The labels are the text itself,
-  so no annotation is needed and any dataset works. (A sentence-level multi-label head with sigmoid
-  outputs, tried first, learned little beyond the words' base rates in 500 steps.)
+  so no annotation is needed and any dataset works. Per-position targets give the trunk 64 labels per
+  sentence instead of one multi-hot vector, a far denser training signal.
 * ``label``: a softmax over ``classifier.num_classes`` classes, the dataset's own labels (e.g. the
   review snippets' fresh/rotten sentiment).
 
@@ -108,8 +108,7 @@ def loss_terms(model, params, batch, rng, config, deterministic):
   x_t = process.q_sample(x0, diffusion.alpha_bar[t_B], jax.random.normal(rng_eps, x0.shape))
   logits = model.apply({"params": params}, x_t, t_B, deterministic=deterministic,
                        rngs={"dropout": rng_drop})
-  log_p = jax.nn.log_softmax(logits)
-  nll = -jnp.take_along_axis(log_p, labels[..., None], -1)[..., 0]
+  nll = embeddings.nll_of(logits, labels)
   acc = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   if config.classifier.labels == "words":  # per position -> per sentence means
     nll, acc = jnp.mean(nll, -1), jnp.mean(acc, -1)

@@ -32,7 +32,11 @@ def clamp(emb_VxE, x_BxLxE):
   return embed(emb_VxE, round_to_ids(emb_VxE, x_BxLxE))
 
 
+def nll_of(logits_XxV, ids_X):
+  """-log softmax(logits)[id] over the last axis: shape of ``ids``."""
+  return -jnp.take_along_axis(jax.nn.log_softmax(logits_XxV, axis=-1), ids_X[..., None], -1)[..., 0]
+
+
 def token_nll(emb_VxE, x_BxLxE, ids_BxL):
   """-log p(w | x) under the tied rounding softmax, shape (B, L)."""
-  logits = rounding_logits(emb_VxE, x_BxLxE)
-  return -jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), ids_BxL[..., None], -1)[..., 0]
+  return nll_of(rounding_logits(emb_VxE, x_BxLxE), ids_BxL)

@@ -122,13 +122,8 @@ def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,
                batch_size: int = 64) -> dict:
   """Bits per token of packed rows' mask-1 positions under ``run`` (bound or exact NLL)."""
   is_ar = run.config.model.family == "ar"
-  if is_ar:
-    fn = jax.jit(lambda p, ids, m, rng: likelihood.ar_nll_terms(run.model, p, ids, m))
-  else:
-    def fn_(p, ids, m, rng):
-      f = lambda z, t, x_sc: run.model.apply({"params": p}, z, t, x_sc, deterministic=True)
-      return likelihood.diffusion_nll_terms(f, p["embedding"], ids, m, run.diffusion, rng, num_t)
-    fn = jax.jit(fn_)
+  fn = jax.jit(lambda p, ids, m, rng: likelihood.nll_terms(
+      run.model, p, ids, m, run.config.model.family, run.diffusion, rng, num_t))
   per_seq = _map_batches(fn, run.params, np.asarray(ids), np.asarray(mask), batch_size, seed)
   result = likelihood.summarize(per_seq)
   result.update(estimator="exact AR NLL" if is_ar else f"ELBO, {num_t} stratified t",

@@ -88,6 +88,18 @@ def ar_nll_terms(model, params, ids_BxL, target_mask_BxL) -> dict:
   return {"nll": mean * real, "tokens": tokens, "real_tokens": real}
 
 
+def nll_terms(model, params, ids_BxL, target_mask_BxL, family: str,
+              diffusion: process.Diffusion, rng, num_t: int) -> dict:
+  """Per-sequence terms of either family (``diffusion_nll_terms`` or ``ar_nll_terms``) and
+  ``nats``, their total, each (B,)."""
+  if family == "ar":
+    o = ar_nll_terms(model, params, ids_BxL, target_mask_BxL)
+    return {**o, "nats": o["nll"]}
+  f = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True)
+  o = diffusion_nll_terms(f, params["embedding"], ids_BxL, target_mask_BxL, diffusion, rng, num_t)
+  return {**o, "nats": o["decoder"] + o["diffusion"] + o["prior"]}
+
+
 def summarize(per_seq: dict) -> dict:
   """Bits per token with a 95% interval over sequences (the bound averaged over the data), and the
   share of the Monte Carlo variance of the t-estimator in it."""

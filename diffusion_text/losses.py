@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import flax.struct
 
 from diffusion_text import embeddings, process
+from diffusion_text.data.tokenizers import BOS, PAD, SEP
 
 
 @flax.struct.dataclass
@@ -106,8 +107,7 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
   if ce_weight > 0:
     if logits is None:
       raise ValueError("ce_weight > 0 needs a denoise_fn that returns (x0_hat, logits)")
-    log_p = jax.nn.log_softmax(logits, axis=-1)
-    ce = _masked_mean(-jnp.take_along_axis(log_p, ids_BxL[..., None], -1)[..., 0], m)
+    ce = _masked_mean(embeddings.nll_of(logits, ids_BxL), m)
   x0_noisy = x0_BxLxE + jnp.sqrt(1.0 - ab[1]) * jax.random.normal(rng_round, x0_BxLxE.shape)
   rounding = _masked_mean(embeddings.token_nll(emb_VxE, x0_noisy, ids_BxL), m)
   prior = _masked_mean(jnp.mean(ab[T] * x0_BxLxE**2, -1), m)
@@ -119,7 +119,6 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
 def null_source(ids_BxL, target_mask_BxL):
   """The null condition of classifier-free guidance: source tokens replaced by PAD; BOS, SEP and
   the target region kept, so positions and the target's place in the sequence do not change."""
-  from diffusion_text.data.tokenizers import BOS, PAD, SEP
   src = (target_mask_BxL == 0) & (ids_BxL != BOS) & (ids_BxL != SEP)
   return jnp.where(src, PAD, ids_BxL)
 

@@ -95,15 +95,9 @@ def make_nll_step(model, config):
   diffusion = families.diffusion_of(config)
 
   def step(params, batch, rng):
-    ids, mask = batch["ids"], batch["target_mask"]
-    if family == "ar":
-      o = likelihood.ar_nll_terms(model, params, ids, mask)
-      nats = o["nll"]
-    else:
-      f = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True)
-      o = likelihood.diffusion_nll_terms(f, params["embedding"], ids, mask, diffusion, rng, num_t)
-      nats = o["decoder"] + o["diffusion"] + o["prior"]
-    return {"nats": jnp.sum(nats), "tokens": jnp.sum(o["tokens"])}
+    o = likelihood.nll_terms(model, params, batch["ids"], batch["target_mask"], family, diffusion,
+                             rng, num_t)
+    return {"nats": jnp.sum(o["nats"]), "tokens": jnp.sum(o["tokens"])}
   return jax.jit(step)
 
 

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from diffusion_text import denoiser
+from diffusion_text import denoiser, embeddings
 from diffusion_text.data.tokenizers import EOS, PAD
 
 
@@ -50,9 +50,7 @@ def init_params(cfg: denoiser.ModelConfig, rng):
 
 def token_nll(logits_BxLxV, ids_BxL, target_mask_BxL, pad_mask_BxL, loss_on_pad: bool):
   """Per-example mean NLL of target tokens and the weight (1 if any position counts), each (B,)."""
-  logp = jax.nn.log_softmax(logits_BxLxV[:, :-1], axis=-1)
-  nxt = ids_BxL[:, 1:]
-  nll = -jnp.take_along_axis(logp, nxt[..., None], -1)[..., 0]
+  nll = embeddings.nll_of(logits_BxLxV[:, :-1], ids_BxL[:, 1:])
   m = target_mask_BxL[:, 1:].astype(jnp.float32)
   if not loss_on_pad:
     m = m * (1 - pad_mask_BxL[:, 1:]).astype(jnp.float32)
