@@ -36,6 +36,16 @@ other jobs (0.4-0.6 steps/s shared; ~1.1 alone); eval ce 0.575, mse 0.252. First
 q(x_t | x0) at t=500/1000/1500/2000 the same sampler recovers the target at 88.6/55.8/13.2/0.5 BLEU:
 the failure is the high-noise regime (README "Results").
 
+Measured (fourth session, one H100, the same ``:cpu_ce`` config for 12,000 steps in 512 s; README
+"Results")::
+
+    python -m experiments.train --config configs/e2e_diffuseq.py:cpu_ce --workdir runs/gpu_ce \
+        --config.train.num_train_steps=12000 --config.train.eval_every_steps=3000 \
+        --config.train.checkpoint_every_steps=3000 --config.train.log_every_steps=1000
+
+all 547 dev MRs: BLEU 3.1 (DPM-Solver++ 20), 3.4 (|S|=5), 3.9 (DDPM 200, selected); test (630 MRs,
+DDPM 200): 2.7; recovery from t=1500: 63.9, from T: 1.4.
+
 ``:cpu_nosc`` is the first session's run (no self-conditioning, 10k-step schedule): SIGTERM at 1,940
 steps (53 min shared), dev BLEU 0.9 (DDIM 50, |S|=1), 1.8 with |S|=5 on 100 MRs.
 """

@@ -70,6 +70,8 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
     check(c.classifier.max_t >= -1, "classifier.max_t must be -1 (all noise levels) or >= 0")
   check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
   check(c.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16")
+  check(isinstance(c.data.encode_cache, int) and c.data.encode_cache >= 0,
+        "data.encode_cache must be an integer >= 0")
   check(c.data.max_len >= 3, "data.max_len must be >= 3 (BOS, a token, EOS)")
   check(c.data.tokenizer in ("word", "sentencepiece"), "data.tokenizer must be word|sentencepiece")
   check(c.data.task in ("lm", "seq2seq"), f"data.task must be lm|seq2seq, got {c.data.task!r}")

@@ -124,7 +124,7 @@ _ADDED_KEYS = {
     "model": {"family": "diffusion", "self_cond": False, "x0_head": "linear"},
     "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "ce_weight": 0.0,
                   "cond_drop_prob": 0.0},
-    "data": {"task": "lm", "max_src_len": 0, "strict": True},
+    "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000},
     "sample": {"beam_alpha": 0.0},
     "eval": {"lm_teacher": "", "nll_t": 0},
     "train": {"skip_nonfinite_steps": False},

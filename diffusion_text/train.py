@@ -30,7 +30,8 @@ METRICS_FILE = "metrics.jsonl"
 # Keys that may differ between the saved and the requested config when resuming.
 RESUMABLE_KEYS = ("train.num_train_steps", "train.log_every_steps", "train.eval_every_steps",
                   "train.checkpoint_every_steps", "train.keep_checkpoints", "data.source_dir",
-                  "data.tfds_dir", "data.max_eval_examples", "eval.", "sample.", "mesh.")
+                  "data.encode_cache", "data.tfds_dir", "data.max_eval_examples", "eval.", "sample.",
+                  "mesh.")
 
 
 def _term_sums(terms: dict) -> dict:
@@ -294,7 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     train_batches = pipeline.batched_dataset(
         sources["train"], encode, batch_size=config.train.batch_size, seed=config.seed,
         max_examples=config.data.max_train_examples or None,
-        rows=sharding.process_rows(mesh, config.train.batch_size))
+        rows=sharding.process_rows(mesh, config.train.batch_size),
+        cache_size=config.data.encode_cache)
     data_iter = pipeline.DataIterator(train_batches)
     eval_batches = []
     if "validation" in sources:

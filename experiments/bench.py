@@ -225,11 +225,59 @@ def part_memory(name: str) -> dict:
   return out
 
 
-PARTS = {"peak": part_peak, "train": part_train, "sample": part_sample, "memory": part_memory}
+def part_pipeline(quick: bool) -> dict:
+  """Input pipeline alone: sequences/s of seq2seq batches (64 x L 96) in the first epoch (read +
+  tokenize + pack every record) and the second (from the encode cache, ``data.encode_cache``).
+  Records come from the prepared E2E MR->text TFDS train split when the E2E files are in
+  ``$DIFFUSION_TEXT_DATA_DIR``, else from E2E-like synthetic records held in memory (20-word source,
+  25-word target), which skips the TFDS read and so runs faster."""
+  import numpy as np
+  from configs import e2e_diffuseq
+  from diffusion_text.data import pipeline, tokenizers
+  c = e2e_diffuseq.get_config("cpu").data
+  n = 2_000 if quick else 20_000
+  data_dir = os.environ.get("DIFFUSION_TEXT_DATA_DIR", "")
+  if not quick and os.path.exists(os.path.join(data_dir, "e2e", "diffusion_lm_format",
+                                               "src1_train.txt")):
+    records = pipeline.prepare_sources(c)["train"]
+    source = "e2e_mr_text train (TFDS)"
+  else:
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(1000)]
+    records = [{"index": i, "src": " ".join(rng.choice(words, 20)),
+                "tgt": " ".join(rng.choice(words, 25)), "label": -1} for i in range(n)]
+    source = "synthetic, in memory"
+  n = min(n, len(records))
+  tok = tokenizers.WordTokenizer.train(
+      pipeline.split_texts(records, 2000, ("src", "tgt")), min_count=1)
+  enc = pipeline.make_encoder(tok, c)
+  batch, per_epoch = 64, n // 64
+  out = {"source": source, "examples": n, "batch": batch, "max_len": c.max_len}
+  for label, cache in (("uncached", 0), ("cached", n)):
+    ds = pipeline.batched_dataset(records, enc, batch_size=batch, seed=0, cache_size=cache,
+                                  max_examples=n)
+    t = time.perf_counter()
+    for k in range(per_epoch):
+      ds[k]
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    for k in range(per_epoch, 2 * per_epoch):
+      ds[k]
+    second = time.perf_counter() - t
+    out[label] = {"first_epoch_seq_per_s": per_epoch * batch / first,
+                  "second_epoch_seq_per_s": per_epoch * batch / second}
+  return out
+
+
+PARTS = {"peak": part_peak, "train": part_train, "sample": part_sample, "memory": part_memory,
+         "pipeline": part_pipeline}
 
 
 def _run_part(part: str, devices: int = 1, **kwargs) -> dict:
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  flags_ = os.environ.get("XLA_FLAGS", "").split()
+  flags_ = [f for f in flags_ if not f.startswith("--xla_force_host_platform_device_count")]
+  env = dict(os.environ, XLA_FLAGS=" ".join(
+      flags_ + [f"--xla_force_host_platform_device_count={devices}"]))
   cmd = [sys.executable, "-m", "experiments.bench", "--part", part, "--args", json.dumps(kwargs)]
   print(f"[bench] {part} {kwargs} on {devices} device(s)", flush=True)
   r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -246,9 +294,13 @@ def _environment() -> dict:
           "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "unix_time": round(time.time())}
 
 
-def run_all(quick: bool) -> dict:
-  result = {"environment": _environment(), "quick": quick}
+def run_all(quick: bool, save=lambda result: None) -> dict:
+  """All parts in order; ``save(result)`` after each, so a run cut short keeps what it measured
+  (``result["complete"]`` says whether every part ran)."""
+  result = {"environment": _environment(), "quick": quick, "complete": False}
   result.update(_run_part("peak", quick=quick))
+  result["pipeline"] = _run_part("pipeline", quick=quick)
+  save(result)
   peak = result["matmul_peak_gflops"] * 1e9
   train_rows = []
   # e2e_paper (BERT-base denoiser) takes about 30 s a step on 2 cores: 3 timed steps
@@ -258,18 +310,23 @@ def run_all(quick: bool) -> dict:
       row = _run_part("train", name=name, steps=steps, self_cond=sc)
       row["mfu"] = row["model_flops"] / row["step_s_median"] / peak
       train_rows.append(row)
-  result["train"] = train_rows
+      result["train"] = train_rows
+      save(result)
   name = "tiny" if quick else "small"
   result["sample"] = _run_part("sample", name=name, batches=[4] if quick else [16, 64],
                                samplers=["ddpm", "dpm++2m"],
                                full_trajectory=_FULL_TRAJ.value and not quick)["rows"]
+  save(result)
   scaling = []
   for n in (1, 2) if quick else (1, 2, 8):
     scaling.append(_run_part("train", devices=n, name="tiny" if quick else "e2e_cpu",
                              steps=3 if quick else 10))
-  result["mesh_scaling"] = scaling
+    result["mesh_scaling"] = scaling
+    save(result)
   result["memory_per_device"] = _run_part("memory", devices=8,
                                           name="tiny" if quick else "e2e_paper")
+  result["complete"] = True
+  save(result)
   return result
 
 
@@ -280,6 +337,10 @@ def table(result: dict) -> str:
     lines.append(f"{r['config']:<18} {'y' if r['self_cond'] else 'n'}   {r['step_s_median']:>10.4f}"
                  f"  {r['step_s_min']:>11.4f}  {r['tokens_per_s']:>8.0f}  {r['compile_s']:>9.1f}"
                  f"  {100 * r['mfu']:>4.0f}%  {r['peak_rss_bytes'] / 2**20:>7.0f}")
+  pipe = result["pipeline"]
+  lines += ["", f"input pipeline ({pipe['source']}, batch {pipe['batch']} x L {pipe['max_len']}): "
+            f"{pipe['uncached']['first_epoch_seq_per_s']:.0f} sequences/s tokenizing, "
+            f"{pipe['cached']['second_epoch_seq_per_s']:.0f} from the encode cache"]
   lines += ["", "sampler   batch  s/step    forward s  step/forward"]
   for r in result["sample"]:
     lines.append(f"{r['sampler']:<9} {r['batch']:>5}  {r['step_s']:.4f}    {r['forward_s']:.4f}"
@@ -301,10 +362,10 @@ def main(argv):
   if _PART.value:
     print(json.dumps(PARTS[_PART.value](**json.loads(_ARGS.value))))
     return
-  result = run_all(_QUICK.value)
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   from experiments.common import write_atomic
-  write_atomic(_OUTPUT.value, json.dumps(result, indent=2))
+  result = run_all(_QUICK.value,
+                   save=lambda r: write_atomic(_OUTPUT.value, json.dumps(r, indent=2)))
   print(table(result))
   print(f"[bench] wrote {_OUTPUT.value}")
 

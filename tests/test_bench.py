@@ -16,7 +16,10 @@ def test_bench_quick_writes_json(tmp_path):
                      cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.loads(out.read_text())
-  assert res["matmul_peak_gflops"] > 0 and res["environment"]["versions"]["jax"]
+  assert res["complete"] and res["matmul_peak_gflops"] > 0 and res["environment"]["versions"]["jax"]
+  pipe = res["pipeline"]
+  assert all(pipe[k][e] > 0 for k in ("uncached", "cached")
+             for e in ("first_epoch_seq_per_s", "second_epoch_seq_per_s"))
   (train,) = res["train"]
   assert train["self_cond"] and train["loss_finite"] and train["step_s_min"] > 0
   assert train["model_flops"] > 0 and train["xla_flops"] > 0 and 0 < train["mfu"]

@@ -1,3 +1,4 @@
+import collections
 import json
 
 import numpy as np
@@ -77,6 +78,31 @@ def test_batches_are_deterministic_and_reshuffled_per_epoch():
   assert not np.array_equal(mk(1)[0]["index"], a[0]["index"])
   assert a[0]["ids"].shape == (5, 5) and np.all(a[0]["target_mask"] == 1)
   np.testing.assert_array_equal(a[0]["pad_mask"], a[0]["ids"] == tokenizers.PAD)
+
+
+def test_encode_cache_changes_no_batch_and_encodes_each_example_once():
+  """Three epochs with the cache hold exactly the uncached batches; each record is encoded once, and
+  a cache smaller than the data keeps encoding the rest."""
+  src = [{"index": i, "tgt": f"w{i} x{i % 3}", "src": "", "label": -1} for i in range(12)]
+  tok = tokenizers.WordTokenizer.train([r["tgt"] for r in src])
+  enc = pipeline.make_encoder(tok, _data_cfg(5))
+  calls = collections.Counter()
+
+  def counting(record):
+    calls[int(record["index"])] += 1
+    return enc(record)
+
+  plain = pipeline.batched_dataset(src, enc, batch_size=4, seed=2)
+  cached = pipeline.batched_dataset(src, counting, batch_size=4, seed=2, cache_size=100)
+  for k in range(9):  # 3 epochs, reshuffled each time
+    for key in plain[k]:
+      np.testing.assert_array_equal(cached[k][key], plain[k][key])
+  assert sorted(calls) == list(range(12)) and set(calls.values()) == {1}
+  calls.clear()
+  small = pipeline.batched_dataset(src, counting, batch_size=4, seed=2, cache_size=5)
+  for k in range(9):
+    np.testing.assert_array_equal(small[k]["ids"], plain[k]["ids"])
+  assert sum(calls.values()) == 12 + 2 * 7  # 5 cached after epoch 1, 7 re-encoded twice
 
 
 def test_host_rows_partition_the_global_batch():

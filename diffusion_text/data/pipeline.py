@@ -143,16 +143,42 @@ def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
   return encode
 
 
+class EncodedSource:
+  """Random access to ``encode(source[i])``, memoised for the first ``cache_size`` indices read.
+
+  Reading and tokenizing a record in Python costs about 0.5 ms; on an accelerator that caps training
+  at about 2,000 sequences/s whatever the model (measured on an H100: the same ~190k tokens/s at batch
+  64 and 512). The encoding is deterministic, so after the first epoch a batch is a stack of cached
+  arrays and holds exactly what it held before; ``cache_size=0`` turns the cache off.
+  """
+
+  def __init__(self, source, encode, cache_size: int):
+    self.source, self.encode, self.cache_size = source, encode, cache_size
+    self._cache: dict[int, dict] = {}
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    item = self._cache.get(index)
+    if item is None:
+      item = self.encode(self.source[index])
+      if len(self._cache) < self.cache_size:
+        self._cache[index] = item
+    return item
+
+
 def batched_dataset(source, encode, *, batch_size: int, seed: int, shuffle: bool = True,
                     repeat: bool = True, max_examples: Optional[int] = None,
-                    rows: Optional[slice] = None) -> grain.MapDataset:
+                    rows: Optional[slice] = None, cache_size: int = 0) -> grain.MapDataset:
   """A random-access dataset of batches (dicts of (rows, L) arrays) of ``encode``d records.
 
   ``batch_size`` is the global batch; ``rows`` (default: all) selects the part of every global batch
   this host loads, so hosts read and encode only their own examples while the global batch stays the
   same for any number of hosts (see ``sharding.process_rows``). Incomplete final batches are dropped.
+  ``cache_size`` examples keep their encoding in memory (``EncodedSource``).
   """
-  ds = grain.MapDataset.source(source)
+  ds = grain.MapDataset.source(EncodedSource(source, encode, cache_size))
   if max_examples:
     ds = ds[:max_examples]
   if len(ds) < batch_size and repeat:
@@ -161,7 +187,7 @@ def batched_dataset(source, encode, *, batch_size: int, seed: int, shuffle: bool
     ds = ds.shuffle(seed=seed)
   if repeat:
     ds = ds.repeat()
-  examples = ds.map(encode)
+  examples = ds
   rows = rows or slice(0, batch_size)
   if not 0 <= rows.start < rows.stop <= batch_size:
     raise ValueError(f"rows {rows} outside a batch of {batch_size}")
