@@ -64,6 +64,15 @@ def _map_batches(fn, params, ids, mask, batch_size: int, seed: int) -> dict:
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: int, *,
+                clamp: bool = False, num_inputs: int = 0, seed: int = 0) -> str:
+  """File stem of an evaluation: every setting that changes the numbers is in it, so evaluations of
+  one checkpoint with other settings never overwrite each other (``_clamp``, ``_n<inputs>`` when not
+  all inputs, ``_seed<s>`` when not 0)."""
+  return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
+          + (f"_n{num_inputs}" if num_inputs else "") + (f"_seed{seed}" if seed else ""))
+
+
 def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                  mbr_samples: int = 1, seed: int = 0, teacher: Optional[Run] = None,
                  **sample_kwargs) -> tuple[dict, list[dict]]:

@@ -4,7 +4,8 @@ r"""Evaluate a trained run: sample for held-out inputs, MBR over |S| samples, BL
         --sampler ddim --steps 200
 
 Writes ``<out>.json`` (metrics and settings) and ``<out>.jsonl`` (source, chosen output, references,
-all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>``.
+all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>`` plus ``_clamp``,
+``_n<inputs>`` and ``_seed<s>`` where those differ from the defaults.
 
 ``--evaluators=nll`` reports bits per token instead (the variational bound for diffusion runs with
 ``--nll_t`` stratified timesteps per sequence; the exact NLL for AR runs), in
@@ -66,9 +67,10 @@ def run():
   except ValueError as e:
     raise common.UserError(str(e)) from e
   steps = _STEPS.value or r.config.sample.steps or r.config.diffusion.num_steps
-  out = _OUT.value or os.path.join(
-      _WORKDIR.value, "eval",
-      f"{_SPLIT.value}_step{r.step}_{_SAMPLER.value or r.config.sample.sampler}{steps}_mbr{_MBR.value}")
+  out = _OUT.value or os.path.join(_WORKDIR.value, "eval", evaluate.result_name(
+      _SPLIT.value, r.step, _SAMPLER.value or r.config.sample.sampler, steps, _MBR.value,
+      clamp=r.config.sample.clamp if _CLAMP.value is None else _CLAMP.value,
+      num_inputs=_NUM.value, seed=_SEED.value))
   common.write_atomic(out + ".json", json.dumps(result, indent=2))
   common.write_atomic(out + ".jsonl", "".join(json.dumps(o) + "\n" for o in outputs))
   print(json.dumps(result, indent=2))

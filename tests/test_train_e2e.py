@@ -208,6 +208,22 @@ def test_nll_evaluator_for_diffusion_and_ar(s2s_run, tmp_path):
   assert json.load(open(tmp_path / "nll.json"))["sequences"] == 4
 
 
+def test_evaluation_files_name_every_setting(s2s_run):
+  """Evaluations of one checkpoint with other settings land in other files (a clamped evaluation
+  once overwrote the unclamped one)."""
+  from diffusion_text import evaluate
+  names = {evaluate.result_name("validation", 6, "ddim", 2, 1, **kw) for kw in
+           ({}, {"clamp": True}, {"num_inputs": 2}, {"seed": 1}, {"clamp": True, "num_inputs": 2})}
+  assert len(names) == 5 and "validation_step6_ddim2_mbr1" in names
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--num_inputs", "2", "--sampler", "ddim",
+           "--steps", "2", "--clamp")
+  assert r.returncode == 0, r.stderr[-2000:]
+  step = generate.load_run(s2s_run).step
+  name = f"validation_step{step}_ddim2_mbr1_clamp_n2.json"
+  res = json.load(open(os.path.join(s2s_run, "eval", name)))
+  assert res["clamp"] is True and res["num_inputs"] == 2
+
+
 def test_lm_score_prefers_real_text_to_shuffled_tokens(tmp_path, tfds_dir):
   """A teacher trained for a short while on E2E: real MR->text pairs score a lower perplexity than
   the same texts with their words shuffled."""
