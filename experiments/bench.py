@@ -31,15 +31,16 @@ _FULL_TRAJ = flags.DEFINE_bool(
 
 # Named model/data sizes. `small` is the reference point measured with DiffuSeq's PyTorch code on
 # this machine (README "Performance"); `e2e_cpu` and `e2e_paper` are configs/e2e_diffusion_lm.py.
+# CPU-sized models unroll their blocks (faster backward on CPU); deep ones scan (compile time).
 SIZES = {
     "tiny": dict(num_layers=2, width=32, num_heads=2, mlp_dim=64, emb_dim=8, max_len=16, batch=8,
-                 vocab=100, T=100),
+                 vocab=100, T=100, scan_layers=True),
     "small": dict(num_layers=4, width=256, num_heads=4, mlp_dim=1024, emb_dim=128, max_len=64,
-                  batch=64, vocab=8000, T=2000),
+                  batch=64, vocab=8000, T=2000, scan_layers=False),
     "e2e_cpu": dict(num_layers=4, width=128, num_heads=4, mlp_dim=512, emb_dim=16, max_len=64,
-                    batch=64, vocab=855, T=2000),
+                    batch=64, vocab=855, T=2000, scan_layers=False),
     "e2e_paper": dict(num_layers=12, width=768, num_heads=12, mlp_dim=3072, emb_dim=16, max_len=64,
-                      batch=64, vocab=855, T=2000),
+                      batch=64, vocab=855, T=2000, scan_layers=True),
 }
 
 
@@ -47,7 +48,8 @@ def _config(size: dict, self_cond: bool = False, mesh: dict | None = None):
   from configs import common
   c = common.get_config()
   c.model.update(num_layers=size["num_layers"], width=size["width"], num_heads=size["num_heads"],
-                 mlp_dim=size["mlp_dim"], emb_dim=size["emb_dim"], self_cond=self_cond)
+                 mlp_dim=size["mlp_dim"], emb_dim=size["emb_dim"], self_cond=self_cond,
+                 scan_layers=size["scan_layers"])
   c.data.max_len = size["max_len"]
   c.train.batch_size = size["batch"]
   c.diffusion.num_steps = size["T"]
