@@ -22,7 +22,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.max_src_len = 0  # seq2seq: source tokens kept (0 = max_len // 2); the target gets the rest
   c.data.max_train_examples = 0  # 0 = all; else the first N of the train split (tests)
   c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
-  c.data.encode_cache = 250_000  # train examples whose encoding stays in memory (0 = none; ~1 KB each)
+  c.data.encode_cache = 250_000  # train examples kept encoded in memory (0 = none; 1-2 KB each)
   c.data.strict = True  # bad raw lines (malformed, empty field, bad UTF-8) are errors; False: skip, count
 
   c.model = ml_collections.ConfigDict()
