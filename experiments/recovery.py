@@ -5,7 +5,7 @@ and score the result against the target it started from (BLEU), for several t0.
 
 A model that recovers the text from t0 = 1000 but not from T writes word salad because of the
 high-noise regime (the plan of the sentence), not because of rounding or the low-noise steps. Writes
-``<workdir>/eval/recovery_step<N>.json``.
+``<workdir>/eval/recovery_step<N>_<sampler><steps>_n<inputs>[_<split>].json``.
 """
 import json
 import os
@@ -35,7 +35,10 @@ def run():
     raise common.UserError(str(e)) from e
   result = {"workdir": _WORKDIR.value, "step": r.step, "sampler": _SAMPLER.value,
             "steps": _STEPS.value, "split": _SPLIT.value, "num_inputs": _NUM.value, "rows": rows}
-  path = os.path.join(_WORKDIR.value, "eval", f"recovery_step{r.step}.json")
+  # every setting that changes the numbers is in the name, so other settings never overwrite it
+  name = f"recovery_step{r.step}_{_SAMPLER.value}{_STEPS.value}_n{_NUM.value}" + (
+      "" if _SPLIT.value == "validation" else f"_{_SPLIT.value}")
+  path = os.path.join(_WORKDIR.value, "eval", name + ".json")
   common.write_atomic(path, json.dumps(result, indent=2))
   for row in rows:
     print(f"t0={row['t0']:>5}  alpha_bar={row['alpha_bar']:.3f}  BLEU {row['bleu']:5.1f}  "

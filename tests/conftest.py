@@ -2,7 +2,8 @@
 
 On a GPU the default backend is the GPU: the resume tests compare bit for bit, so XLA:GPU is told to
 use deterministic kernels (no atomics in reductions and scatters, deterministic autotuning); without
-it a resumed run differed from an uninterrupted one by ~1e-8 relative on an H100. CPU ignores it.
+it a resumed run's parameters differed from an uninterrupted run's by up to 1e-6 on an H100 (not yet
+rerun with it). CPU ignores it.
 """
 import os
 import pathlib

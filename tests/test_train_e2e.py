@@ -258,3 +258,8 @@ def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   assert all(0 <= r["bleu"] <= 100 and r["target"] for r in rows)
   with pytest.raises(ValueError, match="t0 must be"):
     evaluate.recovery(run, [T + 1], num_inputs=2, steps=2, sampler="ddim")
+  r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--num_inputs", "2",
+           "--steps", "2", "--sampler", "ddim")
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = json.load(open(os.path.join(s2s_run, "eval", f"recovery_step{run.step}_ddim2_n2.json")))
+  assert [row["t0"] for row in out["rows"]] == [1]

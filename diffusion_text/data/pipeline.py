@@ -187,16 +187,15 @@ def batched_dataset(source, encode, *, batch_size: int, seed: int, shuffle: bool
     ds = ds.shuffle(seed=seed)
   if repeat:
     ds = ds.repeat()
-  examples = ds
   rows = rows or slice(0, batch_size)
   if not 0 <= rows.start < rows.stop <= batch_size:
     raise ValueError(f"rows {rows} outside a batch of {batch_size}")
 
   def load(k: int) -> dict:
-    items = [examples[k * batch_size + r] for r in range(rows.start, rows.stop)]
+    items = [ds[k * batch_size + r] for r in range(rows.start, rows.stop)]
     return {key: np.stack([it[key] for it in items]) for key in items[0]}
 
-  return grain.MapDataset.range(len(examples) // batch_size).map(load)
+  return grain.MapDataset.range(len(ds) // batch_size).map(load)
 
 
 class DataIterator:
