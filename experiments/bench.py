@@ -1,4 +1,5 @@
-r"""Benchmarks: matmul peak, train step, sampler, mesh scaling, memory per device; JSON and a table.
+r"""Benchmarks: matmul peak, train step (and its profile), sampler, mesh scaling, memory per device;
+JSON and a table.
 
     python -m experiments.bench --output runs/bench.json          # full run (make bench)
     python -m experiments.bench --quick --output /tmp/bench.json   # toy sizes: the smoke test
@@ -113,9 +114,9 @@ def _synthetic_batch(size: dict, seed: int = 0):
   return {"ids": ids, "target_mask": np.ones_like(ids), "pad_mask": (ids == 0).astype(np.int32)}
 
 
-def part_train(name: str, steps: int, self_cond: bool = False, mesh: dict | None = None) -> dict:
+def _compiled_train_step(name: str, self_cond: bool = False, mesh: dict | None = None):
+  """(compiled step, state, two batches, mesh, rules, compile seconds) for a named size."""
   import jax
-  import numpy as np
   from diffusion_text import families, optim, sharding, train
   from diffusion_text import train_state as ts
   size = SIZES[name]
@@ -133,7 +134,17 @@ def part_train(name: str, steps: int, self_cond: bool = False, mesh: dict | None
   with sharding.mesh_context(m, rules):
     t0 = time.perf_counter()
     compiled = step.lower(state, batches[0]).compile()
-    compile_s = time.perf_counter() - t0
+  return compiled, state, batches, m, rules, time.perf_counter() - t0
+
+
+def part_train(name: str, steps: int, self_cond: bool = False, mesh: dict | None = None) -> dict:
+  import jax
+  import numpy as np
+  from diffusion_text import sharding
+  from diffusion_text import train_state as ts
+  size = SIZES[name]
+  compiled, state, batches, m, rules, compile_s = _compiled_train_step(name, self_cond, mesh)
+  with sharding.mesh_context(m, rules):
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     for i in range(2):  # warm-up
@@ -155,6 +166,76 @@ def part_train(name: str, steps: int, self_cond: bool = False, mesh: dict | None
           "model_flops": model_flops(size, self_cond),
           "loss_finite": bool(np.isfinite(float(sums["loss"]))),
           "peak_rss_bytes": _peak_rss_bytes()}
+
+
+# XLA:CPU names its library matmul fusions after the library (YNNPACK, XNNPACK, oneDNN); plain dots
+# and custom calls are matmuls too. Layout copies are the transposes XLA inserts around them.
+_MATMUL_PREFIXES = ("ynn_", "xnn_", "onednn", "dot", "custom-call", "cublas", "gemm", "triton_gemm")
+
+
+def _op_kind(name: str) -> str:
+  if name.startswith(_MATMUL_PREFIXES):
+    return "matmul"
+  if "copy" in name or "transpose" in name:
+    return "layout_copy"
+  return "other"
+
+
+def part_profile(name: str, steps: int = 4, top: int = 15) -> dict:
+  """Where the train step's time goes: ``steps`` steps under ``jax.profiler``, the XLA operations'
+  time summed per kind (matmul, layout copy, other) and the largest operations with their shapes
+  and the JAX operation they come from (from the compiled HLO's metadata)."""
+  import collections
+  import glob
+  import re
+  import tempfile
+  import jax
+  from diffusion_text import sharding
+  compiled, state, batches, m, rules, _ = _compiled_train_step(name)
+  meta = {}
+  for mt in re.finditer(r"%(\S+) = (\S+) fusion\([^\n]*?op_name=\"([^\"]*)\"", compiled.as_text()):
+    meta[mt.group(1)] = {"shape": mt.group(2), "jax_op": mt.group(3)}
+  with sharding.mesh_context(m, rules), tempfile.TemporaryDirectory() as d:
+    for i in range(2):  # warm-up
+      state, _ = compiled(state, batches[i % 2])
+    jax.block_until_ready(state)
+    jax.profiler.start_trace(d)
+    t0 = time.perf_counter()
+    for i in range(steps):
+      state, _ = compiled(state, batches[i % 2])
+    jax.block_until_ready(state)
+    wall = (time.perf_counter() - t0) / steps
+    jax.profiler.stop_trace()
+    (path,) = glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)
+    data = jax.profiler.ProfileData.from_file(path)
+  per_op = collections.Counter()  # exclusive time: a while loop's span minus its body's ops
+  for plane in data.planes:
+    for line in plane.lines:
+      # XLA:CPU runs the step's operations on its Eigen worker threads; accelerators on devices
+      if not (line.name.startswith("tf_XLAEigen") or plane.name.startswith("/device:")):
+        continue
+      stack = []  # [name, end_ns, exclusive_ns] of the enclosing events
+      events = sorted(((e.start_ns, e.end_ns, e.name) for e in line.events),
+                      key=lambda e: (e[0], -e[1]))
+      for start, end, op in events + [(float("inf"), float("inf"), "")]:
+        while stack and stack[-1][1] <= start:
+          done = stack.pop()
+          if not ("Execute" in done[0] or "Await" in done[0]):  # the executor's own spans
+            per_op[done[0]] += done[2] / steps / 1e6
+        if stack:
+          stack[-1][2] -= end - start
+        stack.append([op, end, end - start])
+  if not per_op:
+    raise RuntimeError("the profile holds no XLA operation events")
+  by_kind = collections.Counter()
+  for op, ms in per_op.items():
+    by_kind[_op_kind(op)] += ms
+  total = sum(by_kind.values())
+  return {"config": name, "steps_profiled": steps, "step_s_under_profiler": wall,
+          "op_ms_per_step": total, "threads_busy": total / 1e3 / wall,
+          "by_kind_ms": dict(by_kind), "by_kind_share": {k: v / total for k, v in by_kind.items()},
+          "top_ops": [{"op": op, "ms_per_step": ms, "kind": _op_kind(op), **meta.get(op, {})}
+                      for op, ms in per_op.most_common(top)]}
 
 
 def part_sample(name: str, batches: list, samplers: list, full_trajectory: bool) -> dict:
@@ -272,7 +353,7 @@ def part_pipeline(quick: bool) -> dict:
 
 
 PARTS = {"peak": part_peak, "train": part_train, "sample": part_sample, "memory": part_memory,
-         "pipeline": part_pipeline}
+         "pipeline": part_pipeline, "profile": part_profile}
 
 
 def _run_part(part: str, devices: int = 1, **kwargs) -> dict:
@@ -315,6 +396,8 @@ def run_all(quick: bool, save=lambda result: None) -> dict:
       result["train"] = train_rows
       save(result)
   name = "tiny" if quick else "small"
+  result["profile"] = _run_part("profile", name=name, steps=2 if quick else 4)
+  save(result)
   result["sample"] = _run_part("sample", name=name, batches=[4] if quick else [16, 64],
                                samplers=["ddpm", "dpm++2m"],
                                full_trajectory=_FULL_TRAJ.value and not quick)["rows"]
@@ -343,6 +426,12 @@ def table(result: dict) -> str:
   lines += ["", f"input pipeline ({pipe['source']}, batch {pipe['batch']} x L {pipe['max_len']}): "
             f"{pipe['uncached']['first_epoch_seq_per_s']:.0f} sequences/s tokenizing, "
             f"{pipe['cached']['second_epoch_seq_per_s']:.0f} from the encode cache"]
+  prof = result["profile"]
+  share = prof["by_kind_share"]
+  lines += ["", f"profile of the {prof['config']} train step: XLA operations busy "
+            f"{prof['threads_busy']:.2f} threads; matmuls {100 * share.get('matmul', 0):.0f}%, "
+            f"layout copies {100 * share.get('layout_copy', 0):.0f}%, "
+            f"other {100 * share.get('other', 0):.0f}% of their time"]
   lines += ["", "sampler   batch  s/step    forward s  step/forward"]
   for r in result["sample"]:
     lines.append(f"{r['sampler']:<9} {r['batch']:>5}  {r['step_s']:.4f}    {r['forward_s']:.4f}"
