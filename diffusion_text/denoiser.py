@@ -13,6 +13,7 @@ Why Linen and not NNX: training is a pure function of a params pytree (jit with 
 donation, orbax, EMA as a tree_map), which Linen gives directly; ``nn.scan`` with partition metadata
 gives a depth-independent compile; both are what the issue's sharding work builds on.
 """
+from collections.abc import Mapping
 import dataclasses
 import math
 
@@ -107,6 +108,29 @@ def apply_blocks(cfg: ModelConfig, x_BxLxD, mask_Bx1xLxL, deterministic: bool):
     for i in range(cfg.num_layers):
       x_BxLxD, _ = Block(cfg, deterministic, name=f"block_{i}")(x_BxLxD, mask_Bx1xLxL)
   return x_BxLxD
+
+
+def convert_layout(tree, scan_layers: bool, num_layers: int):
+  """``tree`` (parameters, or anything shaped like them: EMA, Adam moments, a whole TrainState) with
+  its blocks in the other layout: ``block_0`` .. ``block_{n-1}`` stacked on a leading axis into
+  ``blocks`` (``scan_layers=True``), or ``blocks`` split back into them. Everything else, and a tree
+  already in the wanted layout, is returned as is; the values are exact (stack / index)."""
+  names = [f"block_{i}" for i in range(num_layers)]
+
+  def convert(node):
+    if not isinstance(node, Mapping):
+      return node
+    out = {k: convert(v) for k, v in node.items() if not (k in names or k == "blocks")}
+    if scan_layers and all(n in node for n in names):
+      out["blocks"] = jax.tree.map(lambda *xs: jnp.stack(xs), *[node[n] for n in names])
+    elif not scan_layers and "blocks" in node:
+      for i, n in enumerate(names):
+        out[n] = jax.tree.map(lambda x, i=i: x[i], node["blocks"])
+    else:  # already in the wanted layout
+      out.update({k: node[k] for k in node if k in names or k == "blocks"})
+    return type(node)(out) if not isinstance(node, dict) else out
+
+  return jax.tree.map(convert, tree, is_leaf=lambda x: isinstance(x, Mapping))
 
 
 def layer_norm(cfg: ModelConfig, name: str):

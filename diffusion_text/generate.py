@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffusion_text import checkpointing, families, optim, process, sharding
+from diffusion_text import checkpointing, denoiser, families, optim, process, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.errors import CheckpointError
@@ -148,11 +148,15 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 
 def load_run(workdir: str, step: Optional[int] = None,
-             mesh: Optional[jax.sharding.Mesh] = None) -> Run:
+             mesh: Optional[jax.sharding.Mesh] = None,
+             scan_layers: Optional[bool] = None) -> Run:
   """Loads the run in ``workdir`` (its latest checkpoint unless ``step``) with EMA parameters.
 
   ``mesh`` (default: one device) is where the parameters are restored, laid out by the run's axis
   rules, whatever mesh the checkpoint was written on; sampling then splits batches over it.
+  ``scan_layers`` (default: as trained) runs the blocks scanned or unrolled whatever layout the run
+  was trained with; the parameters are converted exactly (``denoiser.convert_layout``). On XLA:CPU an
+  unrolled model trains faster and a scanned one samples faster (README "Performance").
   """
   config = load_config(workdir)
   tok = tokenizers.load_tokenizer(os.path.join(workdir, pipeline.TOKENIZER_FILE))
@@ -170,5 +174,13 @@ def load_run(workdir: str, step: Optional[int] = None,
     state, _ = ckpt.restore(step, abstract)
   finally:
     ckpt.close()
+  params = state.ema_params
+  if scan_layers is not None and bool(scan_layers) != model_cfg.scan_layers:
+    params = denoiser.convert_layout(params, bool(scan_layers), model_cfg.num_layers)
+    config.model.scan_layers = bool(scan_layers)  # the config describes the model that runs
+    model_cfg = families.model_config(config, tok.vocab_size)
+    converted, _ = ts.state_shardings(family.init_params, model_cfg, tx, mesh,
+                                      sharding.axis_rules(config))
+    params = jax.device_put(params, jax.tree.map(lambda a: a.sharding, converted.ema_params))
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
-             params=state.ema_params, step=int(step), mesh=mesh)
+             params=params, step=int(step), mesh=mesh)

@@ -41,7 +41,10 @@ _SAMPLER = flags.DEFINE_string("sampler", "ddpm", "ddpm | ddim | dpm++2m.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Sampler steps.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Rows per sampler call.")
-_NUM_TARGETS = flags.DEFINE_integer("num_targets", 20, "semantic: most frequent dev field values.")
+_NUM_TARGETS = flags.DEFINE_integer("num_targets", 20, "semantic: most frequent field values.")
+_SPLIT = flags.DEFINE_enum("split", "validation", ["train", "validation"],
+                           "semantic: split whose most frequent MR field values are the targets "
+                           "(choose guidance settings on train, report on validation).")
 _PER_TARGET = flags.DEFINE_integer("per_target", 8, "semantic/length: samples per target.")
 _LENGTHS = flags.DEFINE_list("lengths", ["10", "15", "20", "25", "30"], "length: targets.")
 _NUM_INPUTS = flags.DEFINE_integer("num_inputs", 100, "infill/cfg: held-out inputs.")
@@ -51,6 +54,7 @@ _STEP_SIZE = flags.DEFINE_float("step_size", 0.1, "Adagrad step size of the guid
 _LAMBDA = flags.DEFINE_float("fluency_weight", 0.01, "lambda: weight of the fluency term.")
 _WEIGHT = flags.DEFINE_float("weight", 1.0, "Weight of the control term.")
 _NLL_T = flags.DEFINE_integer("nll_t", 8, "Stratified timesteps of the fluency bound.")
+_LAYERS = common.define_layers_flag()
 
 
 def _guidance(*terms):
@@ -87,9 +91,9 @@ def task_accuracy(clf_dir):
 
 def task_semantic(lm, clf_dir):
   clf = _classifier_of(lm, clf_dir)
-  val = _validation(lm)
-  counts = collections.Counter(fv for i in range(len(val))
-                               for fv in sources.e2e_mr_fields(pipeline._text(val[i]["src"])))
+  split = pipeline.prepare_sources(lm.config.data)[_SPLIT.value]
+  counts = collections.Counter(fv for i in range(len(split))
+                               for fv in sources.e2e_mr_fields(pipeline._text(split[i]["src"])))
   targets = []
   for (field, value), _ in counts.most_common():
     try:
@@ -111,7 +115,8 @@ def task_semantic(lm, clf_dir):
                      "examples": [{"target": f"{targets[i // n][0]}={targets[i // n][1]}",
                                    "text": texts[i]} for i in range(0, len(texts), n)]}
     logging.info("semantic %s: success %.3f", name, results[name]["success"])
-  return {"targets": [f"{f}={v}" for f, v, _ in targets], "per_target": n, **results}
+  return {"split": _SPLIT.value, "targets": [f"{f}={v}" for f, v, _ in targets], "per_target": n,
+          **results}
 
 
 def _unguided_and_guided(lm, clf, labels, term_name):
@@ -252,7 +257,8 @@ def run():
     raise common.UserError(f"--task {task} needs --classifier (a classifier run)")
   if task == "sentiment" and not _JUDGE.value:
     raise common.UserError("--task sentiment needs --judge (a clean-text label classifier run)")
-  lm = generate.load_run(_LM.value) if needs_lm else None
+  lm = (generate.load_run(_LM.value, scan_layers=common.scan_layers(_LAYERS.value)) if needs_lm
+        else None)
   if lm is not None and lm.config.model.family != "diffusion":
     raise common.UserError(f"--lm {_LM.value} is not a diffusion run")
   if task in ("semantic", "length", "infill", "sentiment") and lm.is_seq2seq:

@@ -25,11 +25,13 @@ _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sam
 _ETA = flags.DEFINE_float("eta", None, "DDIM noise scale; default the run's sample.eta.")
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to load (default newest).")
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
+_LAYERS = common.define_layers_flag()
 flags.mark_flags_as_required(["workdir"])
 
 
 def run():
-  r = generate.load_run(_WORKDIR.value, _STEP.value)
+  r = generate.load_run(_WORKDIR.value, _STEP.value,
+                        scan_layers=common.scan_layers(_LAYERS.value))
   settings = dict(sampler=_SAMPLER.value or r.config.sample.sampler,
                   steps=_STEPS.value or r.config.sample.steps or r.config.diffusion.num_steps,
                   seed=_SEED.value,

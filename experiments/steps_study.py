@@ -23,6 +23,7 @@ _NUM = flags.DEFINE_integer("num_inputs", 100, "Distinct held-out inputs per poi
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Held-out split.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (the same for every point).")
 _OUT = flags.DEFINE_string("out", "runs/steps_study", "Output path prefix (without extension).")
+_LAYERS = common.define_layers_flag()
 flags.mark_flags_as_required(["workdirs"])
 
 
@@ -65,7 +66,7 @@ def run():
   steps = [int(s) for s in _STEPS.value]
   points = []
   for workdir in _WORKDIRS.value:
-    r = generate.load_run(workdir)
+    r = generate.load_run(workdir, scan_layers=common.scan_layers(_LAYERS.value))
     if not r.is_seq2seq:
       raise common.UserError(f"{workdir} is not a seq2seq run: the study scores against references")
     for sampler in _SAMPLERS.value:
