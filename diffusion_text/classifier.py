@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion_text import denoiser, embeddings, process
+from diffusion_text import batching, denoiser, embeddings, process
 from diffusion_text.data import tokenizers
 
 LABELS = ("words", "label")
@@ -174,7 +174,8 @@ def judge(run, texts) -> np.ndarray:
   ids = np.stack([run.tokenizer.encode_padded(t, L) for t in texts])
   fn = jax.jit(lambda p, x: jax.nn.softmax(run.model.apply(
       {"params": p}, embeddings.embed(emb, x), jnp.zeros((x.shape[0],), jnp.int32))))
-  return np.concatenate([np.asarray(fn(run.params, ids[i:i + 64])) for i in range(0, len(ids), 64)])
+  return np.concatenate([np.asarray(fn(run.params, b))[:n]
+                         for _, n, (b,) in batching.padded_batches(min(64, len(ids)), ids)])
 
 
 def no_decoder(model, config, sampler, steps, clamp, eta):

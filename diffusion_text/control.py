@@ -26,7 +26,6 @@ of ``losses.null_source``; s = 1 is the conditional model, s > 1 sharpens the co
 run as one batch of 2B.
 """
 import dataclasses
-import math
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -34,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from diffusion_text import embeddings, losses, process, samplers
+from diffusion_text import batching, embeddings, losses, process, samplers
 from diffusion_text.data import tokenizers
 
 
@@ -199,14 +198,12 @@ def make_decoder(run, *, guidance: Optional[Guidance] = None, cfg_scale: Optiona
 
 def generate_ids(decode, ids_NxL, mask_NxL, term_args=(), *, batch_size: int = 64, seed: int = 0):
   """Runs ``decode`` over N rows in batches (the last one padded to keep one compiled shape)."""
-  n = len(ids_NxL)
-  batch_size = min(batch_size, n)
+  batch_size = min(batch_size, len(ids_NxL))
+  leaves, treedef = jax.tree_util.tree_flatten(term_args)
   out = []
-  for i in range(math.ceil(n / batch_size)):
-    sl = slice(i * batch_size, (i + 1) * batch_size)
-    pad = batch_size - len(ids_NxL[sl])
-    take = lambda a: np.concatenate([a[sl], np.repeat(a[sl][-1:], pad, 0)]) if pad else a[sl]
-    args = jax.tree_util.tree_map(lambda a: jnp.asarray(take(np.asarray(a))), term_args)
-    out.append(np.asarray(decode(jax.random.fold_in(jax.random.PRNGKey(seed), i),
-                                 jnp.asarray(take(ids_NxL)), jnp.asarray(take(mask_NxL)), args)))
-  return np.concatenate(out)[:n]
+  for start, n, (ids, mask, *args) in batching.padded_batches(batch_size, ids_NxL, mask_NxL,
+                                                              *leaves):
+    args = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in args])
+    out.append(np.asarray(decode(jax.random.fold_in(jax.random.PRNGKey(seed), start // batch_size),
+                                 jnp.asarray(ids), jnp.asarray(mask), args))[:n])
+  return np.concatenate(out)

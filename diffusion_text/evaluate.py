@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion_text import embeddings, likelihood, mbr, metrics, process, samplers
+from diffusion_text import batching, embeddings, likelihood, mbr, metrics, process, samplers
 from diffusion_text.data import packing, pipeline
 from diffusion_text.generate import Run
 
@@ -53,13 +53,8 @@ def _map_batches(fn, params, ids, mask, batch_size: int, seed: int) -> dict:
   """``fn(params, ids, mask, rng) -> {name: (B,)}`` over rows in fixed-size batches (the last one
   padded with copies, so one compiled shape serves all; padded rows are dropped)."""
   parts = []
-  for i in range(0, len(ids), batch_size):
-    b_ids, b_mask = ids[i:i + batch_size], mask[i:i + batch_size]
-    n, pad = len(b_ids), batch_size - len(b_ids)
-    if pad:
-      b_ids = np.concatenate([b_ids, np.repeat(b_ids[-1:], pad, 0)])
-      b_mask = np.concatenate([b_mask, np.repeat(b_mask[-1:], pad, 0)])
-    out = jax.device_get(fn(params, b_ids, b_mask, jax.random.PRNGKey(seed + i)))
+  for start, n, (b_ids, b_mask) in batching.padded_batches(batch_size, ids, mask):
+    out = jax.device_get(fn(params, b_ids, b_mask, jax.random.PRNGKey(seed + start)))
     parts.append({k: np.asarray(v)[:n] for k, v in out.items()})
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

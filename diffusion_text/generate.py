@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffusion_text import checkpointing, denoiser, families, optim, process, sharding
+from diffusion_text import batching, checkpointing, denoiser, families, optim, process, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.errors import CheckpointError
@@ -98,18 +98,13 @@ class Run:
     fn = self._sample_fn(sampler, int(steps), bool(clamp), float(eta))
     rng = jax.random.PRNGKey(seed)
     out = []
-    for i in range(-(-num // batch_size)):
-      chunk = slice(i * batch_size, (i + 1) * batch_size)
-      b_ids, b_mask = ids[chunk], mask[chunk]
-      pad = batch_size - len(b_ids)  # keep one compiled shape: pad the last batch
-      if pad:
-        b_ids = np.concatenate([b_ids, np.repeat(b_ids[-1:], pad, 0)])
-        b_mask = np.concatenate([b_mask, np.repeat(b_mask[-1:], pad, 0)])
+    for start, n, (b_ids, b_mask) in batching.padded_batches(batch_size, ids, mask):
       batch = sharding.global_batch({"ids": b_ids, "mask": b_mask}, mesh)
       with sharding.mesh_context(mesh, sharding.axis_rules(self.config)):
-        ids_out = fn(self.params, jax.random.fold_in(rng, i), batch["ids"], batch["mask"])
-      out.append(np.asarray(sharding.to_host(ids_out)))
-    return np.concatenate(out)[:num]
+        ids_out = fn(self.params, jax.random.fold_in(rng, start // batch_size), batch["ids"],
+                     batch["mask"])
+      out.append(np.asarray(sharding.to_host(ids_out))[:n])
+    return np.concatenate(out)
 
   def decode(self, ids) -> str:
     return decode_output(self.tokenizer, ids, self.config.data.task)
