@@ -203,7 +203,7 @@ def test_control_cli_semantic_length_infill_cfg(tiny_runs, tmp_path):
   lm, clf, s2s = tiny_runs
   common = ["--steps", "5", "--batch_size", "4", "--nll_t", "2", "--out", str(tmp_path)]
   jobs = [["--task", "semantic", "--lm", lm, "--classifier", clf, "--num_targets", "2",
-           "--per_target", "2"],
+           "--per_target", "2", "--split", "train"],  # settings are chosen on train values
           ["--task", "length", "--lm", lm, "--lengths", "5,9", "--per_target", "2"],
           ["--task", "infill", "--lm", lm, "--num_inputs", "3"],
           ["--task", "cfg", "--lm", s2s, "--scales", "0,2", "--num_inputs", "2",
@@ -213,7 +213,7 @@ def test_control_cli_semantic_length_infill_cfg(tiny_runs, tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
   sem = json.loads((tmp_path / "semantic.json").read_text())
-  assert len(sem["targets"]) == 2 and 0 <= sem["guided"]["success"] <= 1
+  assert len(sem["targets"]) == 2 and 0 <= sem["guided"]["success"] <= 1 and sem["split"] == "train"
   assert sem["guided"]["nll_bits_per_token"] > 0
   length = json.loads((tmp_path / "length.json").read_text())
   assert length["mask"]["success"] <= 1 and "mask+avoid_pad_eos" in length
