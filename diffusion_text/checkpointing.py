@@ -64,6 +64,32 @@ class Checkpointer:
           f"{str(e).splitlines()[0] if str(e) else ''}") from e
     return out.state, out.data
 
+  def scan_layers(self, step: int):
+    """Whether checkpoint ``step`` holds its Transformer blocks scanned (``blocks``, stacked) or
+    unrolled (``block_0``, ...), from the stored tree's metadata; None when that cannot be told (no
+    blocks, unreadable metadata: the restore itself then reports the problem)."""
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        meta = reader.metadata(os.path.join(self.directory, str(step), "state"))
+      tree = getattr(getattr(meta, "item_metadata", meta), "tree", None)
+      params = tree["params"] if isinstance(tree, dict) else None
+    except Exception:  # noqa: BLE001 (any unreadable metadata: let the restore name the problem)
+      return None
+
+    def find(node):
+      if not isinstance(node, dict):
+        return None
+      if "blocks" in node:
+        return True
+      if "block_0" in node:
+        return False
+      for v in node.values():
+        found = find(v)
+        if found is not None:
+          return found
+      return None
+    return find(params)
+
   def quarantine(self, step: int) -> str:
     """Moves an unreadable checkpoint out of the way (never deletes it); returns its new path."""
     src = os.path.join(self.directory, str(step))

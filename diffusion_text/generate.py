@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffusion_text import batching, checkpointing, denoiser, families, optim, process, sharding
+from diffusion_text import batching, checkpointing, families, optim, process, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.errors import CheckpointError
@@ -155,27 +155,22 @@ def load_run(workdir: str, step: Optional[int] = None,
   """
   config = load_config(workdir)
   tok = tokenizers.load_tokenizer(os.path.join(workdir, pipeline.TOKENIZER_FILE))
+  if scan_layers is not None:
+    config.model.scan_layers = bool(scan_layers)  # the config describes the model that runs
   model_cfg = families.model_config(config, tok.vocab_size)
   family = families.family_of(config)
   mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   tx = optim.make_optimizer(config.optim, config.train.num_train_steps)
-  abstract, _ = ts.state_shardings(family.init_params, model_cfg, tx, mesh,
-                                   sharding.axis_rules(config))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
-    state, _ = ckpt.restore(step, abstract)
+    # the blocks in the wanted layout, whichever the checkpoint was written in
+    state, _ = ts.restore_in_layout(ckpt, step, family.init_params, model_cfg, tx, mesh,
+                                    sharding.axis_rules(config))
   finally:
     ckpt.close()
   params = state.ema_params
-  if scan_layers is not None and bool(scan_layers) != model_cfg.scan_layers:
-    params = denoiser.convert_layout(params, bool(scan_layers), model_cfg.num_layers)
-    config.model.scan_layers = bool(scan_layers)  # the config describes the model that runs
-    model_cfg = families.model_config(config, tok.vocab_size)
-    converted, _ = ts.state_shardings(family.init_params, model_cfg, tx, mesh,
-                                      sharding.axis_rules(config))
-    params = jax.device_put(params, jax.tree.map(lambda a: a.sharding, converted.ema_params))
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
              params=params, step=int(step), mesh=mesh)

@@ -31,7 +31,7 @@ METRICS_FILE = "metrics.jsonl"
 RESUMABLE_KEYS = ("train.num_train_steps", "train.log_every_steps", "train.eval_every_steps",
                   "train.checkpoint_every_steps", "train.keep_checkpoints", "data.source_dir",
                   "data.encode_cache", "data.tfds_dir", "data.max_eval_examples", "eval.", "sample.",
-                  "mesh.")
+                  "mesh.", "model.scan_layers")
 
 
 def _term_sums(terms: dict) -> dict:
@@ -217,13 +217,13 @@ class _Preemption:
 RESUME_MODES = ("latest", "latest_valid")
 
 
-def _restore(ckpt, abstract, resume: str):
-  """(state, data_state, step) from the newest checkpoint; with ``latest_valid`` fall back to older
-  ones when it cannot be read."""
+def _restore(ckpt, restore_step, resume: str):
+  """(state, data_state, step) from the newest checkpoint (``restore_step(step)`` reads one); with
+  ``latest_valid`` fall back to older ones when it cannot be read."""
   steps = sorted(ckpt.all_steps(), reverse=True)
   for step in steps if resume == "latest_valid" else steps[:1]:
     try:
-      state, data_state = ckpt.restore(step, abstract)
+      state, data_state = restore_step(step)
       return state, data_state, step
     except CheckpointError as e:
       if resume != "latest_valid":
@@ -281,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = family.build(model_cfg)
   num_steps = config.train.num_train_steps
   tx = optim.make_optimizer(config.optim, num_steps)
-  abstract, shardings = ts.state_shardings(family.init_params, model_cfg, tx, mesh, rules)
+  _, shardings = ts.state_shardings(family.init_params, model_cfg, tx, mesh, rules)
   ckpt = checkpointing.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
   preemption = _Preemption()
   scope = contextlib.ExitStack()
@@ -313,7 +313,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       logging.info("new run in %s: %s parameters, vocab %d", workdir,
                    f"{ts.num_params(state.params):,}", tok.vocab_size)
     else:
-      state, data_state, restored = _restore(ckpt, abstract, resume)
+      # in the requested block layout whatever layout the checkpoint has (model.scan_layers)
+      state, data_state, restored = _restore(ckpt, lambda s: ts.restore_in_layout(
+          ckpt, s, family.init_params, model_cfg, tx, mesh, rules), resume)
       data_iter.set_state(data_state)
       start = int(state.step)
       logging.info("resumed %s at step %d (checkpoint %d)", workdir, start, restored)

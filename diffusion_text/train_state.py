@@ -1,4 +1,5 @@
 """TrainState and its sharded creation (abstract init -> partition specs -> jit with out_shardings)."""
+import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -51,3 +52,18 @@ def create_train_state(init_params, model_cfg, tx, mesh, rules, seed: int):
 
 def num_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
+
+
+def restore_in_layout(ckpt, step: int, init_params, model_cfg, tx, mesh, rules):
+  """(state, data_state) of checkpoint ``step`` laid out on ``mesh`` for ``model_cfg``, with the
+  blocks scanned or unrolled as ``model_cfg.scan_layers`` says, whichever layout the checkpoint was
+  written in (converted exactly, ``denoiser.convert_layout``, parameters, EMA and Adam moments)."""
+  abstract, shardings = state_shardings(init_params, model_cfg, tx, mesh, rules)
+  stored = ckpt.scan_layers(step)
+  if stored is None or stored == model_cfg.scan_layers:
+    return ckpt.restore(step, abstract)
+  stored_cfg = dataclasses.replace(model_cfg, scan_layers=stored)
+  stored_abstract, _ = state_shardings(init_params, stored_cfg, tx, mesh, rules)
+  state, data_state = ckpt.restore(step, stored_abstract)
+  state = denoiser.convert_layout(state, model_cfg.scan_layers, model_cfg.num_layers)
+  return jax.device_put(state, shardings), data_state
