@@ -17,7 +17,7 @@ Semantic control with it (fifth session; term weight chosen on the train MRs' fi
 the 20 most frequent dev values (9.4% unguided; 78.8% at the default weight 1):
 
     python -m experiments.control --task semantic --lm runs/e2e_cpu \
-        --classifier runs/e2e_word_clf --weight 4
+        --classifier runs/e2e_word_clf --weight 4 --out runs/e2e_cpu/control/dev_w4
 
 The base run must be an unconditional E2E run (``configs/e2e_diffusion_lm.py``); its data settings are
 repeated here (same dataset, max_len 64) because a classifier judges the layout the LM generates.

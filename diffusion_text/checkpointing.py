@@ -68,6 +68,9 @@ class Checkpointer:
     """Whether checkpoint ``step`` holds its Transformer blocks scanned (``blocks``, stacked) or
     unrolled (``block_0``, ...), from the stored tree's metadata; None when that cannot be told (no
     blocks, unreadable metadata: the restore itself then reports the problem)."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # orbax warns that the item has no step-level metadata
     try:
       with ocp.StandardCheckpointer() as reader:
         meta = reader.metadata(os.path.join(self.directory, str(step), "state"))
@@ -75,6 +78,8 @@ class Checkpointer:
       params = tree["params"] if isinstance(tree, dict) else None
     except Exception:  # noqa: BLE001 (any unreadable metadata: let the restore name the problem)
       return None
+    finally:
+      absl_logger.setLevel(level)
 
     def find(node):
       if not isinstance(node, dict):

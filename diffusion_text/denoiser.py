@@ -128,7 +128,7 @@ def convert_layout(tree, scan_layers: bool, num_layers: int):
         out[n] = jax.tree.map(lambda x, i=i: x[i], node["blocks"])
     else:  # already in the wanted layout
       out.update({k: node[k] for k in node if k in names or k == "blocks"})
-    return type(node)(out) if not isinstance(node, dict) else out
+    return out if type(node) is dict else type(node)(out)
 
   return jax.tree.map(convert, tree, is_leaf=lambda x: isinstance(x, Mapping))
 

@@ -173,6 +173,11 @@ def part_train(name: str, steps: int, self_cond: bool = False, mesh: dict | None
 _MATMUL_PREFIXES = ("ynn_", "xnn_", "onednn", "dot", "custom-call", "cublas", "gemm", "triton_gemm")
 
 
+def _is_executor_span(name: str) -> bool:
+  """The runtime's own spans (they enclose operations; their exclusive time is scheduling/waiting)."""
+  return "Execute" in name or "Await" in name or "ThreadPool" in name
+
+
 def _op_kind(name: str) -> str:
   if name.startswith(_MATMUL_PREFIXES):
     return "matmul"
@@ -211,26 +216,29 @@ def part_profile(name: str, steps: int = 4, top: int = 15) -> dict:
   per_op = collections.Counter()  # exclusive time: a while loop's span minus its body's ops
   for plane in data.planes:
     for line in plane.lines:
-      # XLA:CPU runs the step's operations on its Eigen worker threads; accelerators on devices
-      if not (line.name.startswith("tf_XLAEigen") or plane.name.startswith("/device:")):
+      # XLA:CPU runs operations on its client and Eigen threads; accelerators on their devices
+      if not ((plane.name.startswith("/host:") and line.name.startswith("tf_XLA"))
+              or plane.name.startswith("/device:")):
         continue
       stack = []  # [name, end_ns, exclusive_ns] of the enclosing events
-      events = sorted(((e.start_ns, e.end_ns, e.name) for e in line.events),
+      # "end: <op>" markers belong to their op's time; listener markers are not operations
+      events = sorted(((e.start_ns, e.end_ns, e.name) for e in line.events
+                       if not e.name.startswith(("end: ", "ThreadpoolListener"))),
                       key=lambda e: (e[0], -e[1]))
       for start, end, op in events + [(float("inf"), float("inf"), "")]:
         while stack and stack[-1][1] <= start:
           done = stack.pop()
-          if not ("Execute" in done[0] or "Await" in done[0]):  # the executor's own spans
+          if not _is_executor_span(done[0]):
             per_op[done[0]] += done[2] / steps / 1e6
         if stack:
           stack[-1][2] -= end - start
         stack.append([op, end, end - start])
-  if not per_op:
+  total = sum(per_op.values())
+  if total <= 0:
     raise RuntimeError("the profile holds no XLA operation events")
   by_kind = collections.Counter()
   for op, ms in per_op.items():
     by_kind[_op_kind(op)] += ms
-  total = sum(by_kind.values())
   return {"config": name, "steps_profiled": steps, "step_s_under_profiler": wall,
           "op_ms_per_step": total, "threads_busy": total / 1e3 / wall,
           "by_kind_ms": dict(by_kind), "by_kind_share": {k: v / total for k, v in by_kind.items()},

@@ -19,7 +19,8 @@ LAYOUTS = ("auto", "as_trained", "scan", "unrolled")
 
 def define_layers_flag():
   """``--layers``: run the blocks scanned or unrolled at sampling time, whatever the run trained
-  with (``generate.load_run(scan_layers=...)``; exact conversion, the same samples)."""
+  with (``generate.load_run(scan_layers=...)``; the parameters convert exactly, the two layouts'
+  outputs agree up to float rounding)."""
   return flags.DEFINE_enum(
       "layers", "auto", list(LAYOUTS),
       "Block layout to sample with: scan, unrolled, as_trained, or auto = scan on CPU (where a "

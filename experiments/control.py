@@ -278,7 +278,9 @@ def run():
                 guidance={"K": _K.value, "step_size": _STEP_SIZE.value,
                           "fluency_weight": _LAMBDA.value, "weight": _WEIGHT.value})
   out_dir = _OUT.value or os.path.join(_LM.value or _CLF.value, "control")
-  path = os.path.join(out_dir, f"{task}.json")
+  # a train-split selection run never overwrites the dev result
+  suffix = f"_{_SPLIT.value}" if task == "semantic" and _SPLIT.value != "validation" else ""
+  path = os.path.join(out_dir, f"{task}{suffix}.json")
   common.write_atomic(path, json.dumps(result, indent=2))
   print(json.dumps({k: v for k, v in result.items() if k != "examples"}, indent=2)[:4000])
   logging.info("wrote %s", path)

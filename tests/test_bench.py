@@ -1,5 +1,6 @@
 """Smoke test of the benchmark harness at toy sizes: it runs end to end and writes sane JSON."""
 import json
+import os
 import subprocess
 import sys
 
@@ -23,10 +24,11 @@ def test_bench_quick_writes_json(tmp_path):
   (train,) = res["train"]
   assert train["self_cond"] and train["loss_finite"] and train["step_s_min"] > 0
   assert train["model_flops"] > 0 and train["xla_flops"] > 0 and 0 < train["mfu"]
-  prof = res["profile"]  # exclusive op times: the kinds partition the total
+  prof = res["profile"]  # exclusive op times: nested spans are not counted twice
   assert prof["by_kind_ms"]["matmul"] > 0 and prof["top_ops"]
-  assert abs(sum(prof["by_kind_ms"].values()) - prof["op_ms_per_step"]) < 1e-6 * prof["op_ms_per_step"]
-  assert all(o["ms_per_step"] >= 0 for o in prof["top_ops"])
+  assert 0 < prof["threads_busy"] <= os.cpu_count() + 0.5
+  assert not any(o["op"].startswith(("end: ", "ThreadpoolListener")) or "Execute" in o["op"]
+                 for o in prof["top_ops"])
   assert {r["sampler"] for r in res["sample"]} == {"ddpm", "dpm++2m"}
   assert all(r["step_s"] > 0 and r["forward_s"] > 0 for r in res["sample"])
   assert [r["devices"] for r in res["mesh_scaling"]] == [1, 2]

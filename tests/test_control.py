@@ -212,7 +212,7 @@ def test_control_cli_semantic_length_infill_cfg(tiny_runs, tmp_path):
     r = subprocess.run([sys.executable, "-m", "experiments.control", *args, *common], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-  sem = json.loads((tmp_path / "semantic.json").read_text())
+  sem = json.loads((tmp_path / "semantic_train.json").read_text())
   assert len(sem["targets"]) == 2 and 0 <= sem["guided"]["success"] <= 1 and sem["split"] == "train"
   assert sem["guided"]["nll_bits_per_token"] > 0
   length = json.loads((tmp_path / "length.json").read_text())

@@ -92,6 +92,13 @@ def test_resume_in_the_other_block_layout(tmp_path, tfds_dir):
   assert "block_0" in str(jax.tree.structure(states[False].opt_state))
   for x, y in zip(jax.tree.leaves(converted), jax.tree.leaves(states[False])):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # and the restored unrolled model computes what the scanned one does
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, c.data.max_len, c.model.emb_dim))
+  out = {scan: families.family_of(c).build(dataclasses.replace(
+      families.model_config(c, tok.vocab_size), scan_layers=scan)).apply(
+          {"params": states[scan].ema_params}, z, np.array([1, 50], np.int32))
+         for scan in (True, False)}
+  np.testing.assert_allclose(np.asarray(out[False]), np.asarray(out[True]), rtol=1e-5, atol=1e-5)
   train.train_and_evaluate(c, w)
   assert generate.load_config(w).model.scan_layers is False
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
