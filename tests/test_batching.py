@@ -19,3 +19,23 @@ def test_padded_batches_reject_bad_input():
     list(batching.padded_batches(2, np.arange(3), np.arange(4)))
   with pytest.raises(ValueError, match="positive"):
     list(batching.padded_batches(0, np.arange(3)))
+
+
+def test_guided_generation_keys_each_batch_by_its_index():
+  """control.generate_ids: batch i of fixed shape gets fold_in(PRNGKey(seed), i), per-row term
+  arguments travel with their rows, and padded rows are dropped (the streams earlier results used)."""
+  import jax
+  from diffusion_text import control
+  ids = np.arange(8, dtype=np.int32).reshape(4, 2)
+  labels = np.arange(4, dtype=np.int32)[:, None] * 100
+  calls = []
+
+  def decode(key, b_ids, b_mask, args):
+    calls.append((np.asarray(key), b_ids.shape))
+    return np.asarray(b_ids) + np.asarray(args[0])
+
+  out = control.generate_ids(decode, ids, np.ones_like(ids), (labels,), batch_size=3, seed=5)
+  np.testing.assert_array_equal(out, ids + labels)
+  assert [shape for _, shape in calls] == [(3, 2), (3, 2)]
+  for i, (key, _) in enumerate(calls):
+    np.testing.assert_array_equal(key, np.asarray(jax.random.fold_in(jax.random.PRNGKey(5), i)))
