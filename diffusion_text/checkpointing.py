@@ -64,10 +64,10 @@ class Checkpointer:
           f"{str(e).splitlines()[0] if str(e) else ''}") from e
     return out.state, out.data
 
-  def scan_layers(self, step: int):
-    """Whether checkpoint ``step`` holds its Transformer blocks scanned (``blocks``, stacked) or
-    unrolled (``block_0``, ...), from the stored tree's metadata; None when that cannot be told (no
-    blocks, unreadable metadata: the restore itself then reports the problem)."""
+  def stored_tree(self, step: int):
+    """The tree of checkpoint ``step``'s state as stored (nested dicts of array metadata, from orbax's
+    metadata; no arrays are read), or None when it cannot be read: the restore then names the
+    problem."""
     absl_logger = logging.getLogger("absl")
     level = absl_logger.level
     absl_logger.setLevel(logging.ERROR)  # orbax warns that the item has no step-level metadata
@@ -75,25 +75,11 @@ class Checkpointer:
       with ocp.StandardCheckpointer() as reader:
         meta = reader.metadata(os.path.join(self.directory, str(step), "state"))
       tree = getattr(getattr(meta, "item_metadata", meta), "tree", None)
-      params = tree["params"] if isinstance(tree, dict) else None
+      return tree if isinstance(tree, dict) else None
     except Exception:  # noqa: BLE001 (any unreadable metadata: let the restore name the problem)
       return None
     finally:
       absl_logger.setLevel(level)
-
-    def find(node):
-      if not isinstance(node, dict):
-        return None
-      if "blocks" in node:
-        return True
-      if "block_0" in node:
-        return False
-      for v in node.values():
-        found = find(v)
-        if found is not None:
-          return found
-      return None
-    return find(params)
 
   def quarantine(self, step: int) -> str:
     """Moves an unreadable checkpoint out of the way (never deletes it); returns its new path."""

@@ -117,9 +117,11 @@ def convert_layout(tree, scan_layers: bool, num_layers: int):
   already in the wanted layout, is returned as is; the values are exact (stack / index)."""
   names = [f"block_{i}" for i in range(num_layers)]
 
+  is_mapping = lambda x: isinstance(x, Mapping)
+
   def convert(node):
-    if not isinstance(node, Mapping):
-      return node
+    if not is_mapping(node):  # tuples, optax states, TrainState: convert the mappings inside
+      return jax.tree.map(lambda x: convert(x) if is_mapping(x) else x, node, is_leaf=is_mapping)
     out = {k: convert(v) for k, v in node.items() if not (k in names or k == "blocks")}
     if scan_layers and all(n in node for n in names):
       out["blocks"] = jax.tree.map(lambda *xs: jnp.stack(xs), *[node[n] for n in names])
@@ -130,7 +132,26 @@ def convert_layout(tree, scan_layers: bool, num_layers: int):
       out.update({k: node[k] for k in node if k in names or k == "blocks"})
     return out if type(node) is dict else type(node)(out)
 
-  return jax.tree.map(convert, tree, is_leaf=lambda x: isinstance(x, Mapping))
+  return convert(tree)
+
+
+def scan_layers_of(tree):
+  """True if ``tree`` (parameters or a state holding them) has its blocks scanned (``blocks``),
+  False if unrolled (``block_0``, ...), None if it has no blocks."""
+  if isinstance(tree, Mapping):
+    if "blocks" in tree:
+      return True
+    if "block_0" in tree:
+      return False
+    children = tree.values()
+  else:  # tuples, optax states, TrainState: the mappings inside them
+    children = [x for x in jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, Mapping))
+                if isinstance(x, Mapping)]
+  for v in children:
+    found = scan_layers_of(v)
+    if found is not None:
+      return found
+  return None
 
 
 def layer_norm(cfg: ModelConfig, name: str):

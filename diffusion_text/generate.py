@@ -171,6 +171,5 @@ def load_run(workdir: str, step: Optional[int] = None,
                                     sharding.axis_rules(config))
   finally:
     ckpt.close()
-  params = state.ema_params
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
-             params=params, step=int(step), mesh=mesh)
+             params=state.ema_params, step=int(step), mesh=mesh)

@@ -59,7 +59,7 @@ def restore_in_layout(ckpt, step: int, init_params, model_cfg, tx, mesh, rules):
   blocks scanned or unrolled as ``model_cfg.scan_layers`` says, whichever layout the checkpoint was
   written in (converted exactly, ``denoiser.convert_layout``, parameters, EMA and Adam moments)."""
   abstract, shardings = state_shardings(init_params, model_cfg, tx, mesh, rules)
-  stored = ckpt.scan_layers(step)
+  stored = denoiser.scan_layers_of((ckpt.stored_tree(step) or {}).get("params"))
   if stored is None or stored == model_cfg.scan_layers:
     return ckpt.restore(step, abstract)
   stored_cfg = dataclasses.replace(model_cfg, scan_layers=stored)

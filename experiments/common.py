@@ -14,7 +14,7 @@ def validated(config):
   return config
 
 
-LAYOUTS = ("auto", "as_trained", "scan", "unrolled")
+_LAYOUTS = {"as_trained": None, "scan": True, "unrolled": False}  # --layers -> load_run's scan_layers
 
 
 def define_layers_flag():
@@ -22,7 +22,7 @@ def define_layers_flag():
   with (``generate.load_run(scan_layers=...)``; the parameters convert exactly, the two layouts'
   outputs agree up to float rounding)."""
   return flags.DEFINE_enum(
-      "layers", "auto", list(LAYOUTS),
+      "layers", "auto", ["auto", *_LAYOUTS],
       "Block layout to sample with: scan, unrolled, as_trained, or auto = scan on CPU (where a "
       "scanned denoiser step is 15-25% faster; README \"Performance\"), as trained elsewhere.")
 
@@ -32,7 +32,7 @@ def scan_layers(layers: str):
   if layers == "auto":
     import jax
     return True if jax.default_backend() == "cpu" else None
-  return {"as_trained": None, "scan": True, "unrolled": False}[layers]
+  return _LAYOUTS[layers]
 
 
 def quiet_libraries():

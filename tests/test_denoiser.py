@@ -102,10 +102,13 @@ def test_layout_conversion_is_exact_both_ways():
   np.testing.assert_allclose(denoiser.DiffusionLM(scan_cfg).apply({"params": stacked}, z, t),
                              denoiser.DiffusionLM(unrolled_cfg).apply({"params": params}, z, t),
                              rtol=1e-5, atol=1e-6)
+  assert denoiser.scan_layers_of(params) is False and denoiser.scan_layers_of(stacked) is True
+  assert denoiser.scan_layers_of({"embedding": params["embedding"]}) is None
   tree = {"step": 7, "moments": (params, params)}
   back = denoiser.convert_layout(denoiser.convert_layout(tree, True, CFG.num_layers), False,
                                  CFG.num_layers)
   assert jax.tree.structure(back) == jax.tree.structure(tree)
+  assert denoiser.scan_layers_of((7, denoiser.convert_layout(tree, True, CFG.num_layers))) is True
   for a, b in zip(jax.tree.leaves(back), jax.tree.leaves(tree)):
     np.testing.assert_array_equal(a, b)
   # a tree already in the wanted layout is unchanged
