@@ -246,14 +246,16 @@ def part_profile(name: str, steps: int = 4, top: int = 15) -> dict:
                       for op, ms in per_op.most_common(top)]}
 
 
-def part_sample(name: str, batches: list, samplers: list, full_trajectory: bool) -> dict:
+def part_sample(name: str, batches: list, samplers: list, full_trajectory: bool,
+                scan_layers: bool | None = None) -> dict:
   """Seconds per denoising step from the difference of two step counts (fixed costs cancel), the
-  denoiser's forward pass alone, samples/s, and the full T-step trajectory."""
+  denoiser's forward pass alone, samples/s, and the full T-step trajectory; ``scan_layers``
+  overrides the size's block layout (to compare the two)."""
   import jax
   import jax.numpy as jnp
   import flax.linen as nn
   from diffusion_text import denoiser, families
-  size = SIZES[name]
+  size = SIZES[name] if scan_layers is None else {**SIZES[name], "scan_layers": scan_layers}
   c = _config(size)
   model_cfg = families.model_config(c, size["vocab"])
   model = denoiser.DiffusionLM(model_cfg)
