@@ -53,6 +53,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
           f"sample.steps must be in [0, diffusion.num_steps={c.diffusion.num_steps}]")
   check(c.model.width % c.model.num_heads == 0, "model.width must be divisible by model.num_heads")
   check(0.0 < c.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in (0, 1]")
+  check(0.0 < c.diffusion.t_power <= 4.0, "diffusion.t_power must be in (0, 4]")
   check(0.0 <= c.diffusion.absorb_prob <= 1.0, "diffusion.absorb_prob must be in [0, 1]")
   check(c.model.x0_head in ("linear", "softmax"),
         f"model.x0_head must be linear|softmax, got {c.model.x0_head!r}")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion_text import batching, embeddings, likelihood, mbr, metrics, process, samplers
-from diffusion_text.data import packing, pipeline
+from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.generate import Run
 
 
@@ -137,7 +137,13 @@ def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,
 
 def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed=0) -> list[dict]:
   """BLEU of sampling from q(x_t0 | x0) back to 0, against the target it started from, per t0
-  (``experiments/recovery.py``): where along the chain a model stops being able to write the text."""
+  (``experiments/recovery.py``): where along the chain a model stops being able to write the text.
+
+  Each row also scores the denoiser's own one-step word prediction at t0 (argmax of its logits, no
+  self-conditioning input): ``one_step_bleu`` and ``token_acc`` (on the target's non-PAD positions).
+  When the trajectory's BLEU falls below the one-step BLEU, the sampler loses a plan the model had
+  read from x_t0; when both are low, the model cannot read the plan at that noise level.
+  """
   source = pipeline.prepare_sources(run.config.data)[split]
   encode = pipeline.make_encoder(run.tokenizer, run.config.data)
   idx = list(range(0, len(source), 10))[:num_inputs]
@@ -159,6 +165,13 @@ def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed
                         sampler=sampler, x_cond_BxLxE=x0, mask_BxL=mask, grid=grid, x_init_BxLxE=z)
     got = np.asarray(jnp.where(mask > 0, embeddings.round_to_ids(emb, x), ids))
     hyps = [run.decode(r) for r in got]
+    t_B = jnp.full((len(rows),), t0, jnp.int32)
+    _, logits = run.model.apply({"params": run.params}, z, t_B, jnp.zeros_like(z), return_logits=True)
+    pred = jnp.argmax(logits, -1)
+    one = np.asarray(jnp.where(mask > 0, pred, ids))
+    words = (mask > 0) & (ids != tokenizers.PAD)
+    acc = float(jnp.sum((pred == ids) & words) / jnp.maximum(jnp.sum(words), 1))
     out.append({"t0": int(t0), "alpha_bar": float(ab[t0]), **metrics.bleu(hyps, refs),
-                "example": hyps[0], "target": refs[0][0]})
+                "one_step_bleu": metrics.bleu([run.decode(r) for r in one], refs)["bleu"],
+                "token_acc": acc, "example": hyps[0], "target": refs[0][0]})
   return out

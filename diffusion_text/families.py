@@ -59,7 +59,9 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic):
                                                if config.model.self_cond else 0.0),
                                absorbing_E=params.get("absorbing"),
                                absorb_prob=config.diffusion.absorb_prob,
-                               ce_weight=d.ce_weight)
+                               ce_weight=d.ce_weight,
+                               # the held-out loss keeps the uniform-t estimate
+                               t_power=1.0 if deterministic else d.t_power)
   terms = {"loss": t.total, "mse": t.mse, "rounding": t.rounding, "prior": t.prior,
            "weight": t.weight}
   if d.ce_weight > 0:

@@ -117,7 +117,7 @@ class Run:
 # Keys added after runs were first written, with the value that reproduces what older code did.
 _ADDED_KEYS = {
     "model": {"family": "diffusion", "self_cond": False, "x0_head": "linear"},
-    "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "ce_weight": 0.0,
+    "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "t_power": 1.0, "ce_weight": 0.0,
                   "cond_drop_prob": 0.0},
     "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000},
     "sample": {"beam_alpha": 0.0},

@@ -70,7 +70,8 @@ def loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad: bool):
 def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, pad_mask_BxL,
                       diffusion: process.Diffusion, rng, *, loss_on_pad: bool = True,
                       self_cond_prob: float = 0.0, absorbing_E=None,
-                      absorb_prob: float = 0.0, ce_weight: float = 0.0) -> LossTerms:
+                      absorb_prob: float = 0.0, ce_weight: float = 0.0,
+                      t_power: float = 1.0) -> LossTerms:
   """Monte Carlo estimate (one t per example) of the end-to-end objective.
 
   Args:
@@ -79,11 +80,19 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
     emb_VxE: the embedding table (the loss is differentiated through it).
     ids_BxL: token ids; target_mask_BxL: 1 where positions are noised and predicted;
     pad_mask_BxL: 1 on PAD tokens.
+    t_power: timesteps are drawn as ``t = ceil(T u^t_power)``, u ~ U(0, 1]: 1 is uniform (the
+      objective's own weighting); below 1 more examples land at high noise, where a sentence's plan
+      is made (density of t/T proportional to (t/T)^(1/t_power - 1)). Every t still gets the same
+      per-t optimum; only how the model's capacity is spread over t changes.
   """
   B = ids_BxL.shape[0]
   rng_t, rng_eps, rng_round = jax.random.split(rng, 3)
   T = diffusion.num_steps
-  t_B = jax.random.randint(rng_t, (B,), 1, T + 1)
+  if t_power == 1.0:
+    t_B = jax.random.randint(rng_t, (B,), 1, T + 1)
+  else:
+    u_B = 1.0 - jax.random.uniform(rng_t, (B,))  # in (0, 1]
+    t_B = jnp.clip(jnp.ceil(T * u_B ** t_power), 1, T).astype(jnp.int32)
   ab = diffusion.alpha_bar
   x0_BxLxE = embeddings.embed(emb_VxE, ids_BxL)
   eps = jax.random.normal(rng_eps, x0_BxLxE.shape)

@@ -4,7 +4,9 @@ and score the result against the target it started from (BLEU), for several t0.
     python -m experiments.recovery --workdir runs/e2e_diffuseq_ce --t0 500,1000,1500,1800,2000
 
 A model that recovers the text from t0 = 1000 but not from T writes word salad because of the
-high-noise regime (the plan of the sentence), not because of rounding or the low-noise steps. Writes
+high-noise regime (the plan of the sentence), not because of rounding or the low-noise steps. Each
+row also scores the denoiser's one-step word prediction from q(x_t0 | x0) (BLEU and token accuracy),
+which tells a model that cannot read the plan at t0 from a sampler that loses it. Writes
 ``<workdir>/eval/recovery_step<N>_<sampler><steps>_n<inputs>[_<split>].json``.
 """
 import json
@@ -43,6 +45,7 @@ def run():
   common.write_atomic(path, json.dumps(result, indent=2))
   for row in rows:
     print(f"t0={row['t0']:>5}  alpha_bar={row['alpha_bar']:.3f}  BLEU {row['bleu']:5.1f}  "
+          f"one-step BLEU {row['one_step_bleu']:5.1f}  token acc {row['token_acc']:.3f}  "
           f"{row['example']}")
   print(f"wrote {path}")
 

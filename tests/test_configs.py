@@ -50,6 +50,7 @@ def test_unknown_key_is_rejected():
     ("eval.sample_steps", 5000, "eval.sample_steps"),
     ("model.num_heads", 3, "divisible"),
     ("train.batch_size", 0, "train.batch_size"),
+    ("diffusion.t_power", 0.0, "diffusion.t_power"),
     ("eval.sampler", "euler", "eval.sampler"),
 ])
 def test_bad_values_are_rejected(key, value, msg):

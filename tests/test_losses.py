@@ -159,3 +159,22 @@ def test_condition_dropout_replaces_whole_sources_only():
   kept = np.all(out == np.asarray(ids), axis=1)
   assert np.all(dropped | kept) and 0.2 < dropped.mean() < 0.4
   np.testing.assert_array_equal(out[:, [0, 3, 4, 5, 6]], np.asarray(ids)[:, [0, 3, 4, 5, 6]])
+
+
+def test_t_power_moves_training_timesteps_to_high_noise():
+  """t = ceil(T u^p): p = 1 is uniform on 1..T (mean (T+1)/2), p = 0.5 has mean T * 2/3 (E[u^0.5]);
+  every t stays in 1..T."""
+  ids = jnp.zeros((20_000, 2), jnp.int32)
+  seen = {}
+
+  def record(z, t, x_sc):
+    seen["t"] = np.asarray(t)
+    return jnp.zeros_like(z)
+
+  for p, want in ((1.0, (DIFF.num_steps + 1) / 2), (0.5, DIFF.num_steps * 2 / 3)):
+    losses.diffusion_lm_loss(record, EMB, ids, jnp.ones_like(ids), jnp.zeros_like(ids), DIFF,
+                             jax.random.PRNGKey(4), t_power=p)
+    t = seen["t"]
+    assert t.min() >= 1 and t.max() == DIFF.num_steps
+    np.testing.assert_allclose(t.mean(), want, rtol=0.02)
+  assert np.mean(t > DIFF.num_steps // 2) > 0.7  # p = 0.5: 3/4 of the examples in the noisier half

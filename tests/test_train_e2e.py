@@ -11,7 +11,7 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import generate, train
+from diffusion_text import embeddings, generate, train
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError
 
@@ -317,6 +317,18 @@ def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   rows = evaluate.recovery(run, [1, T], num_inputs=4, steps=3, sampler="ddim")
   assert [r["t0"] for r in rows] == [1, T] and rows[0]["alpha_bar"] > rows[1]["alpha_bar"]
   assert all(0 <= r["bleu"] <= 100 and r["target"] for r in rows)
+  assert all(0 <= r["one_step_bleu"] <= 100 and 0 <= r["token_acc"] <= 1 for r in rows)
+
+  class ReadsXt:  # a denoiser that predicts the nearest word to x_t itself
+    def apply(self, variables, z, t, x_sc, return_logits=False, **_):
+      logits = embeddings.neg_sq_distance(variables["params"]["embedding"], z)
+      return (z, logits) if return_logits else z
+
+  oracle = dataclasses.replace(run, model=ReadsXt())
+  near, far = evaluate.recovery(oracle, [1, T], num_inputs=4, steps=2, sampler="ddim")
+  # at t0=1 the target is in x_t0 and the one-step prediction reads it off; at T it is gone
+  assert near["token_acc"] > 0.9 and far["token_acc"] < 0.5, (near, far)
+  assert near["one_step_bleu"] > 50 > far["one_step_bleu"], (near, far)
   with pytest.raises(ValueError, match="t0 must be"):
     evaluate.recovery(run, [T + 1], num_inputs=2, steps=2, sampler="ddim")
   r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--num_inputs", "2",
