@@ -46,6 +46,12 @@ Measured (fourth session, one H100, the same ``:cpu_ce`` config for 12,000 steps
 all 547 dev MRs: BLEU 3.1 (DPM-Solver++ 20), 3.4 (|S|=5), 3.9 (DDPM 200, selected); test (630 MRs,
 DDPM 200): 2.7; recovery from t=1500: 63.9, from T: 1.4.
 
+Timestep emphasis (sixth session; README "Results"), 3,000 steps in 3,450 s:
+    python -m experiments.train --config configs/e2e_diffuseq.py:cpu_ce --workdir runs/ce3k_tpow \
+        --config.train.num_train_steps=3000 --config.diffusion.t_power=0.5
+    python -m experiments.recovery --workdir runs/ce3k_tpow --t0 1000,1500,1800,1900,2000
+held-out loss 0.813 (the :cpu_ce run at 3,000 steps: 0.829); first 100 dev MRs, DDPM 200: BLEU 1.7
+(1.5); recovery and one-step accuracy at high noise unchanged.
 ``:cpu_nosc`` is the first session's run (no self-conditioning, 10k-step schedule): SIGTERM at 1,940
 steps (53 min shared), dev BLEU 0.9 (DDIM 50, |S|=1), 1.8 with |S|=5 on 100 MRs.
 """
