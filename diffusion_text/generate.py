@@ -166,6 +166,9 @@ def load_run(workdir: str, step: Optional[int] = None,
     step = ckpt.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {workdir}/checkpoints")
+    if step not in ckpt.all_steps():
+      raise CheckpointError(f"no checkpoint at step {step} in {workdir}/checkpoints "
+                            f"(there are: {sorted(ckpt.all_steps())})")
     # the blocks in the wanted layout, whichever the checkpoint was written in
     state, _ = ts.restore_in_layout(ckpt, step, family.init_params, model_cfg, tx, mesh,
                                     sharding.axis_rules(config))

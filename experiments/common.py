@@ -74,3 +74,8 @@ def write_atomic(path: str, text: str) -> None:
   with open(path + ".tmp", "w") as f:
     f.write(text)
   os.replace(path + ".tmp", path)
+
+
+def define_checkpoint_flag():
+  """``--checkpoint``: which saved step of the run to load (default: the latest)."""
+  return flags.DEFINE_integer("checkpoint", None, "Checkpoint step to load (default: the latest).")

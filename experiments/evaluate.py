@@ -40,11 +40,13 @@ _TEACHER = flags.DEFINE_string(
 _NLL_T = flags.DEFINE_integer("nll_t", 16,
                               "nll: stratified timesteps per sequence (T-1 = the exact grid).")
 _LAYERS = common.define_layers_flag()
+_CHECKPOINT = common.define_checkpoint_flag()
 flags.mark_flags_as_required(["workdir"])
 
 
 def run():
-  r = generate.load_run(_WORKDIR.value, scan_layers=common.scan_layers(_LAYERS.value))
+  r = generate.load_run(_WORKDIR.value, _CHECKPOINT.value,
+                        scan_layers=common.scan_layers(_LAYERS.value))
   unknown = set(_EVALUATORS.value) - {"generate", "nll"}
   if unknown:
     raise common.UserError(f"unknown evaluator(s) {sorted(unknown)}; choose from generate, nll")

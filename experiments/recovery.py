@@ -24,11 +24,13 @@ _STEPS = flags.DEFINE_integer("steps", 20, "Sampler steps from t0 to 0.")
 _SAMPLER = flags.DEFINE_string("sampler", "dpm++2m", "ddpm | ddim | dpm++2m.")
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Held-out split.")
 _LAYERS = common.define_layers_flag()
+_CHECKPOINT = common.define_checkpoint_flag()
 flags.mark_flags_as_required(["workdir"])
 
 
 def run():
-  r = generate.load_run(_WORKDIR.value, scan_layers=common.scan_layers(_LAYERS.value))
+  r = generate.load_run(_WORKDIR.value, _CHECKPOINT.value,
+                        scan_layers=common.scan_layers(_LAYERS.value))
   if r.config.model.family != "diffusion":
     raise common.UserError(f"{_WORKDIR.value} is not a diffusion run")
   try:

@@ -11,7 +11,7 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import embeddings, generate, train
+from diffusion_text import checkpointing, embeddings, generate, train
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError
 
@@ -336,3 +336,11 @@ def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   assert r.returncode == 0, r.stderr[-2000:]
   out = json.load(open(os.path.join(s2s_run, "eval", f"recovery_step{run.step}_ddim2_n2.json")))
   assert [row["t0"] for row in out["rows"]] == [1]
+  # an earlier checkpoint by step (its number names the file); a step that was never saved is refused
+  assert 3 in checkpointing.Checkpointer(os.path.join(s2s_run, "checkpoints")).all_steps()
+  r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--num_inputs", "2",
+           "--steps", "2", "--sampler", "ddim", "--checkpoint", "3")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert os.path.exists(os.path.join(s2s_run, "eval", "recovery_step3_ddim2_n2.json"))
+  r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--checkpoint", "5")
+  assert r.returncode != 0 and "no checkpoint at step 5" in r.stderr, r.stderr[-2000:]
