@@ -88,7 +88,7 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
   B = ids_BxL.shape[0]
   rng_t, rng_eps, rng_round = jax.random.split(rng, 3)
   T = diffusion.num_steps
-  if t_power == 1.0:
+  if t_power == 1.0:  # the original draw, so runs trained before t_power keep their RNG stream
     t_B = jax.random.randint(rng_t, (B,), 1, T + 1)
   else:
     u_B = 1.0 - jax.random.uniform(rng_t, (B,))  # in (0, 1]

@@ -337,7 +337,10 @@ def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   out = json.load(open(os.path.join(s2s_run, "eval", f"recovery_step{run.step}_ddim2_n2.json")))
   assert [row["t0"] for row in out["rows"]] == [1]
   # an earlier checkpoint by step (its number names the file); a step that was never saved is refused
-  assert 3 in checkpointing.Checkpointer(os.path.join(s2s_run, "checkpoints")).all_steps()
+  ckpt = checkpointing.Checkpointer(os.path.join(s2s_run, "checkpoints"), async_save=False)
+  saved = ckpt.all_steps()
+  ckpt.close()
+  assert 3 in saved and 5 not in saved
   r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--num_inputs", "2",
            "--steps", "2", "--sampler", "ddim", "--checkpoint", "3")
   assert r.returncode == 0, r.stderr[-2000:]
