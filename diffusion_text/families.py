@@ -57,10 +57,12 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic):
                                loss_on_pad=config.diffusion.loss_on_pad,
                                self_cond_prob=(config.diffusion.self_cond_prob
                                                if config.model.self_cond else 0.0),
-                               absorbing_E=params.get("absorbing"),
-                               absorb_prob=config.diffusion.absorb_prob,
                                ce_weight=d.ce_weight,
-                               # the held-out loss keeps the uniform-t estimate
+                               # the held-out loss is the plain estimate (uniform t, no absorbed
+                               # words: sampling starts from Gaussian noise), so it compares runs
+                               # trained with and without these two training-only levers
+                               absorbing_E=params.get("absorbing"),
+                               absorb_prob=0.0 if deterministic else d.absorb_prob,
                                t_power=1.0 if deterministic else d.t_power)
   terms = {"loss": t.total, "mse": t.mse, "rounding": t.rounding, "prior": t.prior,
            "weight": t.weight}

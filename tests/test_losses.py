@@ -178,3 +178,29 @@ def test_t_power_moves_training_timesteps_to_high_noise():
     assert t.min() >= 1 and t.max() == DIFF.num_steps
     np.testing.assert_allclose(t.mean(), want, rtol=0.02)
   assert np.mean(t > DIFF.num_steps // 2) > 0.7  # p = 0.5: 3/4 of the examples in the noisier half
+
+
+def test_held_out_loss_ignores_training_only_levers():
+  """The deterministic (held-out) loss of a run trained with t_power and soft absorbing is the plain
+  Diffusion-LM estimate, so runs with and without them are comparable; the training loss is not."""
+  from flax import linen as nn
+  from configs import tiny
+  from diffusion_text import denoiser, families
+  plain = tiny.get_config("seq2seq")
+  plain.unlock()
+  plain.diffusion.absorb_prob = 0.0
+  levers = tiny.get_config("seq2seq")
+  levers.unlock()
+  levers.diffusion.update(absorb_prob=0.9, t_power=0.3)
+  model_cfg = families.model_config(levers, 40)
+  model = denoiser.DiffusionLM(model_cfg)
+  params = nn.meta.unbox(denoiser.init_params(model_cfg, jax.random.PRNGKey(0)))
+  assert "absorbing" in params
+  ids = jnp.asarray(np.tile(np.array([2, 7, 8, 3, 9, 10, 11, 12, 3] + [0] * 39, np.int32), (4, 1)))
+  tgt = (jnp.arange(48) >= 4) & (jnp.arange(48) < 9)
+  batch = {"ids": ids, "target_mask": jnp.broadcast_to(tgt, ids.shape).astype(jnp.int32),
+           "pad_mask": (ids > 0).astype(jnp.int32)}
+  terms = lambda c, det: families.family_of(c).loss_terms(model, params, batch,
+                                                          jax.random.PRNGKey(3), c, det)["loss"]
+  np.testing.assert_allclose(terms(levers, True), terms(plain, True), rtol=1e-6)
+  assert not np.allclose(terms(levers, False), terms(plain, False))
