@@ -54,7 +54,8 @@ held-out loss 0.813 (the :cpu_ce run at 3,000 steps: 0.829); first 100 dev MRs, 
 (1.5); recovery and one-step accuracy at high noise unchanged.
 The same with ``--workdir runs/ce3k_absorb --config.diffusion.absorb_prob=0.5`` (soft absorbing
 state), stopped at 2,000 steps: BLEU 1.2 against the :cpu_ce run's 0.5 at its 2,000-step checkpoint;
-token accuracy at T 0.03 (0.02); held-out loss (absorbing noise left out) 0.952 (0.886).
+token accuracy at T 0.03 (0.02); held-out loss (absorbing noise left out; ``python -m
+experiments.evaluate --workdir W --checkpoint 2000 --evaluators loss``) 0.952 (0.886).
 ``:cpu_nosc`` is the first session's run (no self-conditioning, 10k-step schedule): SIGTERM at 1,940
 steps (53 min shared), dev BLEU 0.9 (DDIM 50, |S|=1), 1.8 with |S|=5 on 100 MRs.
 """

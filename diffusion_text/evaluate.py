@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion_text import batching, embeddings, likelihood, mbr, metrics, process, samplers
+from diffusion_text import (batching, embeddings, likelihood, mbr, metrics, process, samplers,
+                            sharding, train)
 from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.generate import Run
 
@@ -120,6 +121,22 @@ def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: 
   result = nll_of_ids(run, ids, mask, num_t=num_t, seed=seed, batch_size=batch_size)
   result.update(split=split, seconds=round(time.time() - t0, 1))
   return result
+
+
+def loss_run(run: Run, *, split: str = "validation") -> dict:
+  """The training loop's held-out loss terms (EMA parameters, the first ``eval.num_batches``
+  batches of ``split``, the same per-batch seeds) for the loaded checkpoint: with today's code, so
+  runs written by older code or with training-only levers (``t_power``, soft absorbing) compare."""
+  data = pipeline.prepare_sources(run.config.data)
+  if split not in data:
+    raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
+  c = run.config
+  mesh = run.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  batches = train.held_out_batches(c, data[split], pipeline.make_encoder(run.tokenizer, c.data), mesh)
+  with sharding.mesh_context(mesh, sharding.axis_rules(c)):
+    terms = train.evaluate(jax.jit(train.make_eval_step(run.model, c)), run.params, batches, mesh,
+                           c.seed, c.eval.batch_size)
+  return {**terms, "split": split, "num_batches": len(batches), "checkpoint_step": run.step}
 
 
 def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,

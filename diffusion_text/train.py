@@ -188,6 +188,16 @@ def _mean_of_sums(acc: list[dict]) -> dict:
   return out
 
 
+def held_out_batches(config, source, encode, mesh) -> list:
+  """The first ``eval.num_batches`` batches of ``source`` in order (this process's rows): what the
+  periodic held-out loss is measured on, and ``evaluate.loss_run`` after training."""
+  ds = pipeline.batched_dataset(
+      source, encode, batch_size=config.eval.batch_size, seed=config.seed, shuffle=False,
+      repeat=False, max_examples=config.data.max_eval_examples or None,
+      rows=sharding.process_rows(mesh, config.eval.batch_size))
+  return [ds[i] for i in range(min(len(ds), config.eval.num_batches))]
+
+
 def evaluate(eval_step, params, eval_batches, mesh, seed: int, global_rows: int) -> dict:
   """Exact (sum, count) averages of the loss terms over held-out batches (this process's rows of
   global batches of ``global_rows``)."""
@@ -300,11 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     data_iter = pipeline.DataIterator(train_batches)
     eval_batches = []
     if "validation" in sources:
-      eval_ds = pipeline.batched_dataset(
-          sources["validation"], encode, batch_size=config.eval.batch_size, seed=config.seed,
-          shuffle=False, repeat=False, max_examples=config.data.max_eval_examples or None,
-          rows=sharding.process_rows(mesh, config.eval.batch_size))
-      eval_batches = [eval_ds[i] for i in range(min(len(eval_ds), config.eval.num_batches))]
+      eval_batches = held_out_batches(config, sources["validation"], encode, mesh)
 
     if latest is None:
       state, _ = ts.create_train_state(family.init_params, model_cfg, tx, mesh, rules,

@@ -273,7 +273,7 @@ def part_sample(name: str, batches: list, samplers: list, full_trajectory: bool,
       # on a shared machine only ever adds time, and it hits both lengths alike (a narrow gap and
       # medians once gave a negative per-step time on the toy size, where a step is ~0.1 ms)
       k1, k2 = (10, 90) if size["T"] <= 100 else (20, 60)
-      decs, compile_and_first = {}, None
+      decs = {}
       for k in (k1, k2):
         decs[k] = families.family_of(c).make_decoder(model, c, sampler, k, False, 0.0)
         t0 = time.perf_counter()

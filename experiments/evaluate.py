@@ -12,6 +12,11 @@ all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>``
 ``<workdir>/eval/<split>_step<N>_nll.json``:
 
     python -m experiments.evaluate --workdir runs/e2e_diffuseq_sc --split test --evaluators nll
+
+``--evaluators=loss`` reports the training loop's held-out loss terms for the checkpoint (the first
+``eval.num_batches`` batches of ``--split``), in ``<workdir>/eval/<split>_step<N>_loss.json``:
+
+    python -m experiments.evaluate --workdir runs/ce3k_absorb --checkpoint 2000 --evaluators loss
 """
 import json
 import os
@@ -33,7 +38,8 @@ _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sam
 _SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed + k).")
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
 _EVALUATORS = flags.DEFINE_list("evaluators", ["generate"],
-                                "generate (sample + text metrics), nll (bits per token).")
+                                "generate (sample + text metrics), nll (bits per token), loss "
+                                "(the training's held-out loss terms).")
 _TEACHER = flags.DEFINE_string(
     "lm_teacher", None, "AR run whose perplexity of the outputs is the lm-score (default: the run's "
     "eval.lm_teacher; '' = none).")
@@ -45,22 +51,29 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def run():
+  unknown = set(_EVALUATORS.value) - {"generate", "nll", "loss"}
+  if unknown:
+    raise common.UserError(
+        f"unknown evaluator(s) {sorted(unknown)}; choose from generate, nll, loss")
+  if _OUT.value and len(set(_EVALUATORS.value)) > 1:
+    raise common.UserError("--out names one result; give one evaluator, or leave --out unset "
+                           "so that each writes its own file")
   r = generate.load_run(_WORKDIR.value, _CHECKPOINT.value,
                         scan_layers=common.scan_layers(_LAYERS.value))
-  unknown = set(_EVALUATORS.value) - {"generate", "nll"}
-  if unknown:
-    raise common.UserError(f"unknown evaluator(s) {sorted(unknown)}; choose from generate, nll")
-  if "nll" in _EVALUATORS.value:
-    try:
-      result = evaluate.nll_run(r, split=_SPLIT.value, num_inputs=_NUM.value, num_t=_NLL_T.value,
-                                seed=_SEED.value)
-    except ValueError as e:
-      raise common.UserError(str(e)) from e
-    out = _OUT.value or os.path.join(_WORKDIR.value, "eval", f"{_SPLIT.value}_step{r.step}_nll")
-    common.write_atomic(out + ".json", json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
-    if "generate" not in _EVALUATORS.value:
-      return
+  scores = {"nll": lambda: evaluate.nll_run(r, split=_SPLIT.value, num_inputs=_NUM.value,
+                                            num_t=_NLL_T.value, seed=_SEED.value),
+            "loss": lambda: evaluate.loss_run(r, split=_SPLIT.value)}
+  for name in ("nll", "loss"):
+    if name in _EVALUATORS.value:
+      try:
+        result = scores[name]()
+      except ValueError as e:
+        raise common.UserError(str(e)) from e
+      out = _OUT.value or os.path.join(_WORKDIR.value, "eval", f"{_SPLIT.value}_step{r.step}_{name}")
+      common.write_atomic(out + ".json", json.dumps(result, indent=2))
+      print(json.dumps(result, indent=2))
+  if "generate" not in _EVALUATORS.value:
+    return
   teacher_dir = r.config.eval.lm_teacher if _TEACHER.value is None else _TEACHER.value
   teacher = generate.load_run(teacher_dir) if teacher_dir else None
   try:

@@ -269,6 +269,26 @@ def test_nll_evaluator_for_diffusion_and_ar(s2s_run, tmp_path):
   assert json.load(open(tmp_path / "nll.json"))["sequences"] == 4
 
 
+def test_loss_evaluator_reproduces_the_training_held_out_loss(s2s_run, tmp_path):
+  """``--evaluators loss`` on the last checkpoint recomputes exactly what the loop logged at its
+  last evaluation (same EMA parameters, batches and seeds); ``--out`` with two evaluators, which
+  would write one file twice, is refused before anything is loaded."""
+  logged = [json.loads(l) for l in open(os.path.join(s2s_run, "metrics.jsonl"))]
+  last = [d for d in logged if "eval/loss" in d][-1]
+  run = generate.load_run(s2s_run)
+  assert last["step"] == run.step
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--evaluators", "loss")
+  assert r.returncode == 0, r.stderr[-2000:]
+  got = json.load(open(os.path.join(s2s_run, "eval", f"validation_step{run.step}_loss.json")))
+  assert got["num_batches"] == run.config.eval.num_batches and got["checkpoint_step"] == run.step
+  for k in ("loss", "mse", "rounding", "prior"):
+    np.testing.assert_allclose(got[k], last[f"eval/{k}"], rtol=1e-5, err_msg=k)
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--evaluators", "loss,nll",
+           "--out", str(tmp_path / "x"))
+  assert r.returncode != 0 and "--out names one result" in r.stderr, r.stderr[-2000:]
+  assert not list(tmp_path.iterdir())
+
+
 def test_evaluation_files_name_every_setting(s2s_run):
   """Evaluations of one checkpoint with other settings land in other files (a clamped evaluation
   once overwrote the unclamped one)."""
