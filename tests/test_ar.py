@@ -72,3 +72,37 @@ def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
   g = seq_logp(ar.greedy_decode(MODEL, PARAMS, ids, tm))
   b = seq_logp(ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=4))
   assert np.all(np.asarray(b) >= np.asarray(g) - 1e-4)
+
+
+def _naive_greedy(ids, tm):
+  """Reference: every position 1..L-1 in Python, argmax of a full forward, PAD after EOS."""
+  ids, tm = np.asarray(ids).copy(), np.asarray(tm)
+  ids[tm > 0] = 0
+  done = np.zeros(len(ids), bool)
+  for i in range(1, ids.shape[1]):
+    nxt = np.argmax(np.asarray(MODEL.apply({"params": PARAMS}, jnp.asarray(ids), tm))[:, i - 1], -1)
+    for b in range(len(ids)):
+      if tm[b, i]:
+        ids[b, i] = 0 if done[b] else nxt[b]
+        done[b] |= ids[b, i] == 3
+  return ids
+
+
+def test_greedy_matches_a_naive_loop_in_both_layouts():
+  for target_start in packing.TARGET_STARTS:
+    rows = [packing.pack_source(s, 12, 5, target_start) for s in ([10, 11, 12], [13], [15, 16])]
+    ids, tm = (jnp.asarray(np.stack([r[k] for r in rows])) for k in (0, 1))
+    np.testing.assert_array_equal(ar.greedy_decode(MODEL, PARAMS, ids, tm), _naive_greedy(ids, tm))
+
+
+def test_positions_loop_starts_at_the_first_target_and_stops_when_all_rows_are_done():
+  tm = jnp.array([[0, 0, 0, 1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]])
+  finish_B = jnp.array([5, 6])  # row b is done after position finish_B[b]
+
+  def body(carry, i):
+    visited, done = carry
+    return visited.at[i].set(1), done | (i >= finish_B)
+
+  visited, _ = ar._positions_loop(body, (jnp.zeros(10, jnp.int32), jnp.zeros(2, bool)), tm,
+                                  lambda c: c[1])
+  np.testing.assert_array_equal(visited, [0, 0, 0, 1, 1, 1, 1, 0, 0, 0])

@@ -241,6 +241,31 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   assert any(d.get("eval/nll_bits_per_token", 0) > 0 for d in lines)
   nll = evaluate.nll_run(run, split="validation", num_inputs=8, batch_size=8)
   assert nll["estimator"] == "exact AR NLL" and nll["bits_per_token"] > 0
+  _check_distillation(run, tmp_path)
+
+
+def _check_distillation(teacher, tmp_path):
+  """experiments.distill: one teacher output per distinct train source (its greedy decode, in the
+  sources' order), the real references for valid/test; an existing --out is never overwritten."""
+  from diffusion_text import distill, evaluate
+  out = tmp_path / "distilled"
+  r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out), "--limit", "5",
+           "--batch_size", "2")
+  assert r.returncode == 0, r.stderr[-2000:]
+  info = json.load(open(out / distill.INFO_FILE))
+  rows = [json.loads(l) for l in open(out / "train.jsonl")]
+  data = pipeline.prepare_sources(teacher.config.data)
+  srcs = [s for s, _ in evaluate.grouped_references(data["train"], 5)]
+  want = teacher.generate(sources=srcs, sampler="greedy")
+  assert [(x["src"], x["trg"]) for x in rows] == [(s, w) for s, w in zip(srcs, want) if w.strip()]
+  assert info["train_sources"] == 5 and info["pairs"]["train"] == len(rows)
+  valid = [json.loads(l) for l in open(out / "valid.jsonl")]
+  assert len(valid) == len(data["validation"]) == info["pairs"]["validation"]
+  assert valid[0] == {"src": pipeline._text(data["validation"][0]["src"]),
+                      "trg": pipeline._text(data["validation"][0]["tgt"])}
+  again = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out))
+  assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].startswith("error:")
+  assert "exists" in again.stderr
 
 
 def test_steps_study_writes_table_json_and_plot(s2s_run, tmp_path):

@@ -5,8 +5,8 @@ all target). Attention is a prefix-LM mask: source positions see the whole sourc
 an encoder), target positions see the source and earlier target positions (causal). It uses the
 denoiser's Transformer blocks (same width, depth, heads and MLP), token embeddings of width D tied to
 the output layer, and is trained by next-token cross-entropy on target positions. Decoding is greedy
-or beam search, both one ``lax.scan`` over positions (no KV cache: a full forward per position, which
-at L <= 128 costs less than a cache's bookkeeping on CPU).
+or beam search, both one ``lax.while_loop`` over positions that starts at the batch's first target
+position and stops once every row has written EOS (no KV cache: a full forward per position).
 """
 import flax.linen as nn
 import jax
@@ -63,9 +63,24 @@ def _logits_at(model, params, ids, target_mask, i):
   return jax.lax.dynamic_index_in_dim(logits, i - 1, axis=1, keepdims=False)  # (B, V)
 
 
+def _first_target(target_mask_BxL):
+  """The earliest target position in the batch (at least 1: position 0 is never predicted)."""
+  L = target_mask_BxL.shape[1]
+  first_B = jnp.where(jnp.any(target_mask_BxL > 0, -1), jnp.argmax(target_mask_BxL > 0, -1), L)
+  return jnp.maximum(jnp.min(first_B), 1).astype(jnp.int32)
+
+
+def _positions_loop(body, carry, target_mask_BxL, done_of):
+  """Runs ``body(carry, i)`` for i from the batch's first target position while i < L and some row
+  is not done (``done_of(carry)``): a batch stops at its longest output, not at L."""
+  L = target_mask_BxL.shape[1]
+  cond = lambda c: (c[0] < L) & ~jnp.all(done_of(c[1]))
+  step = lambda c: (c[0] + 1, body(c[1], c[0]))
+  return jax.lax.while_loop(cond, step, (_first_target(target_mask_BxL), carry))[1]
+
+
 def greedy_decode(model, params, ids_BxL, target_mask_BxL):
   """Fills target positions left to right with the most likely token; PAD after EOS."""
-  L = ids_BxL.shape[1]
   ids = jnp.where(target_mask_BxL > 0, PAD, ids_BxL)
 
   def body(carry, i):
@@ -75,9 +90,10 @@ def greedy_decode(model, params, ids_BxL, target_mask_BxL):
     tok = jnp.where(done, PAD, nxt)
     ids = ids.at[:, i].set(jnp.where(write, tok, ids[:, i]))
     done = done | (write & (tok == EOS))
-    return (ids, done), None
+    return ids, done
 
-  (ids, _), _ = jax.lax.scan(body, (ids, jnp.zeros(ids.shape[0], bool)), jnp.arange(1, L))
+  ids, _ = _positions_loop(body, (ids, jnp.zeros(ids.shape[0], bool)), target_mask_BxL,
+                           lambda c: c[1])
   return ids
 
 
@@ -114,9 +130,10 @@ def beam_decode(model, params, ids_BxL, target_mask_BxL, beam_size: int, alpha: 
     write = (target_mask_BxL[:, i] > 0)[:, None]                            # (B, 1)
     sel = lambda new, old: jnp.where(write.reshape(B, 1, *([1] * (new.ndim - 2))), new, old)
     return (sel(new_ids, ids), sel(top_score, score), sel(new_done, done),
-            sel(new_len, length)), None
+            sel(new_len, length))
 
-  (ids, score, done, length), _ = jax.lax.scan(body, (ids, score, done, length), jnp.arange(1, L))
+  ids, score, done, length = _positions_loop(body, (ids, score, done, length), target_mask_BxL,
+                                             lambda c: c[2])
   final = score / jnp.maximum(length, 1.0) ** alpha
   best = jnp.argmax(final, -1)
   return jnp.take_along_axis(ids, best[:, None, None], 1)[:, 0]

@@ -1,0 +1,39 @@
+r"""Sequence-level distillation data from an AR teacher (``diffusion_text.distill``).
+
+    python -m experiments.train --config configs/e2e_ar_baseline.py:cpu --workdir runs/ar_teacher \
+        --config.train.num_train_steps=1000
+    python -m experiments.distill --teacher runs/ar_teacher --out data/e2e_distilled
+    python -m experiments.train --config configs/e2e_diffuseq.py:cpu --workdir runs/student \
+        --config.data.dataset=jsonl:e2e_distilled --config.data.source_dir=data
+
+``train.jsonl`` holds the teacher's output for every distinct train source; ``valid.jsonl`` and
+``test.jsonl`` the real references.
+"""
+import json
+
+from absl import app, flags, logging
+
+from diffusion_text import distill, generate
+from experiments import common
+
+_TEACHER = flags.DEFINE_string("teacher", None, "Workdir of a trained seq2seq AR run.")
+_OUT = flags.DEFINE_string("out", None, "New directory for {train,valid,test}.jsonl.")
+_SAMPLER = flags.DEFINE_enum("sampler", "greedy", ["greedy", "beam"], "Teacher decoding.")
+_STEPS = flags.DEFINE_integer("steps", 1, "Beam size (with --sampler beam).", lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Sources decoded at once.", lower_bound=1)
+_LIMIT = flags.DEFINE_integer("limit", 0, "Distinct train sources to decode (0 = all).",
+                              lower_bound=0)
+_STEP = common.define_checkpoint_flag()
+flags.mark_flags_as_required(["teacher", "out"])
+
+
+def run():
+  teacher = generate.load_run(_TEACHER.value, _STEP.value)
+  info = distill.distill_dataset(teacher, _OUT.value, sampler=_SAMPLER.value, steps=_STEPS.value,
+                                 batch_size=_BATCH.value, limit=_LIMIT.value)
+  logging.info("distilled data in %s", _OUT.value)
+  print(json.dumps(info, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(common.main_for(run))
