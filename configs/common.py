@@ -20,6 +20,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.min_count = 1  # word tokenizer: minimum count of a kept word
   c.data.max_len = 64  # L: tokens per sequence including BOS/EOS (and SEP), padded with PAD
   c.data.max_src_len = 0  # seq2seq: source tokens kept (0 = max_len // 2); the target gets the rest
+  c.data.target_start = "after_source"  # seq2seq: after_source ([BOS] src [SEP] tgt) | fixed (src
+  #   right-aligned, so the target always starts at position max_src_len + 2)
   c.data.max_train_examples = 0  # 0 = all; else the first N of the train split (tests)
   c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
   c.data.encode_cache = 250_000  # train examples kept encoded in memory (0 = none; 1-2 KB each)
@@ -38,11 +40,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
   c.model.self_cond = False  # self-conditioning: the denoiser also reads its previous x0 estimate
   c.model.x0_head = "linear"  # linear (x0_hat = output vector) | softmax (expected word embedding)
+  c.model.logits_head = "tied"  # word logits: tied (h . EMB^T, rank E) | full (Dense(V) on the trunk)
+  c.model.emb_norm = "none"  # embedding rows as read: none | l2 (norm sqrt(E)) | layernorm (no affine)
+  c.model.emb_scale = 1.0  # with emb_norm: per-coordinate RMS of the rows (1/F = noise factor F)
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "sqrt"  # sqrt | cosine | linear
   c.diffusion.num_steps = 2000  # T
   c.diffusion.loss_on_pad = True  # False: PAD positions are excluded from the loss (both families)
+  c.diffusion.pad_weight = 1.0  # with loss_on_pad: weight in [0, 1] of target PAD positions in the loss
   c.diffusion.self_cond_prob = 0.5  # with model.self_cond: fraction of examples trained with x_sc
   c.diffusion.t_power = 1.0  # training t = ceil(T u^p): 1 uniform, < 1 more high-noise examples
   c.diffusion.absorb_prob = 0.0  # soft absorbing state (DiffuSeq-v2): max replacement rate (at t=T)

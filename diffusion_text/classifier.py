@@ -97,7 +97,7 @@ def checked_base(config):
 
 def loss_terms(model, params, batch, rng, config, deterministic):
   base = checked_base(config)
-  emb = jnp.asarray(base.params["embedding"])
+  emb = embeddings.table(base.params, base.config.model)
   diffusion = base.diffusion
   ids, labels = inputs_and_labels(batch, config)
   rng_t, rng_eps, rng_drop = jax.random.split(rng, 3)
@@ -131,7 +131,7 @@ def accuracy_by_noise(model, params, config, batches, t_values) -> dict:
   per-position top-1 accuracy of the clean word, and precision/recall/F1 of "word present"
   (predicted when p(present) > 0.5) over non-special words."""
   base = checked_base(config)
-  emb = jnp.asarray(base.params["embedding"])
+  emb = embeddings.table(base.params, base.config.model)
   ab = base.diffusion.alpha_bar
   words = config.classifier.labels == "words"
   n_special = len(tokenizers.SPECIALS)
@@ -169,7 +169,8 @@ def judge(run, texts) -> np.ndarray:
   """Class probabilities (N, C) of finished texts under a ``label`` classifier run, read at t=0."""
   if run.config.classifier.labels != "label":
     raise ValueError(f"{run.workdir} is not a label classifier")
-  emb = jnp.asarray(checked_base(run.config).params["embedding"])
+  base = checked_base(run.config)
+  emb = embeddings.table(base.params, base.config.model)
   L = run.config.data.max_len
   ids = np.stack([run.tokenizer.encode_padded(t, L) for t in texts])
   fn = jax.jit(lambda p, x: jax.nn.softmax(run.model.apply(

@@ -70,6 +70,12 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
           "classifier.labels=label needs classifier.num_classes >= 2")
     check(c.classifier.max_t >= -1, "classifier.max_t must be -1 (all noise levels) or >= 0")
   check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
+  check(c.model.logits_head in ("tied", "full"),
+        f"model.logits_head must be tied|full, got {c.model.logits_head!r}")
+  check(c.model.emb_norm in ("none", "l2", "layernorm"),
+        f"model.emb_norm must be none|l2|layernorm, got {c.model.emb_norm!r}")
+  check(c.model.emb_scale > 0, "model.emb_scale must be > 0")
+  check(0.0 <= c.diffusion.pad_weight <= 1.0, "diffusion.pad_weight must be in [0, 1]")
   check(c.model.dtype in ("float32", "bfloat16"), "model.dtype must be float32 or bfloat16")
   check(isinstance(c.data.encode_cache, int) and c.data.encode_cache >= 0,
         "data.encode_cache must be an integer >= 0")
@@ -78,6 +84,8 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.data.task in ("lm", "seq2seq"), f"data.task must be lm|seq2seq, got {c.data.task!r}")
   check(c.data.task != "seq2seq" or 1 <= (c.data.max_src_len or c.data.max_len // 2) <= c.data.max_len - 4,
         "data.max_src_len must leave room for SEP, a target token and EOS (<= max_len - 4)")
+  check(c.data.target_start in ("after_source", "fixed"),
+        f"data.target_start must be after_source|fixed, got {c.data.target_start!r}")
   check(c.data.tokenizer != "sentencepiece" or c.data.vocab_size > 5,
         "data.vocab_size must be set (> 5) for the sentencepiece tokenizer")
   for k in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps",

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from diffusion_text import batching, embeddings, losses, process, samplers
+from diffusion_text import batching, decoding, embeddings, losses, process
 from diffusion_text.data import tokenizers
 
 
@@ -119,13 +119,18 @@ def avoid_tokens_term(emb_VxE, diffusion: process.Diffusion, token_ids: Sequence
 # ------------------------------------------------------------------------- classifier-free guidance
 
 def cfg_denoiser(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, scale: float):
-  """Classifier-free guided ``denoise_fn(z, t, x_sc)`` for packed seq2seq rows (one 2B batch)."""
+  """Classifier-free guided ``denoise_fn(z, t, x_sc)`` for packed seq2seq rows (one 2B batch).
+
+  The null branch sees the null condition at every source position of both its inputs: the noisy
+  state and the self-conditioning estimate (which the sampler re-anchors to the real source), as in
+  training, where condition dropout replaces the source before the first estimate is made."""
   x_null = embeddings.embed(emb_VxE, losses.null_source(ids_BxL, target_mask_BxL))
 
   def f(z, t_B, x_sc):
     z_null = process.apply_mask(z, x_null, target_mask_BxL)
+    x_sc_null = process.apply_mask(x_sc, x_null, target_mask_BxL)
     both = denoise_fn(jnp.concatenate([z, z_null]), jnp.concatenate([t_B, t_B]),
-                      jnp.concatenate([x_sc, x_sc]))
+                      jnp.concatenate([x_sc, x_sc_null]))
     x_c, x_u = jnp.split(both, 2)
     return x_u + scale * (x_c - x_u)
   return f
@@ -182,16 +187,13 @@ def make_decoder(run, *, guidance: Optional[Guidance] = None, cfg_scale: Optiona
 
   @jax.jit
   def decode(rng, ids_BxL, mask_BxL, term_args):
-    emb = params["embedding"]
-    denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True)
+    wrap = None
     if cfg_scale is not None:
-      denoise = cfg_denoiser(denoise, emb, ids_BxL, mask_BxL, cfg_scale)
+      wrap = lambda denoise, emb: cfg_denoiser(denoise, emb, ids_BxL, mask_BxL, cfg_scale)
     guide = make_guide_fn(guidance, diffusion, term_args) if guidance and guidance.terms else None
-    x_cond = embeddings.embed(emb, ids_BxL)
-    x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps,
-                         sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
-                         mask_BxL=mask_BxL, guide_fn=guide)
-    return jnp.where(mask_BxL > 0, embeddings.round_to_ids(emb, x0), ids_BxL)
+    return decoding.decode_ids(model, params, run.config, diffusion, rng, ids_BxL, mask_BxL,
+                               sampler=sampler, steps=steps, clamp=clamp, eta=eta, guide_fn=guide,
+                               wrap_denoiser=wrap)
 
   return decode
 

@@ -41,6 +41,9 @@ class ModelConfig:
   absorbing: bool = False  # a learned soft absorbing embedding (DiffuSeq-v2), params["absorbing"]
   num_labels: int = 0  # classifiers: output classes (0 = one per vocabulary word)
   x0_head: str = "linear"  # linear: x0_hat = the output vector | softmax: E[EMB(w)] under p(w | output)
+  emb_norm: str = "none"  # none | l2 | layernorm: how the embedding table is normalised when read
+  emb_scale: float = 1.0  # with emb_norm: the per-coordinate RMS of the rows
+  logits_head: str = "tied"  # tied: logits = h . EMB^T (rank E) | full: Dense(V) on the trunk
 
 
 def _p(init, names):
@@ -204,6 +207,11 @@ class Denoiser(nn.Module):
     x0_hat = nn.Dense(cfg.emb_dim, dtype=dtype, name="out_proj",
                       kernel_init=_p(nn.initializers.xavier_uniform(), ("embed", "latent")),
                       bias_init=_p(nn.initializers.zeros, ("latent",)))(x)
+    if cfg.logits_head == "full":
+      logits = nn.Dense(cfg.vocab_size, dtype=dtype, name="logits_head",
+                        kernel_init=_p(nn.initializers.xavier_uniform(), ("embed", "vocab")),
+                        bias_init=_p(nn.initializers.zeros, ("vocab",)))(x)
+      return x0_hat.astype(jnp.float32), logits.astype(jnp.float32)
     return x0_hat.astype(jnp.float32)
 
 
@@ -226,25 +234,33 @@ class DiffusionLM(nn.Module):
                return_logits: bool = False):
     """x0_hat, or (x0_hat, logits_BxLxV) with ``return_logits``.
 
-    The denoiser's output vector h gives word logits through the tied rounding head, ``h . EMB^T``.
+    Word logits come from the tied rounding head, ``h . EMB^T`` with the denoiser's E-dim output h
+    (``logits_head="tied"``: rank E), or from a ``Dense(V)`` on the trunk's D-dim features
+    (``"full"``), which can express the broad, multi-modal word distributions of high noise levels.
     With ``x0_head="softmax"`` the estimate is the embedding expected under those logits,
-    ``softmax(h . EMB^T) EMB`` (as in CDCD and Difformer): x0_hat stays inside the convex hull of the
+    ``softmax(logits) EMB`` (as in CDCD and Difformer): x0_hat stays inside the convex hull of the
     word embeddings, and a cross-entropy on the logits (``diffusion.ce_weight``) trains the denoiser as
     a classifier of the clean words, which converges much faster on small data than the regression.
     """
-    h = self.denoiser(z_t_BxLxE, t_B, x_sc_BxLxE, deterministic)
-    if self.cfg.x0_head not in ("linear", "softmax"):
-      raise ValueError(f"unknown x0_head {self.cfg.x0_head!r}; use 'linear' or 'softmax'")
-    if self.cfg.x0_head == "linear" and not return_logits:
+    cfg = self.cfg
+    for key, allowed in (("x0_head", ("linear", "softmax")), ("logits_head", ("tied", "full"))):
+      if getattr(cfg, key) not in allowed:
+        raise ValueError(f"unknown {key} {getattr(cfg, key)!r}; use one of {allowed}")
+    out = self.denoiser(z_t_BxLxE, t_B, x_sc_BxLxE, deterministic)
+    h, logits = out if cfg.logits_head == "full" else (out, None)
+    if cfg.x0_head == "linear" and not return_logits:
       return h
-    logits = embeddings.rounding_logits(self.embedding, h)
+    emb = self.table()
+    if logits is None:
+      logits = embeddings.rounding_logits(emb, h)
     x0_hat = h
-    if self.cfg.x0_head == "softmax":
-      x0_hat = jnp.einsum("blv,ve->ble", jax.nn.softmax(logits, axis=-1), self.embedding)
+    if cfg.x0_head == "softmax":
+      x0_hat = jnp.einsum("blv,ve->ble", jax.nn.softmax(logits, axis=-1), emb)
     return (x0_hat, logits) if return_logits else x0_hat
 
-  def embed(self, ids_BxL):
-    return embeddings.embed(self.embedding, ids_BxL)
+  def table(self):
+    """The embedding table as read (``embeddings.normalize`` by ``emb_norm``)."""
+    return embeddings.normalize(self.embedding, self.cfg.emb_norm, self.cfg.emb_scale)
 
 
 def init_params(cfg: ModelConfig, rng, batch_size: int = 1):

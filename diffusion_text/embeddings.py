@@ -7,6 +7,35 @@ nearest embedding in L2, ``argmin_v ||x - emb_v||^2 = argmin_v (||emb_v||^2 - 2 
 import jax.numpy as jnp
 import optax
 
+EMB_NORMS = ("none", "l2", "layernorm")
+
+
+def normalize(emb_VxE, kind: str = "none", scale: float = 1.0):
+  """The table as the model reads it (``model.emb_norm``): ``none`` as learned; ``l2`` every row
+  at norm scale * sqrt(E) (CDCD, Dieleman et al. 2022); ``layernorm`` every row at zero mean and
+  standard deviation ``scale``, no affine (Difformer, Gao et al. 2022). Both fix the per-coordinate
+  RMS at ``scale``, so the embedding scale, which otherwise drifts with training and moves the noise
+  schedule's effective signal-to-noise ratio, stays where it is put. A scale of 1/F is Difformer's
+  noise factor F: q(x_t | x0) then sees F times the noise relative to the signal."""
+  if kind == "none":
+    return emb_VxE
+  if kind == "l2":
+    norm = jnp.sqrt(jnp.sum(emb_VxE**2, -1, keepdims=True) + 1e-12)
+    return emb_VxE * (scale * jnp.sqrt(float(emb_VxE.shape[-1])) / norm)
+  if kind == "layernorm":
+    mean = jnp.mean(emb_VxE, -1, keepdims=True)
+    var = jnp.mean((emb_VxE - mean) ** 2, -1, keepdims=True)
+    return (emb_VxE - mean) * (scale / jnp.sqrt(var + 1e-6))
+  raise ValueError(f"unknown emb_norm {kind!r}; choose one of {EMB_NORMS}")
+
+
+def table(params, model_cfg):
+  """The embedding table of a diffusion LM's ``params`` as the model reads it (``model_cfg``'s
+  ``emb_norm`` and ``emb_scale``): every reader of the table (x0, rounding, clamping, guidance,
+  likelihood) goes through this."""
+  return normalize(jnp.asarray(params["embedding"]), model_cfg.emb_norm,
+                   getattr(model_cfg, "emb_scale", 1.0))
+
 
 def embed(emb_VxE, ids_BxL):
   return jnp.take(emb_VxE, ids_BxL, axis=0)

@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion_text import (batching, embeddings, likelihood, mbr, metrics, process, samplers,
+from diffusion_text import (batching, decoding, embeddings, likelihood, mbr, metrics, process,
                             sharding, train)
-from diffusion_text.data import packing, pipeline, tokenizers
+from diffusion_text.data import pipeline, tokenizers
 from diffusion_text.generate import Run
 
 
@@ -37,8 +37,7 @@ def lm_score(teacher: Run, hyps, sources=None, batch_size: int = 64) -> dict:
     raise ValueError("a seq2seq teacher scores hyps given their sources (and an LM teacher none)")
   d, tok = teacher.config.data, teacher.tokenizer
   if sources is not None:
-    packed = [packing.pack(tok.encode(s), tok.encode(h), d.max_len, pipeline.max_src_len(d))
-              for s, h in zip(sources, hyps)]
+    packed = [pipeline.pack(d, tok.encode(s), tok.encode(h)) for s, h in zip(sources, hyps)]
   else:
     packed = [(tok.encode_padded(h, d.max_len), np.ones((d.max_len,), np.int32)) for h in hyps]
   ids = np.stack([p[0] for p in packed])
@@ -144,7 +143,8 @@ def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,
   """Bits per token of packed rows' mask-1 positions under ``run`` (bound or exact NLL)."""
   is_ar = run.config.model.family == "ar"
   fn = jax.jit(lambda p, ids, m, rng: likelihood.nll_terms(
-      run.model, p, ids, m, run.config.model.family, run.diffusion, rng, num_t))
+      run.model, p, ids, m, run.config.model.family, run.diffusion, rng, num_t,
+      run.config.model))
   per_seq = _map_batches(fn, run.params, np.asarray(ids), np.asarray(mask), batch_size, seed)
   result = likelihood.summarize(per_seq)
   result.update(estimator="exact AR NLL" if is_ar else f"ELBO, {num_t} stratified t",
@@ -168,9 +168,9 @@ def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed
   ids = jnp.asarray(np.stack([r["ids"] for r in rows]))
   mask = jnp.asarray(np.stack([r["target_mask"] for r in rows]))
   refs = [[run.decode(r["ids"])] for r in rows]
-  emb, ab, T = run.params["embedding"], run.diffusion.alpha_bar, run.diffusion.num_steps
+  emb = embeddings.table(run.params, run.config.model)
+  ab, T = run.diffusion.alpha_bar, run.diffusion.num_steps
   x0 = embeddings.embed(emb, ids)
-  denoise = lambda z, t, x_sc: run.model.apply({"params": run.params}, z, t, x_sc)
   out = []
   for t0 in t0s:
     if not 1 <= t0 <= T:
@@ -178,9 +178,9 @@ def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed
     grid = np.unique(np.round(np.linspace(t0, 0, steps + 1)).astype(np.int32))[::-1]
     eps = jax.random.normal(jax.random.PRNGKey(seed), x0.shape)
     z = process.q_sample(x0, ab[jnp.full((len(rows),), t0)], eps, mask)
-    x = samplers.sample(denoise, emb, run.diffusion, jax.random.PRNGKey(seed + 1), shape=x0.shape,
-                        sampler=sampler, x_cond_BxLxE=x0, mask_BxL=mask, grid=grid, x_init_BxLxE=z)
-    got = np.asarray(jnp.where(mask > 0, embeddings.round_to_ids(emb, x), ids))
+    got = np.asarray(decoding.decode_ids(run.model, run.params, run.config, run.diffusion,
+                                         jax.random.PRNGKey(seed + 1), ids, mask, sampler=sampler,
+                                         grid=grid, x_init_BxLxE=z))
     hyps = [run.decode(r) for r in got]
     t_B = jnp.full((len(rows),), t0, jnp.int32)
     _, logits = run.model.apply({"params": run.params}, z, t_B, jnp.zeros_like(z), return_logits=True)

@@ -11,7 +11,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from diffusion_text import classifier, denoiser, embeddings, losses, process, samplers
+from diffusion_text import classifier, decoding, denoiser, embeddings, losses, process, samplers
 from diffusion_text.baselines import ar
 
 
@@ -24,6 +24,7 @@ def model_config(config, vocab_size: int) -> denoiser.ModelConfig:
       num_layers=m.num_layers, num_heads=m.num_heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
       emb_init_std=m.emb_init_std, scan_layers=m.scan_layers, dtype=m.dtype,
       self_cond=m.self_cond, absorbing=config.diffusion.absorb_prob > 0, x0_head=m.x0_head,
+      emb_norm=m.emb_norm, emb_scale=m.emb_scale, logits_head=m.logits_head,
       num_labels=num_labels)
 
 
@@ -49,18 +50,21 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic):
                                            deterministic=deterministic,
                                            rngs={"dropout": rng_dropout},
                                            return_logits=d.ce_weight > 0)
+  emb = embeddings.table(params, config.model)
   ids = batch["ids"]
   if d.cond_drop_prob > 0 and not deterministic:  # held-out loss stays the conditional one
     ids = losses.drop_condition(ids, batch["target_mask"], rng_cond, d.cond_drop_prob)
-  t = losses.diffusion_lm_loss(denoise, params["embedding"], ids, batch["target_mask"],
+  t = losses.diffusion_lm_loss(denoise, emb, ids, batch["target_mask"],
                                batch["pad_mask"], diffusion_of(config), rng_loss,
                                loss_on_pad=config.diffusion.loss_on_pad,
+                               pad_weight=1.0 if deterministic else d.pad_weight,
                                self_cond_prob=(config.diffusion.self_cond_prob
                                                if config.model.self_cond else 0.0),
                                ce_weight=d.ce_weight,
                                # the held-out loss is the plain estimate (uniform t, no absorbed
-                               # words: sampling starts from Gaussian noise), so it compares runs
-                               # trained with and without these two training-only levers
+                               # words: sampling starts from Gaussian noise; PAD weighted as words),
+                               # so it compares runs trained with and without these training-only
+                               # levers
                                absorbing_E=params.get("absorbing"),
                                absorb_prob=0.0 if deterministic else d.absorb_prob,
                                t_power=1.0 if deterministic else d.t_power)
@@ -68,6 +72,16 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic):
            "weight": t.weight}
   if d.ce_weight > 0:
     terms["ce"] = t.ce
+  # Instruments: the loss by quarter of t (DiffuSeq's q0..q3), averaged over the examples that
+  # drew that quarter, and the RMS of the target words' embeddings as read (with emb_norm=none it
+  # drifts during training, which moves the schedule's effective signal-to-noise ratio).
+  quarter = jnp.minimum((t.t - 1) * 4 // d.num_steps, 3)
+  for q in range(4):
+    terms[f"loss_q{q}"] = t.total * (quarter == q)
+    terms[f"loss_q{q}_count"] = (quarter == q).astype(jnp.float32)
+  words = ((batch["target_mask"] > 0) & (batch["pad_mask"] == 0)).astype(jnp.float32)
+  sq = jnp.mean(embeddings.embed(emb, batch["ids"]) ** 2, -1)
+  terms["emb_rms"] = jnp.sqrt(jnp.sum(sq * words, -1) / jnp.maximum(jnp.sum(words, -1), 1.0))
   return terms
 
 
@@ -78,13 +92,8 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta):
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL):
-    emb = params["embedding"]
-    denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True)
-    x_cond = embeddings.embed(emb, ids_BxL)
-    x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,
-                         sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
-                         mask_BxL=target_mask_BxL)
-    return jnp.where(target_mask_BxL > 0, embeddings.round_to_ids(emb, x0), ids_BxL)
+    return decoding.decode_ids(model, params, config, diffusion, rng, ids_BxL, target_mask_BxL,
+                               sampler=sampler, steps=steps, clamp=clamp, eta=eta)
 
   return decode
 

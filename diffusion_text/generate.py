@@ -64,8 +64,7 @@ class Run:
   def pack_sources(self, sources: Sequence[str]):
     """(ids, target_mask) sampling inputs for source texts."""
     d = self.config.data
-    packed = [packing.pack_source(self.tokenizer.encode(s), d.max_len, pipeline.max_src_len(d))
-              for s in sources]
+    packed = [pipeline.pack_source(d, self.tokenizer.encode(s)) for s in sources]
     return np.stack([p[0] for p in packed]), np.stack([p[1] for p in packed])
 
   def generate_ids(self, num_samples: Optional[int] = None, *, sources: Optional[Sequence[str]] = None,
@@ -116,10 +115,13 @@ class Run:
 
 # Keys added after runs were first written, with the value that reproduces what older code did.
 _ADDED_KEYS = {
-    "model": {"family": "diffusion", "self_cond": False, "x0_head": "linear"},
+    "model": {"family": "diffusion", "self_cond": False, "x0_head": "linear",
+              "logits_head": "tied", "emb_norm": "none",
+              "emb_scale": 1.0},
     "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "t_power": 1.0, "ce_weight": 0.0,
-                  "cond_drop_prob": 0.0},
-    "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000},
+                  "cond_drop_prob": 0.0, "pad_weight": 1.0},
+    "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000,
+             "target_start": "after_source"},
     "sample": {"beam_alpha": 0.0},
     "eval": {"lm_teacher": "", "nll_t": 0},
     "train": {"skip_nonfinite_steps": False},

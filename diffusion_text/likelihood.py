@@ -89,14 +89,16 @@ def ar_nll_terms(model, params, ids_BxL, target_mask_BxL) -> dict:
 
 
 def nll_terms(model, params, ids_BxL, target_mask_BxL, family: str,
-              diffusion: process.Diffusion, rng, num_t: int) -> dict:
+              diffusion: process.Diffusion, rng, num_t: int, model_cfg=None) -> dict:
   """Per-sequence terms of either family (``diffusion_nll_terms`` or ``ar_nll_terms``) and
-  ``nats``, their total, each (B,)."""
+  ``nats``, their total, each (B,). ``model_cfg`` (``config.model``) says how the embedding table
+  is read (default: as learned)."""
   if family == "ar":
     o = ar_nll_terms(model, params, ids_BxL, target_mask_BxL)
     return {**o, "nats": o["nll"]}
   f = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True)
-  o = diffusion_nll_terms(f, params["embedding"], ids_BxL, target_mask_BxL, diffusion, rng, num_t)
+  emb = params["embedding"] if model_cfg is None else embeddings.table(params, model_cfg)
+  o = diffusion_nll_terms(f, emb, ids_BxL, target_mask_BxL, diffusion, rng, num_t)
   return {**o, "nats": o["decoder"] + o["diffusion"] + o["prior"]}
 
 

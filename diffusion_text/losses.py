@@ -48,6 +48,7 @@ class LossTerms:
   prior: jnp.ndarray
   weight: jnp.ndarray  # 1 for examples with at least one loss position
   ce: jnp.ndarray = 0.0  # -log p(w | x_t) of the denoiser's word logits (0 unless ce_weight > 0)
+  t: jnp.ndarray = 0  # the example's timestep, int32 (B,)
   ce_weight: float = flax.struct.field(pytree_node=False, default=0.0)
 
   @property
@@ -59,19 +60,18 @@ def _masked_mean(v_BxL, mask_BxL):
   return jnp.sum(v_BxL * mask_BxL, -1) / jnp.maximum(jnp.sum(mask_BxL, -1), 1.0)
 
 
-def loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad: bool):
-  """Positions that contribute to the loss, float32 (B, L). ``pad_mask`` is 1 on PAD tokens."""
-  m = target_mask_BxL.astype(jnp.float32)
-  if not loss_on_pad:
-    m = m * (1.0 - pad_mask_BxL.astype(jnp.float32))
-  return m
+def loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad: bool, pad_weight: float = 1.0):
+  """Per-position loss weights, float32 (B, L): target positions, PAD among them weighted by
+  ``pad_weight`` (0 when not ``loss_on_pad``). ``pad_mask`` is 1 on PAD tokens."""
+  pad = pad_mask_BxL.astype(jnp.float32)
+  return target_mask_BxL.astype(jnp.float32) * (1.0 - pad * (1.0 - pad_weight * loss_on_pad))
 
 
 def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, pad_mask_BxL,
                       diffusion: process.Diffusion, rng, *, loss_on_pad: bool = True,
                       self_cond_prob: float = 0.0, absorbing_E=None,
                       absorb_prob: float = 0.0, ce_weight: float = 0.0,
-                      t_power: float = 1.0) -> LossTerms:
+                      t_power: float = 1.0, pad_weight: float = 1.0) -> LossTerms:
   """Monte Carlo estimate (one t per example) of the end-to-end objective.
 
   Args:
@@ -80,6 +80,8 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
     emb_VxE: the embedding table (the loss is differentiated through it).
     ids_BxL: token ids; target_mask_BxL: 1 where positions are noised and predicted;
     pad_mask_BxL: 1 on PAD tokens.
+    pad_weight: with ``loss_on_pad``, the weight of target PAD positions (about two thirds of E2E's
+      target region) in the per-example masked means.
     t_power: timesteps are drawn as ``t = ceil(T u^t_power)``, u ~ U(0, 1]: 1 is uniform (the
       objective's own weighting); below 1 more examples land at high noise, where a sentence's plan
       is made (density of t/T proportional to (t/T)^(1/t_power - 1)). Every t still gets the same
@@ -110,7 +112,7 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
     use_B = jax.random.bernoulli(jax.random.fold_in(rng, 1), self_cond_prob, (B,))
     x_sc = jnp.where(use_B[:, None, None], jax.lax.stop_gradient(first), 0.0)
   x0_hat, logits = _x0_and_logits(denoise_fn(z_t, t_B, x_sc))
-  m = loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad)
+  m = loss_mask(target_mask_BxL, pad_mask_BxL, loss_on_pad, pad_weight)
   mse = _masked_mean(jnp.mean((x0_hat - x0_BxLxE) ** 2, -1), m)
   ce = 0.0
   if ce_weight > 0:
@@ -122,7 +124,7 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
   prior = _masked_mean(jnp.mean(ab[T] * x0_BxLxE**2, -1), m)
   weight = (jnp.sum(m, -1) > 0).astype(jnp.float32)
   return LossTerms(mse=mse, rounding=rounding, prior=prior, weight=weight,
-                   ce=ce * jnp.ones_like(mse), ce_weight=ce_weight)
+                   ce=ce * jnp.ones_like(mse), t=t_B, ce_weight=ce_weight)
 
 
 def null_source(ids_BxL, target_mask_BxL):

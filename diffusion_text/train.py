@@ -21,7 +21,8 @@ import ml_collections
 import optax
 import numpy as np
 
-from diffusion_text import checkpointing, families, generate, likelihood, optim, sharding
+from diffusion_text import (checkpointing, decoding, families, generate, likelihood, optim,
+                            sharding)
 from diffusion_text import train_state as ts
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError, DataError, NumericsError
@@ -97,9 +98,20 @@ def make_nll_step(model, config):
 
   def step(params, batch, rng):
     o = likelihood.nll_terms(model, params, batch["ids"], batch["target_mask"], family, diffusion,
-                             rng, num_t)
+                             rng, num_t, config.model)
     return {"nats": jnp.sum(o["nats"]), "tokens": jnp.sum(o["tokens"])}
   return jax.jit(step)
+
+
+def make_accuracy_step(model, config):
+  """Jitted ``(params, batch, rng) -> {"token_acc_t<t>": (correct, words)}`` of a diffusion LM
+  (``decoding.one_step_accuracy``); None for other families."""
+  if config.model.family != "diffusion":
+    return None
+  diffusion = families.diffusion_of(config)
+  return jax.jit(lambda params, batch, rng: decoding.one_step_accuracy(
+      model, params, config, diffusion, rng, batch["ids"], batch["target_mask"],
+      batch["pad_mask"]))
 
 
 def flatten_config(d, prefix="") -> dict:
@@ -176,11 +188,15 @@ def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> li
 
 
 def _mean_of_sums(acc: list[dict]) -> dict:
-  """Exact averages from per-batch (sum, count) metrics; ``grad_norm`` is averaged per step."""
+  """Exact averages from per-batch (sum, count) metrics; ``grad_norm`` is averaged per step. A term
+  ``K`` with a ``K_count`` companion is averaged over that count (e.g. the examples of one quarter
+  of t) instead of all examples."""
   host = sharding.to_host(acc)  # a no-op for sums already on the host
   tot = {k: float(sum(h[k] for h in host)) for k in host[0]}
   count = max(tot.pop("count"), 1.0)
-  out = {k: v / count for k, v in tot.items() if k not in ("grad_norm", "skipped")}
+  own = {k[:-len("_count")]: tot.pop(k) for k in list(tot) if k.endswith("_count")}
+  out = {k: v / (own[k] if k in own else count) for k, v in tot.items()
+         if k not in ("grad_norm", "skipped") and own.get(k, 1.0) > 0}  # no draw of that t: none
   if "grad_norm" in tot:
     out["grad_norm"] = tot["grad_norm"] / max(len(host) - tot.get("skipped", 0.0), 1.0)
   if "skipped" in tot:
@@ -342,6 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(model, config))
     nll_step = make_nll_step(model, config)
+    acc_step = make_accuracy_step(model, config)
     e = config.eval
     sample_fn = family.make_decoder(model, config, e.sampler, e.sample_steps, e.clamp, 0.0)
     # Logged samples: conditioned on the first held-out sources (seq2seq), else unconditional.
@@ -392,6 +409,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        jax.random.PRNGKey(config.seed + i)) for i, b in enumerate(eval_batches)])
           nats, tokens = (sum(float(x[k]) for x in sums) for k in ("nats", "tokens"))
           eval_metrics["nll_bits_per_token"] = nats / max(tokens, 1.0) / math.log(2)
+        if acc_step is not None:  # one-step token accuracy at high noise, on the first batch
+          b = sharding.global_batch(eval_batches[0], mesh, config.eval.batch_size)
+          for k, (right, words) in sharding.to_host(
+              acc_step(state.ema_params, b, jax.random.PRNGKey(config.seed))).items():
+            eval_metrics[k] = float(right) / max(float(words), 1.0)
         if config.train.skip_nonfinite_steps:
           if not all(np.isfinite(v) for v in eval_metrics.values()):
             logging.warning("non-finite eval metrics at step %d: %s", step, eval_metrics)

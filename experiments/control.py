@@ -27,7 +27,7 @@ import time
 from absl import app, flags, logging
 import numpy as np
 
-from diffusion_text import classifier, control, evaluate, generate, metrics
+from diffusion_text import classifier, control, embeddings, evaluate, generate, metrics
 from diffusion_text.data import pipeline, sources, tokenizers
 from experiments import common
 
@@ -173,7 +173,8 @@ def task_length(lm):
   rows = [control.length_inputs(k, L) for k in lengths for _ in range(n)]
   ids, mask = np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
   want = np.repeat(lengths, n)
-  avoid = control.avoid_tokens_term(lm.params["embedding"], lm.diffusion,
+  avoid = control.avoid_tokens_term(embeddings.table(lm.params, lm.config.model),
+                                    lm.diffusion,
                                     [tokenizers.PAD, tokenizers.EOS], weight=_WEIGHT.value)
   results = {}
   t0 = time.time()

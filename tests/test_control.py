@@ -37,7 +37,10 @@ def _run(guidance, sampler, mask=None, x_cond=None, args=(None,)):
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_zero_weight_term_equals_unguided(sampler):
   g = control.Guidance(terms=(attract(EMB[5], weight=0.0),), num_steps=3, step_size=0.5)
-  np.testing.assert_array_equal(np.asarray(_run(g, sampler)), np.asarray(_run(None, sampler)))
+  # equal up to float rounding: the two are different XLA programs, and on some CPUs (an Intel Xeon
+  # here) their fusions round the DDPM posterior differently, by one ulp
+  np.testing.assert_allclose(np.asarray(_run(g, sampler)), np.asarray(_run(None, sampler)),
+                             rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
@@ -142,7 +145,8 @@ def test_guided_decoder_keeps_infilling_context_tokens():
   from flax import linen as nn
   params = nn.meta.unbox(params)
   run = types.SimpleNamespace(
-      config=types.SimpleNamespace(model=types.SimpleNamespace(family="diffusion"),
+      config=types.SimpleNamespace(model=types.SimpleNamespace(family="diffusion", x0_head="linear",
+                                                               logits_head="tied", emb_norm="none"),
                                    diffusion=types.SimpleNamespace(cond_drop_prob=0.0)),
       diffusion=DIFF, model=model, params=params, workdir="x")
   emb = params["embedding"]

@@ -32,8 +32,11 @@ def test_loss_only_on_target_positions():
   with_pad = losses.diffusion_lm_loss(bad_pad, EMB, IDS, tm, pad, DIFF, jax.random.PRNGKey(3))
   without = losses.diffusion_lm_loss(bad_pad, EMB, IDS, tm, pad, DIFF, jax.random.PRNGKey(3),
                                      loss_on_pad=False)
+  half = losses.diffusion_lm_loss(bad_pad, EMB, IDS, tm, pad, DIFF, jax.random.PRNGKey(3),
+                                  pad_weight=0.5)
   np.testing.assert_allclose(with_pad.mse, 25.0 * 2 / 5, rtol=1e-5)
   np.testing.assert_allclose(without.mse, 0.0, atol=1e-12)
+  np.testing.assert_allclose(half.mse, 25.0 * 2 * 0.5 / (3 + 2 * 0.5), rtol=1e-5)  # weighted mean
 
 
 def test_loss_mask_is_target_times_not_pad():
@@ -41,6 +44,8 @@ def test_loss_mask_is_target_times_not_pad():
   pad = jnp.array([[0, 0, 1, 1]])
   np.testing.assert_array_equal(losses.loss_mask(tm, pad, True), [[0, 1, 1, 1]])
   np.testing.assert_array_equal(losses.loss_mask(tm, pad, False), [[0, 1, 0, 0]])
+  np.testing.assert_array_equal(losses.loss_mask(tm, pad, True, 0.25), [[0, 1, 0.25, 0.25]])
+  np.testing.assert_array_equal(losses.loss_mask(tm, pad, False, 0.25), [[0, 1, 0, 0]])
 
 
 def test_gradient_reaches_embeddings():

@@ -12,29 +12,49 @@ def test_pack_layout_and_round_trip():
   assert packing.unpack(ids) == ([10, 11, 12], [20, 21])
 
 
+def test_fixed_target_start_right_aligns_the_source():
+  ids, mask = packing.pack([10, 11], [20, 21], max_len=10, max_src_len=4, target_start="fixed")
+  np.testing.assert_array_equal(ids, [PAD, PAD, BOS, 10, 11, SEP, 20, 21, EOS, PAD])
+  np.testing.assert_array_equal(mask, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+  assert packing.unpack(ids) == ([10, 11], [20, 21])
+
+
+@pytest.mark.parametrize("n_src", [0, 1, 3, 8, 30])
+def test_fixed_target_start_does_not_move_with_the_source(n_src):
+  """The first target position is max_src_len + 2 for every source length (the lever's point)."""
+  ids, mask = packing.pack(list(range(100, 100 + n_src)), [20, 21, 22], 24, 8, "fixed")
+  assert int(np.argmax(mask)) == 8 + 2 and mask.sum() == 24 - 10
+  assert ids[8 + 1] == SEP and ids[8 + 2] == 20
+
+
+@pytest.mark.parametrize("target_start", packing.TARGET_STARTS)
 @pytest.mark.parametrize("n_src,n_tgt", [(0, 0), (3, 50), (50, 3), (50, 50), (1, 1)])
-def test_truncation_never_drops_the_target(n_src, n_tgt):
+def test_truncation_never_drops_the_target(n_src, n_tgt, target_start):
   L, max_src = 16, 8
   src, tgt = list(range(100, 100 + n_src)), list(range(200, 200 + n_tgt))
-  ids, mask = packing.pack(src, tgt, L, max_src)
+  ids, mask = packing.pack(src, tgt, L, max_src, target_start)
   s, t = packing.unpack(ids)
   assert s == src[:max_src]
-  assert t == tgt[: L - 3 - len(s)]
+  used = max_src if target_start == "fixed" else len(s)
+  assert t == tgt[: L - 3 - used]
   if n_tgt:
     assert len(t) >= 1
-  assert EOS in ids.tolist() and mask.sum() == L - len(s) - 2
+  assert EOS in ids.tolist() and mask.sum() == L - used - 2
 
 
-def test_pack_source_matches_training_layout():
+@pytest.mark.parametrize("target_start", packing.TARGET_STARTS)
+def test_pack_source_matches_training_layout(target_start):
   """At sampling time the source sits where it sat in training, and the target region has its size."""
-  src = list(range(100, 130))
-  train_ids, train_mask = packing.pack(src, [5, 6, 7], 40, 12)
-  ids, mask = packing.pack_source(src, 40, 12)
-  np.testing.assert_array_equal(mask, train_mask)
-  np.testing.assert_array_equal(ids[mask == 0], train_ids[train_mask == 0])
-  assert np.all(ids[mask == 1] == PAD)
+  for src in (list(range(100, 130)), [100, 101]):
+    train_ids, train_mask = packing.pack(src, [5, 6, 7], 40, 12, target_start)
+    ids, mask = packing.pack_source(src, 40, 12, target_start)
+    np.testing.assert_array_equal(mask, train_mask)
+    np.testing.assert_array_equal(ids[mask == 0], train_ids[train_mask == 0])
+    assert np.all(ids[mask == 1] == PAD)
 
 
-def test_bad_max_src_len():
+def test_bad_max_src_len_and_layout():
   with pytest.raises(ValueError, match="max_src_len"):
     packing.pack([1], [2], 8, 5)
+  with pytest.raises(ValueError, match="target_start"):
+    packing.pack([1], [2], 8, 2, "middle")

@@ -1,16 +1,22 @@
 """Packing (source, target) pairs into one sequence for partial-noising seq2seq (DiffuSeq).
 
-Layout of a packed sequence of length L::
+Two layouts of a packed sequence of length L (``target_start``)::
 
-    [BOS] source [SEP] target [EOS] PAD ... PAD
-          |<- max_src_len ->|     |<--- target region: target_mask = 1 --->|
+    after_source:  [BOS] source [SEP] target [EOS] PAD ... PAD
+    fixed:         PAD .. PAD [BOS] source [SEP] target [EOS] PAD ... PAD
+                   |<---- max_src_len + 2 ---->|<------ target region ------>|
+
+In ``after_source`` (DiffuSeq's) the target region starts right after the source, so where word k of
+the output sits shifts with the source's length (over about 25 positions on E2E): at high noise the
+denoiser must first find SEP before it can name word k. ``fixed`` right-aligns the source before SEP,
+so SEP always sits at ``max_src_len + 1`` and the target always starts at ``max_src_len + 2``, as an
+autoregressive decoder's first target position does.
 
 The source is truncated to ``max_src_len`` tokens (the same rule at training and sampling time, so the
-target region a model learned to fill has the same size when it generates); the target gets the rest,
-``L - 3 - len(source)`` tokens, so it is never dropped entirely. The target region runs from after SEP
-to the end: the model predicts PAD there for unused positions, which is how output length is chosen.
-An unconditional example is the special case with no source: ``[BOS] text [EOS] PAD...`` and
-``target_mask`` all ones.
+target region a model learned to fill has the same size when it generates). The target region runs
+from after SEP to the end: the model predicts PAD there for unused positions, which is how output
+length is chosen. An unconditional example is the special case with no source: ``[BOS] text [EOS]
+PAD...`` and ``target_mask`` all ones.
 """
 from typing import Sequence
 
@@ -18,33 +24,41 @@ import numpy as np
 
 from diffusion_text.data.tokenizers import BOS, EOS, PAD, SEP
 
+TARGET_STARTS = ("after_source", "fixed")
 
-def pack(src_ids: Sequence[int], tgt_ids: Sequence[int], max_len: int, max_src_len: int):
+
+def pack(src_ids: Sequence[int], tgt_ids: Sequence[int], max_len: int, max_src_len: int,
+         target_start: str = "after_source"):
   """Returns (ids, target_mask), int32 arrays of shape (max_len,)."""
   if not 1 <= max_src_len <= max_len - 4:
     raise ValueError(f"max_src_len must be in [1, max_len - 4 = {max_len - 4}], got {max_src_len}")
+  if target_start not in TARGET_STARTS:
+    raise ValueError(f"unknown target_start {target_start!r}; choose one of {TARGET_STARTS}")
   src = list(src_ids)[:max_src_len]
-  tgt = list(tgt_ids)[: max_len - 3 - len(src)]
+  offset = max_src_len - len(src) if target_start == "fixed" else 0  # left PAD before BOS
+  tgt = list(tgt_ids)[: max_len - 3 - len(src) - offset]
   seq = [BOS] + src + [SEP] + tgt + [EOS]
   ids = np.full((max_len,), PAD, np.int32)
-  ids[: len(seq)] = seq
+  ids[offset: offset + len(seq)] = seq
   mask = np.zeros((max_len,), np.int32)
-  mask[len(src) + 2:] = 1
+  mask[offset + len(src) + 2:] = 1
   return ids, mask
 
 
-def pack_source(src_ids: Sequence[int], max_len: int, max_src_len: int):
+def pack_source(src_ids: Sequence[int], max_len: int, max_src_len: int,
+                target_start: str = "after_source"):
   """A sampling input: the packed source with an all-PAD target region (its values are noised)."""
-  ids, mask = pack(src_ids, [], max_len, max_src_len)
+  ids, mask = pack(src_ids, [], max_len, max_src_len, target_start)
   ids[mask == 1] = PAD
   return ids, mask
 
 
 def unpack(ids: Sequence[int]):
-  """(source ids, target ids) of a packed sequence; the target stops at its first EOS."""
+  """(source ids, target ids) of a packed sequence of either layout; the target stops at its
+  first EOS."""
   ids = list(np.asarray(ids).tolist())
   sep = ids.index(SEP) if SEP in ids else 0
-  src = [i for i in ids[1:sep] if i != PAD]
+  src = [i for i in ids[:sep] if i not in (PAD, BOS)]
   tgt = []
   for i in ids[sep + 1:]:
     if i == EOS:

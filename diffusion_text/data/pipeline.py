@@ -76,7 +76,8 @@ def length_report(source, tok: tokenizers.Tokenizer, data_cfg, limit: Optional[i
     if data_cfg.task == "seq2seq":
       src = len(tok.encode(_text(r["src"])))
       out["source_truncated"] += src > src_len
-      room = data_cfg.max_len - min(src, src_len) - 3  # BOS, SEP, EOS
+      used = src_len if data_cfg.target_start == "fixed" else min(src, src_len)
+      room = data_cfg.max_len - used - 3  # BOS, SEP, EOS
     else:
       room = data_cfg.max_len - 2
     out["target_truncated"] += tgt > room
@@ -123,6 +124,18 @@ def max_src_len(data_cfg) -> int:
   return data_cfg.max_src_len or data_cfg.max_len // 2
 
 
+def pack(data_cfg, src_ids, tgt_ids):
+  """(ids, target_mask) of a seq2seq pair under the run's layout (``packing.pack``)."""
+  return packing.pack(src_ids, tgt_ids, data_cfg.max_len, max_src_len(data_cfg),
+                      data_cfg.target_start)
+
+
+def pack_source(data_cfg, src_ids):
+  """A sampling input for a source under the run's layout (``packing.pack_source``)."""
+  return packing.pack_source(src_ids, data_cfg.max_len, max_src_len(data_cfg),
+                             data_cfg.target_start)
+
+
 def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
   """record -> example: the whole text for ``task='lm'``, packed (src, tgt) for ``'seq2seq'``."""
   max_len = data_cfg.max_len
@@ -131,8 +144,8 @@ def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
 
   def encode(record) -> dict:
     if seq2seq:
-      ids, target_mask = packing.pack(tok.encode(_text(record["src"])),
-                                      tok.encode(_text(record["tgt"])), max_len, src_len)
+      ids, target_mask = pack(data_cfg, tok.encode(_text(record["src"])),
+                              tok.encode(_text(record["tgt"])))
     else:
       ids = tok.encode_padded(_text(record["tgt"]), max_len)
       target_mask = np.ones((max_len,), np.int32)
