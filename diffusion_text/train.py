@@ -142,21 +142,45 @@ def _write_atomic(path: str, text: str) -> None:
 
 
 class MetricsLog:
-  """Appends JSON lines; on resume, drops lines from steps after the restored checkpoint."""
+  """Appends JSON lines, each with one ``write`` call on an O_APPEND descriptor (a line lands whole
+  or, if the process dies inside the call, as a torn last line); on resume, drops lines from steps
+  after the restored checkpoint, and a torn last line with a warning."""
 
   def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
     self.path = os.path.join(workdir, METRICS_FILE)
     self.enabled = enabled
     if enabled and os.path.exists(self.path):
-      with open(self.path) as f:
-        keep = [l for l in f if l.strip() and json.loads(l).get("step", 0) <= resume_step]
+      keep = [l for l in read_metrics_lines(self.path)
+              if json.loads(l).get("step", 0) <= resume_step]
       _write_atomic(self.path, "".join(keep))
 
   def write(self, step: int, **values) -> None:
     if not self.enabled:
       return
-    with open(self.path, "a") as f:
-      f.write(json.dumps({"step": int(step), "time": round(time.time(), 3), **values}) + "\n")
+    line = json.dumps({"step": int(step), "time": round(time.time(), 3), **values}) + "\n"
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      os.write(fd, line.encode())
+    finally:
+      os.close(fd)
+
+
+def read_metrics_lines(path: str) -> list[str]:
+  """The JSON lines of a metrics file. A last line that does not parse (the process was killed
+  while writing it) is dropped with a warning; a bad line before it is a CheckpointError naming it."""
+  with open(path) as f:
+    lines = [l if l.endswith("\n") else l + "\n" for l in f if l.strip()]
+  good = []
+  for n, line in enumerate(lines, 1):
+    try:
+      json.loads(line)
+    except json.JSONDecodeError as e:
+      if n == len(lines):
+        logging.warning("%s: dropping a torn last line (%d): %s", path, n, line[:80].strip())
+        break
+      raise CheckpointError(f"{path}:{n}: not a JSON line ({e})") from e
+    good.append(line)
+  return good
 
 
 def _fmt(scalars: dict) -> str:

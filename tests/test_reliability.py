@@ -212,3 +212,20 @@ def test_checkpoint_save_error_is_translated(tmp_path, monkeypatch):
   with pytest.raises(CheckpointError, match=r"cannot write checkpoint 7 .*No space left"):
     ck.save(7, {"w": np.zeros(2)}, {"next_batch": 7}, force=True)
   ck.close()
+
+
+def test_metrics_log_tolerates_a_torn_last_line(tmp_path, caplog):
+  """A process killed while appending leaves a torn last line: resume drops it with a warning and
+  keeps every whole line up to the restored step; a bad line before the last is refused."""
+  from diffusion_text import train
+  path = tmp_path / train.METRICS_FILE
+  whole = [json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3)]
+  path.write_text("".join(whole) + '{"step": 4, "x"')
+  log = train.MetricsLog(str(tmp_path), resume_step=2)
+  assert path.read_text() == "".join(whole[:2])
+  assert "torn last line" in caplog.text
+  log.write(3, x=3.0)
+  assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [1, 2, 3]
+  path.write_text(whole[0] + "garbage\n" + whole[1])
+  with pytest.raises(CheckpointError, match=r"metrics.jsonl:2"):
+    train.MetricsLog(str(tmp_path), resume_step=5)
