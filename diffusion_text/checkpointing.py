@@ -11,6 +11,8 @@ import orbax.checkpoint as ocp
 
 from diffusion_text.errors import CheckpointError
 
+QUARANTINE_DIR = "unreadable_checkpoints"  # beside checkpoints/, in the run directory
+
 
 class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 3, save_every_steps: int = 1,
@@ -84,7 +86,7 @@ class Checkpointer:
   def quarantine(self, step: int) -> str:
     """Moves an unreadable checkpoint out of the way (never deletes it); returns its new path."""
     src = os.path.join(self.directory, str(step))
-    dst_dir = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints")
+    dst_dir = os.path.join(os.path.dirname(self.directory), QUARANTINE_DIR)
     os.makedirs(dst_dir, exist_ok=True)
     dst = os.path.join(dst_dir, f"{step}.{int(time.time())}")
     os.replace(src, dst)

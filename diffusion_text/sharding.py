@@ -90,6 +90,14 @@ def replicated(mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def check_batch(mesh, name: str, rows: int) -> None:
+  """A batch of ``rows`` must split evenly over the mesh's batch axes (``name`` = its config key)."""
+  shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
+  if rows % shards:
+    raise ConfigError(f"{name}={rows} does not divide over the mesh's {shards} data-parallel "
+                      f"shards (mesh {dict(mesh.shape)}); use a multiple of {shards}")
+
+
 def process_rows(mesh, global_rows: int) -> slice:
   """The rows of a global batch that live on this process's devices, as one contiguous slice.
 

@@ -21,13 +21,14 @@ import ml_collections
 import optax
 import numpy as np
 
-from diffusion_text import (checkpointing, decoding, families, generate, likelihood, optim,
+from diffusion_text import (checkpointing, decoding, families, generate, likelihood, optim, runs,
                             sharding)
 from diffusion_text import train_state as ts
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError, DataError, NumericsError
 
 METRICS_FILE = "metrics.jsonl"
+REWOUND_FILE = "metrics.rewound.jsonl"  # lines of steps a resumed run redid
 # Keys that may differ between the saved and the requested config when resuming.
 RESUMABLE_KEYS = ("train.num_train_steps", "train.log_every_steps", "train.eval_every_steps",
                   "train.checkpoint_every_steps", "train.keep_checkpoints", "data.source_dir",
@@ -143,15 +144,21 @@ def _write_atomic(path: str, text: str) -> None:
 
 class MetricsLog:
   """Appends JSON lines, each with one ``write`` call on an O_APPEND descriptor (a line lands whole
-  or, if the process dies inside the call, as a torn last line); on resume, drops lines from steps
-  after the restored checkpoint, and a torn last line with a warning."""
+  or, if the process dies inside the call, as a torn last line); on resume, moves lines from steps
+  after the restored checkpoint to ``REWOUND_FILE`` and drops a torn last line with a warning."""
 
   def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
     self.path = os.path.join(workdir, METRICS_FILE)
     self.enabled = enabled
     if enabled and os.path.exists(self.path):
-      keep = [l for l in read_metrics_lines(self.path)
-              if json.loads(l).get("step", 0) <= resume_step]
+      lines = read_metrics_lines(self.path)
+      keep = [l for l in lines if json.loads(l).get("step", 0) <= resume_step]
+      if len(keep) < len(lines):  # steps the resumed run redoes: kept aside, never deleted
+        dropped = os.path.join(workdir, REWOUND_FILE)
+        with open(dropped, "a") as f:
+          f.write("".join(l for l in lines if json.loads(l).get("step", 0) > resume_step))
+        logging.warning("%s: %d lines after step %d, which the run redoes, moved to %s",
+                        self.path, len(lines) - len(keep), resume_step, dropped)
       _write_atomic(self.path, "".join(keep))
 
   def write(self, step: int, **values) -> None:
@@ -246,22 +253,30 @@ def evaluate(eval_step, params, eval_batches, mesh, seed: int, global_rows: int)
 
 
 class _Preemption:
-  """SIGTERM sets a flag; the loop checkpoints after the current step and returns cleanly."""
+  """SIGTERM or a first Ctrl-C (SIGINT) sets a flag; the loop checkpoints after the current step and
+  returns cleanly. A second Ctrl-C aborts at once (KeyboardInterrupt)."""
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.requested = None  # the signal's name once one arrived
+    self._previous = {}
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
+    del frame
+    if signum == signal.SIGINT and self.requested:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+      raise KeyboardInterrupt
+    self.requested = signal.Signals(signum).name
+    if signum == signal.SIGINT:
+      logging.warning("Ctrl-C: checkpointing after this step and stopping (Ctrl-C again aborts "
+                      "without a checkpoint)")
 
   def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-      self._previous = None
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous = {}
 
 
 RESUME_MODES = ("latest", "latest_valid")
@@ -286,24 +301,52 @@ def _restore(ckpt, restore_step, resume: str):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_at_step: Optional[int] = None, resume: str = "latest",
-                       allow_config_change: bool = False) -> dict:
+                       allow_config_change: bool = False, restart: bool = False) -> dict:
   """Trains (or resumes) the run in ``workdir``; returns the final eval metrics.
 
+  One process writes a run directory at a time (``runs.WorkdirLock``), and a directory holding a
+  run's history is never truncated: with no checkpoint to resume from it is refused unless
+  ``restart``.
+
   Args:
-    stop_at_step: checkpoint and return at this step, as a time-boxed job would (SIGTERM does the
-      same at the end of the current step); running again resumes the same run.
+    stop_at_step: checkpoint and return at this step, as a time-boxed job would (SIGTERM or Ctrl-C
+      does the same at the end of the current step); running again resumes the same run.
     resume: ``latest`` restores the newest checkpoint or fails naming it; ``latest_valid`` falls back
       to the newest checkpoint that can be read.
     allow_config_change: resume even if the requested config differs from the saved one in keys
       that define the run (the saved config is replaced; the change is logged in metrics.jsonl).
+    restart: move the run's files into ``workdir/previous-<UTC time>/`` and start a new run there.
   """
+  with contextlib.ExitStack() as held:
+    return _train_and_evaluate(config, workdir, held, stop_at_step=stop_at_step, resume=resume,
+                               allow_config_change=allow_config_change, restart=restart)
+
+
+def _has_checkpoints(ckpt_dir: str) -> bool:
+  return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+
+
+def _history_step(workdir: str) -> int:
+  """The last step ``metrics.jsonl`` records (0 if none)."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return 0
+  return max((json.loads(l).get("step", 0) for l in read_metrics_lines(path)), default=0)
+
+
+def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_step, resume,
+                        allow_config_change, restart) -> dict:
   if resume not in RESUME_MODES:
     raise CheckpointError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise CheckpointError(f"--workdir {workdir} exists and is not a directory")
   is_main = jax.process_index() == 0
   config_path = os.path.join(workdir, generate.CONFIG_FILE)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   changed = []
-  if os.path.exists(config_path):
+  if restart:
+    pass  # the old run's files are moved aside below, its config with them
+  elif os.path.exists(config_path):
     saved = generate.load_config(workdir).to_dict()
     diff = config_differences(saved, config.to_dict())
     if diff and not allow_config_change:
@@ -312,7 +355,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                             "(or --allow_config_change)")
     # resumable changes too (e.g. a new num_train_steps): config.json always says what now runs
     changed = config_differences(saved, config.to_dict(), include_resumable=True)
-  elif os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+  elif _has_checkpoints(ckpt_dir):
     raise CheckpointError(f"{workdir} has checkpoints but no {generate.CONFIG_FILE}")
 
   # Everything that can fail on bad input happens before the workdir is written to.
@@ -320,7 +363,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if "train" not in sources:
     raise DataError(f"dataset {config.data.dataset} has no train split (have {sorted(sources)})")
   mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(mesh, "train.batch_size", config.train.batch_size)
+  sharding.check_batch(mesh, "eval.batch_size", config.eval.batch_size)
   rules = sharding.axis_rules(config)
+  if is_main:
+    held.enter_context(runs.WorkdirLock(workdir))
+    if restart and any(n != runs.LOCK_FILE and not n.startswith(runs.PREVIOUS_PREFIX)
+                       for n in os.listdir(workdir)):
+      logging.warning("--restart: moved the previous run's files to %s", runs.move_aside(workdir))
+  if restart and jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("restart: files moved aside")
+  # With no checkpoint, a history that reaches a checkpoint step (or quarantined checkpoints)
+  # means the run's checkpoints are gone: starting over would erase it. A history that stops before
+  # the first checkpoint is recomputed exactly by a fresh start (its lines go to metrics.rewound).
+  quarantined = os.path.join(workdir, checkpointing.QUARANTINE_DIR)
+  if not restart and not _has_checkpoints(ckpt_dir) and (
+      _history_step(workdir) >= config.train.checkpoint_every_steps
+      or (os.path.isdir(quarantined) and os.listdir(quarantined))):
+    raise CheckpointError(
+        f"{workdir} holds the history of a run up to step {_history_step(workdir)} "
+        f"({METRICS_FILE}) but no checkpoint to resume from; --restart moves its files to "
+        f"{workdir}/{runs.PREVIOUS_PREFIX}<time>/ and starts over")
   os.makedirs(workdir, exist_ok=True)
   if is_main and (changed or not os.path.exists(config_path)):
     _write_atomic(config_path, config.to_json(indent=2))
@@ -409,7 +473,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       # several processes the flag is agreed at log steps only (a collective each step would make
       # the host wait for every step and lose async dispatch); one process checks every step.
       agree_now = jax.process_count() == 1 or step % config.train.log_every_steps == 0
-      stopping = step == stop_at_step or (agree_now and sharding.any_process(preemption.requested))
+      stopping = step == stop_at_step or (
+          agree_now and sharding.any_process(bool(preemption.requested)))
       if step % config.train.log_every_steps == 0 or is_last or stopping or (
           step % config.train.checkpoint_every_steps == 0):
         ckpt.check()  # a failed async save (disk full, ...) stops the run here, not silently
@@ -456,7 +521,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         ckpt.save(step, state, data_iter.get_state(), force=is_last or stopping)
       if stopping:
         ckpt.wait()
-        why = "SIGTERM received" if preemption.requested else "stop_at_step reached"
+        why = (f"{preemption.requested} received" if preemption.requested
+               else "stop_at_step reached")
         logging.info("%s: checkpoint of step %d saved in %s; run again to resume", why, step,
                      workdir)
         break

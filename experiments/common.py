@@ -56,6 +56,10 @@ def run_main(fn, *args):
     logging.flush()
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:  # a second Ctrl-C during training, or one anywhere else
+    logging.flush()
+    print("error: interrupted (Ctrl-C)", file=sys.stderr)
+    sys.exit(130)
 
 
 def main_for(fn):

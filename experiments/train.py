@@ -23,6 +23,9 @@ _RESUME = flags.DEFINE_enum("resume", "latest", ["latest", "latest_valid"],
                             "latest: newest checkpoint or fail; latest_valid: newest readable one.")
 _ALLOW = flags.DEFINE_bool("allow_config_change", False,
                            "Resume although the config differs from the run's saved config.")
+_RESTART = flags.DEFINE_bool(
+    "restart", False, "Start over in a --workdir that holds a run: its files are moved to "
+    "WORKDIR/previous-<UTC time>/, never deleted.")
 _DIST = flags.DEFINE_enum(
     "distributed", "off", ["off", "auto"],
     "auto: jax.distributed.initialize() detects the cluster (TPU pod, SLURM).")
@@ -39,7 +42,7 @@ def run():
                          num_processes=_NPROC.value, process_id=_PID.value)
   train.train_and_evaluate(common.validated(_CONFIG.value), _WORKDIR.value,
                            stop_at_step=_STOP.value, resume=_RESUME.value,
-                           allow_config_change=_ALLOW.value)
+                           allow_config_change=_ALLOW.value, restart=_RESTART.value)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def _cfg(**overrides):
   return c
 
 
-def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tfds_dir):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tfds_dir, sig):
+  """SIGTERM, or a first Ctrl-C, checkpoints the current step and exits 0."""
   require_e2e()
   w = str(tmp_path / "term")
   cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py", "--workdir", w,
@@ -41,10 +43,10 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tfds_dir):
   deadline = time.time() + 240
   while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
     time.sleep(0.5)
-  p.send_signal(signal.SIGTERM)
+  p.send_signal(sig)
   _, err = p.communicate(timeout=120)
   assert p.returncode == 0, err[-2000:]
-  assert "SIGTERM received" in err
+  assert f"{sig.name} received" in err and "Traceback" not in err
   run = generate.load_run(w)
   last = json.loads(open(metrics).read().splitlines()[-1])["step"]
   assert run.step == last >= 1
@@ -224,8 +226,88 @@ def test_metrics_log_tolerates_a_torn_last_line(tmp_path, caplog):
   log = train.MetricsLog(str(tmp_path), resume_step=2)
   assert path.read_text() == "".join(whole[:2])
   assert "torn last line" in caplog.text
+  assert (tmp_path / train.REWOUND_FILE).read_text() == whole[2]  # redone steps: kept aside
   log.write(3, x=3.0)
   assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [1, 2, 3]
   path.write_text(whole[0] + "garbage\n" + whole[1])
   with pytest.raises(CheckpointError, match=r"metrics.jsonl:2"):
     train.MetricsLog(str(tmp_path), resume_step=5)
+
+
+def test_one_writer_per_run_directory(tmp_path, caplog):
+  """A live holder of the lock makes a second writer fail naming it; a lock file left by a dead
+  process (unlocked but not emptied) is taken over with a warning; a clean release leaves none."""
+  from diffusion_text import runs
+  w = str(tmp_path / "run")
+  with runs.WorkdirLock(w):
+    with pytest.raises(runs.WorkdirBusyError, match=rf"pid {os.getpid()} on "):
+      runs.WorkdirLock(w).acquire()
+    with pytest.raises(runs.WorkdirBusyError, match="in use by"):
+      train.train_and_evaluate(_cfg(), w)
+    assert sorted(os.listdir(w)) == [runs.LOCK_FILE]  # refused before writing anything
+  assert open(os.path.join(w, runs.LOCK_FILE)).read() == ""
+  with runs.WorkdirLock(w):
+    pass
+  assert "taking over" not in caplog.text
+  with open(os.path.join(w, runs.LOCK_FILE), "w") as f:  # what a SIGKILLed holder leaves
+    f.write(json.dumps({"pid": 999999, "host": "h", "started": "t"}))
+  with runs.WorkdirLock(w):
+    assert "taking over" in caplog.text and "pid 999999 on h" in caplog.text
+
+
+def test_two_training_commands_on_one_workdir(tmp_path, tfds_dir):
+  """The second of two identical training commands exits non-zero with one line naming the
+  first, and the first run's history is intact."""
+  require_e2e()
+  w = str(tmp_path / "two")
+  cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py", "--workdir", w,
+         "--config.train.num_train_steps=100000", "--config.train.log_every_steps=1",
+         "--config.eval.num_samples=0", "--config.train.eval_every_steps=100000"]
+  first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    metrics = os.path.join(w, "metrics.jsonl")
+    deadline = time.time() + 240
+    while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics)):
+      time.sleep(0.5)
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f"error: {w} is in use by pid {first.pid} on ")
+    steps = [json.loads(l)["step"] for l in open(metrics)]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))
+  finally:
+    first.terminate()
+    first.wait(timeout=120)
+
+
+def test_history_is_never_truncated(tmp_path, tfds_dir):
+  """With its checkpoints gone, a run directory's history is refused rather than started over;
+  --restart moves the old files aside and starts a new run."""
+  require_e2e()
+  import shutil
+  w = str(tmp_path / "hist")
+  cfg = _cfg(**{"eval.num_samples": 0})
+  train.train_and_evaluate(cfg, w)
+  metrics = os.path.join(w, "metrics.jsonl")
+  before = open(metrics).read()
+  shutil.rmtree(os.path.join(w, "checkpoints"))  # as if every checkpoint had been moved aside
+  with pytest.raises(CheckpointError, match=r"history of a run up to step 6 .*--restart"):
+    train.train_and_evaluate(cfg, w)
+  assert open(metrics).read() == before
+  train.train_and_evaluate(cfg, w, restart=True)
+  (previous,) = [d for d in os.listdir(w) if d.startswith("previous-")]
+  assert open(os.path.join(w, previous, "metrics.jsonl")).read() == before
+  assert os.path.exists(os.path.join(w, previous, "config.json"))
+  assert generate.load_run(w).step == 6
+
+
+def test_bad_batch_split_is_refused_before_anything_is_written(tmp_path, tfds_dir):
+  """A batch that does not divide over the devices fails before the workdir exists, so the
+  corrected command is not refused as a config change."""
+  from diffusion_text.errors import ConfigError
+  require_e2e()
+  w = str(tmp_path / "batch")
+  n = jax.device_count()
+  with pytest.raises(ConfigError, match=rf"train.batch_size={n + 1} does not divide"):
+    train.train_and_evaluate(_cfg(**{"train.batch_size": n + 1}), w)
+  assert not os.path.exists(w)
