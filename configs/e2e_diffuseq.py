@@ -16,7 +16,7 @@ fixed position, ``data.target_start=fixed``). Best measured recipe, distilled fr
         --config.data.source_dir=runs/data
 
 dev BLEU (first 200 MRs, DDPM 200): 23.6 (DPM-Solver++ 20: 21.9). Earlier runs of these variants, before
-``target_start=fixed``: README "Results".
+``target_start=fixed``: docs/results.md.
 """
 from configs import common
 

@@ -7,15 +7,14 @@ vocabulary of words seen >= 10 times (855 entries here; the paper reports 821).
     python -m experiments.train --config configs/e2e_diffusion_lm.py --workdir runs/e2e_paper
 
 CPU variant (``:cpu``): same objective, data, schedule, T, E and L; a 4-layer width-128 denoiser and a
-higher learning rate so that the 2-core CPU sees useful samples within an hour.
+higher learning rate.
 
     python -m experiments.train --config configs/e2e_diffusion_lm.py:cpu --workdir runs/e2e_cpu
 
-Measured on the 2-core CPU (AMD EPYC Zen 3, float32), ``:cpu``, full E2E train split (42,061
+Measured on a 2-core AMD EPYC CPU (Zen 3, float32), ``:cpu``, full E2E train split (42,061
 sentences): 951k parameters, 6,000 steps in 4,779 s (2.1-2.2 steps/s = 8,900 tokens/s when alone;
-other jobs shared the cores for part of the run), eval loss 0.295 at step 500 -> 0.173 at 6,000
-(mse 0.159, rounding 0.014), still falling. Samples use the E2E vocabulary and local phrases but are not
-fluent yet (README "Results").
+other jobs shared the cores for part of the run); eval loss 0.173 (mse 0.159, rounding 0.014).
+Samples and the loss curve: docs/results.md.
 """
 from configs import common
 

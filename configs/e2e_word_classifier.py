@@ -2,25 +2,21 @@ r"""Word classifier on the noisy embeddings of an E2E Diffusion-LM (classifier g
 
 Names the clean word at every position from x_t at any noise level (t uniform in {0..T}); reads the
 frozen EMA embedding table, noise schedule and tokenizer of the diffusion run named by
-``classifier.base_run``. Semantic-content control then ascends ``log p(value words present | x_t)``
-(``classifier.py``). A 2-layer width-128 trunk (the denoiser's):
+``classifier.base_run``, an unconditional E2E run (``configs/e2e_diffusion_lm.py``; its data
+settings, same dataset and max_len 64, are repeated here). A 2-layer width-128 trunk:
 
     python -m experiments.train --config configs/e2e_word_classifier.py \
         --config.classifier.base_run=runs/e2e_cpu --workdir runs/e2e_word_clf
     python -m experiments.control --task accuracy --classifier runs/e2e_word_clf
 
-Measured (third session, base run ``runs/e2e_cpu``): 800 steps in 531 s sharing the cores with a
-training run (1.8-2.1 steps/s); eval per-position accuracy 0.787 (all t); on 512 dev sentences the
-clean word is named at 99.6% of positions at t=0, 88.9% at t=500, 76.7% at t=1000, 62.4% at t=2000.
-Semantic control with it (fifth session; term weight chosen on the train MRs' field values with
-``--split train``, README "Controllable generation"): 82.5% of samples contain the asked-for value on
-the 20 most frequent dev values (9.4% unguided; 78.8% at the default weight 1):
+Measured on a 2-core AMD EPYC CPU, base run ``runs/e2e_cpu``: 800 steps in 531 s sharing the cores
+with a training run (1.8-2.1 steps/s); eval per-position accuracy 0.787 (all t); on 512 dev sentences
+the clean word is named at 99.6% of positions at t=0, 88.9% at t=500, 76.7% at t=1000, 62.4% at
+t=2000. Semantic control with it at term weight 4: 82.5% of samples contain the asked-for value on
+the 20 most frequent dev values (9.4% unguided; 78.8% at the default weight 1; docs/control.md):
 
     python -m experiments.control --task semantic --lm runs/e2e_cpu \
         --classifier runs/e2e_word_clf --weight 4 --out runs/e2e_cpu/control/dev_w4
-
-The base run must be an unconditional E2E run (``configs/e2e_diffusion_lm.py``); its data settings are
-repeated here (same dataset, max_len 64) because a classifier judges the layout the LM generates.
 """
 from configs import common
 
