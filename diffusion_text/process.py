@@ -78,10 +78,6 @@ def eps_from_x0(x_t, x0, ab_t):
   return (x_t - jnp.sqrt(ab_t) * x0) / jnp.sqrt(1.0 - ab_t)
 
 
-def x0_from_eps(x_t, eps, ab_t):
-  return (x_t - jnp.sqrt(1.0 - ab_t) * eps) / jnp.sqrt(ab_t)
-
-
 def timestep_grid(num_train_steps: int, num_sample_steps: int) -> np.ndarray:
   """Decreasing integer timesteps ``[t_K, ..., t_1, 0]`` with ``t_K = T``: K sampler steps.
 

@@ -19,6 +19,16 @@ LOCK_FILE = "run.lock"
 PREVIOUS_PREFIX = "previous-"
 
 
+def write_atomic(path: str, text: str) -> None:
+  """Writes ``path`` through a temporary file in the same folder and a rename, so a reader (or a
+  process killed mid-write) never leaves or sees a half-written file."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
 class WorkdirBusyError(UserError):
   """Another live process holds the run directory."""
 

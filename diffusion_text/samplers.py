@@ -125,9 +125,3 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
   (x_0, _, _), _ = jax.lax.scan(body, init, (ts, ss, keys, has_prev))
   return x_0
 
-
-def grid_alpha_bars(diffusion: process.Diffusion, steps: int) -> np.ndarray:
-  """(t, s, alpha_bar_t, alpha_bar_s) rows of the grid a sampler with ``steps`` steps walks."""
-  grid = process.timestep_grid(diffusion.num_steps, steps)
-  ab = diffusion.alpha_bar_np
-  return np.stack([grid[:-1], grid[1:], ab[grid[:-1]], ab[grid[1:]]], axis=1)

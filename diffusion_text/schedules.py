@@ -42,7 +42,3 @@ def alpha_bar(name: str, num_steps: int) -> np.ndarray:
   """``alpha_bar[t]`` for t = 0..T, shape (T+1,), float64, ``alpha_bar[0] == 1``, decreasing."""
   return np.concatenate([[1.0], np.cumprod(1.0 - betas(name, num_steps))])
 
-
-def log_snr(alpha_bar_t):
-  """log(alpha_bar / (1 - alpha_bar)): the log signal-to-noise ratio."""
-  return np.log(alpha_bar_t) - np.log1p(-alpha_bar_t)

@@ -135,13 +135,6 @@ def config_differences(saved: dict, requested: dict, include_resumable: bool = F
       k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS))]
 
 
-def _write_atomic(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 class MetricsLog:
   """Appends JSON lines, each with one ``write`` call on an O_APPEND descriptor (a line lands whole
   or, if the process dies inside the call, as a torn last line); on resume, moves lines from steps
@@ -159,7 +152,7 @@ class MetricsLog:
           f.write("".join(l for l in lines if json.loads(l).get("step", 0) > resume_step))
         logging.warning("%s: %d lines after step %d, which the run redoes, moved to %s",
                         self.path, len(lines) - len(keep), resume_step, dropped)
-      _write_atomic(self.path, "".join(keep))
+      runs.write_atomic(self.path, "".join(keep))
 
   def write(self, step: int, **values) -> None:
     if not self.enabled:
@@ -211,7 +204,7 @@ def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> li
       path = os.path.join(workdir, f"nonfinite_step{step}.json")
       example_indices = np.asarray(sharding.to_host(indices[i])).tolist()
       if jax.process_index() == 0:
-        _write_atomic(path, json.dumps({"step": step, "terms": bad,
+        runs.write_atomic(path, json.dumps({"step": step, "terms": bad,
                                         "example_indices": example_indices}))
       raise NumericsError(f"non-finite {', '.join(bad)} at step {step} (batch indices in {path}); "
                           "last checkpoint kept; train.skip_nonfinite_steps=True skips such steps")
@@ -387,7 +380,7 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
         f"{workdir}/{runs.PREVIOUS_PREFIX}<time>/ and starts over")
   os.makedirs(workdir, exist_ok=True)
   if is_main and (changed or not os.path.exists(config_path)):
-    _write_atomic(config_path, config.to_json(indent=2))
+    runs.write_atomic(config_path, config.to_json(indent=2))
   tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None,
                                from_file=families.tokenizer_file(config))
   model_cfg = families.model_config(config, tok.vocab_size)

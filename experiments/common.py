@@ -1,5 +1,4 @@
 """What every absl main shares: one-line errors for bad input, and config validation."""
-import os
 import sys
 
 from absl import app, flags, logging
@@ -7,6 +6,7 @@ from absl import app, flags, logging
 from configs import common as base_config
 from diffusion_text import configuration
 from diffusion_text.errors import UserError  # noqa: F401 (re-exported)
+from diffusion_text.runs import write_atomic  # noqa: F401 (re-exported for the mains)
 
 
 def validated(config):
@@ -70,14 +70,6 @@ def main_for(fn):
     logging.set_verbosity(logging.INFO)
     run_main(fn)
   return main
-
-
-def write_atomic(path: str, text: str) -> None:
-  """Writes ``path`` via a temporary file, so readers never see a half-written file."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
 
 
 def define_checkpoint_flag():

@@ -17,6 +17,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from diffusion_text import runs
 from diffusion_text.data import packing, sources, tokenizers
 from diffusion_text.errors import DataError
 
@@ -60,9 +61,7 @@ def prepare_sources(data_cfg) -> dict:
 
 
 def _write_json(path: str, obj) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(path + ".tmp", path)
+  runs.write_atomic(path, json.dumps(obj, indent=2))
 
 
 def length_report(source, tok: tokenizers.Tokenizer, data_cfg, limit: Optional[int] = None) -> dict:
