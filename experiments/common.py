@@ -47,31 +47,73 @@ def quiet_libraries():
   std_logging.getLogger("absl").addFilter(_DropLibraryInfo())
 
 
+_DEBUG = flags.DEFINE_bool("debug", False,
+                           "Show the Python traceback of an error instead of its one-line summary.")
+
+
+def _one_line(e: BaseException) -> str:
+  text = " ".join(part.strip() for part in str(e).splitlines() if part.strip())
+  return text if isinstance(e, UserError) else f"{type(e).__name__}: {text}"
+
+
+def _fail(message: str, status: int):
+  logging.flush()
+  sys.stdout.flush()
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(status)
+
+
 def run_main(fn, *args):
-  """Calls ``fn``; bad input becomes one line on stderr and exit status 1."""
+  """Calls ``fn``. Bad input (a UserError) becomes one ``error:`` line on stderr, the last thing
+  printed, and exit status 1; so does any other exception (config files that fail to load, unknown
+  override keys, OS errors), naming its type, unless ``--debug`` asks for the traceback."""
   quiet_libraries()
   try:
     return fn(*args)
   except UserError as e:
-    logging.flush()
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    _fail(_one_line(e), 1)
   except KeyboardInterrupt:  # a second Ctrl-C during training, or one anywhere else
-    logging.flush()
-    print("error: interrupted (Ctrl-C)", file=sys.stderr)
-    sys.exit(130)
+    _fail("interrupted (Ctrl-C)", 130)
+  except Exception as e:  # pylint: disable=broad-except
+    if _DEBUG.value:
+      raise
+    _fail(f"{_one_line(e)} (--debug shows the traceback)", 1)
 
 
 def main_for(fn):
   """An absl ``main`` that takes no positional arguments and runs ``fn`` through ``run_main``."""
   def main(argv):
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      _fail(f"unexpected arguments: {argv[1:]}", 2)
     logging.set_verbosity(logging.INFO)
     run_main(fn)
   return main
 
 
+def parse_flags(argv):
+  """absl's flag parser, with a bad flag value (or a config override naming an unknown key) as one
+  ``error:`` line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    if "--debug" in argv:
+      raise
+    text = _one_line(e).replace("\\'", "'").replace("\\n", " ")
+    if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an override of an unknown key
+      key, _, hint = text.split(": ", 1)[1].lstrip("'").partition("'")
+      text = f"unknown config key in an override: {key}"
+      hint = hint.strip(" '\")")
+      if hint:
+        text += f" ({hint})"
+    _fail(text, 2)
+
+
+def run_app(fn):
+  """``app.run`` for a main that is ``fn()`` with every error as one line."""
+  app.run(main_for(fn), flags_parser=parse_flags)
+
+
 def define_checkpoint_flag():
   """``--checkpoint``: which saved step of the run to load (default: the latest)."""
-  return flags.DEFINE_integer("checkpoint", None, "Checkpoint step to load (default: the latest).")
+  return flags.DEFINE_integer("checkpoint", None, "Checkpoint step to load (default: the latest).",
+                              lower_bound=0)

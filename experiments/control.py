@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import numpy as np
 
 from diffusion_text import classifier, control, embeddings, evaluate, generate, metrics
@@ -38,22 +38,27 @@ _CLF = flags.DEFINE_string("classifier", None, "Classifier run (semantic, sentim
 _JUDGE = flags.DEFINE_string("judge", None, "sentiment: clean-text label classifier that judges.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default <lm or classifier>/control).")
 _SAMPLER = flags.DEFINE_string("sampler", "ddpm", "ddpm | ddim | dpm++2m.")
-_STEPS = flags.DEFINE_integer("steps", 100, "Sampler steps.")
+_STEPS = flags.DEFINE_integer("steps", 100, "Sampler steps.", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Rows per sampler call.")
-_NUM_TARGETS = flags.DEFINE_integer("num_targets", 20, "semantic: most frequent field values.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Rows per sampler call.", lower_bound=1)
+_NUM_TARGETS = flags.DEFINE_integer("num_targets", 20, "semantic: most frequent field values.",
+                                    lower_bound=1)
 _SPLIT = flags.DEFINE_enum("split", "validation", ["train", "validation"],
                            "semantic: split whose most frequent MR field values are the targets "
                            "(choose guidance settings on train, report on validation).")
-_PER_TARGET = flags.DEFINE_integer("per_target", 8, "semantic/length: samples per target.")
+_PER_TARGET = flags.DEFINE_integer("per_target", 8, "semantic/length: samples per target.",
+                                   lower_bound=1)
 _LENGTHS = flags.DEFINE_list("lengths", ["10", "15", "20", "25", "30"], "length: targets.")
-_NUM_INPUTS = flags.DEFINE_integer("num_inputs", 100, "infill/cfg: held-out inputs.")
+_NUM_INPUTS = flags.DEFINE_integer("num_inputs", 100, "infill/cfg: held-out inputs.", lower_bound=1)
 _SCALES = flags.DEFINE_list("scales", ["0", "1", "1.5", "2", "3"], "cfg: guidance scales.")
-_K = flags.DEFINE_integer("guidance_steps", 3, "K: gradient steps per sampler step.")
-_STEP_SIZE = flags.DEFINE_float("step_size", 0.1, "Adagrad step size of the guidance.")
-_LAMBDA = flags.DEFINE_float("fluency_weight", 0.01, "lambda: weight of the fluency term.")
+_K = flags.DEFINE_integer("guidance_steps", 3, "K: gradient steps per sampler step.", lower_bound=0)
+_STEP_SIZE = flags.DEFINE_float("step_size", 0.1, "Adagrad step size of the guidance.",
+                                lower_bound=0)
+_LAMBDA = flags.DEFINE_float("fluency_weight", 0.01, "lambda: weight of the fluency term.",
+                             lower_bound=0)
 _WEIGHT = flags.DEFINE_float("weight", 1.0, "Weight of the control term.")
-_NLL_T = flags.DEFINE_integer("nll_t", 8, "Stratified timesteps of the fluency bound.")
+_NLL_T = flags.DEFINE_integer("nll_t", 8, "Stratified timesteps of the fluency bound.",
+                              lower_bound=1)
 _LAYERS = common.define_layers_flag()
 
 
@@ -288,4 +293,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(common.main_for(run))
+  common.run_app(run)

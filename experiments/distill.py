@@ -11,7 +11,7 @@ r"""Sequence-level distillation data from an AR teacher (``diffusion_text.distil
 """
 import json
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from diffusion_text import distill, generate
 from experiments import common
@@ -36,4 +36,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(common.main_for(run))
+  common.run_app(run)

@@ -21,19 +21,22 @@ all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>``
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from diffusion_text import evaluate, generate
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experiments.train.")
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Held-out split.")
-_NUM = flags.DEFINE_integer("num_inputs", 0, "Distinct inputs to evaluate (0 = all).")
-_MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR decoding.")
+_NUM = flags.DEFINE_integer("num_inputs", 0, "Distinct inputs to evaluate (0 = all).",
+                            lower_bound=0)
+_MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR decoding.",
+                            lower_bound=1)
 _SAMPLER = flags.DEFINE_string(
     "sampler", None,
     "ddpm|ddim|dpm++2m (diffusion), greedy|beam (ar); default: the run's sample.sampler.")
-_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps.")
+_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps.",
+                              lower_bound=1)
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
 _SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed + k).")
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
@@ -44,7 +47,8 @@ _TEACHER = flags.DEFINE_string(
     "lm_teacher", None, "AR run whose perplexity of the outputs is the lm-score (default: the run's "
     "eval.lm_teacher; '' = none).")
 _NLL_T = flags.DEFINE_integer("nll_t", 16,
-                              "nll: stratified timesteps per sequence (T-1 = the exact grid).")
+                              "nll: stratified timesteps per sequence (T-1 = the exact grid).",
+                              lower_bound=1)
 _LAYERS = common.define_layers_flag()
 _CHECKPOINT = common.define_checkpoint_flag()
 flags.mark_flags_as_required(["workdir"])
@@ -94,4 +98,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(common.main_for(run))
+  common.run_app(run)

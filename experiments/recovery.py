@@ -12,15 +12,16 @@ which tells a model that cannot read the plan at t0 from a sampler that loses it
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from diffusion_text import evaluate, generate
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A diffusion run.")
 _T0 = flags.DEFINE_list("t0", ["500", "1000", "1500", "1800", "2000"], "Start noise levels.")
-_NUM = flags.DEFINE_integer("num_inputs", 64, "Held-out examples (every 10th of the split).")
-_STEPS = flags.DEFINE_integer("steps", 20, "Sampler steps from t0 to 0.")
+_NUM = flags.DEFINE_integer("num_inputs", 64, "Held-out examples (every 10th of the split).",
+                            lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 20, "Sampler steps from t0 to 0.", lower_bound=1)
 _SAMPLER = flags.DEFINE_string("sampler", "dpm++2m", "ddpm | ddim | dpm++2m.")
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Held-out split.")
 _LAYERS = common.define_layers_flag()
@@ -53,4 +54,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(common.main_for(run))
+  common.run_app(run)

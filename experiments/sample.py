@@ -9,21 +9,25 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from diffusion_text import generate
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experiments.train.")
-_NUM = flags.DEFINE_integer("num_samples", 16, "Number of samples.")
+_NUM = flags.DEFINE_integer("num_samples", 16, "Number of samples.", lower_bound=1)
 _SAMPLER = flags.DEFINE_string(
     "sampler", None,
     "ddpm|ddim|dpm++2m (diffusion), greedy|beam (ar); default: the run's sample.sampler.")
-_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps in [1, T]; default the run's sample.steps.")
+_STEPS = flags.DEFINE_integer("steps", None,
+                              "Sampler steps in [1, T]; default the run's sample.steps.",
+                              lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
-_ETA = flags.DEFINE_float("eta", None, "DDIM noise scale; default the run's sample.eta.")
-_STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to load (default newest).")
+_ETA = flags.DEFINE_float("eta", None, "DDIM noise scale; default the run's sample.eta.",
+                          lower_bound=0)
+_STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to load (default newest).",
+                             lower_bound=0)
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
 _LAYERS = common.define_layers_flag()
 flags.mark_flags_as_required(["workdir"])
@@ -57,4 +61,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(common.main_for(run))
+  common.run_app(run)

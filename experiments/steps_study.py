@@ -11,7 +11,7 @@ split is for the final numbers only.
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from diffusion_text import evaluate, generate
 from experiments import common
@@ -19,7 +19,8 @@ from experiments import common
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Run directories (comma-separated).")
 _SAMPLERS = flags.DEFINE_list("samplers", ["ddpm", "ddim", "dpm++2m"], "Samplers to compare.")
 _STEPS = flags.DEFINE_list("steps", ["5", "10", "20", "50", "100", "200", "2000"], "Step counts.")
-_NUM = flags.DEFINE_integer("num_inputs", 100, "Distinct held-out inputs per point (0 = all).")
+_NUM = flags.DEFINE_integer("num_inputs", 100, "Distinct held-out inputs per point (0 = all).",
+                            lower_bound=0)
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Held-out split.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (the same for every point).")
 _OUT = flags.DEFINE_string("out", "runs/steps_study", "Output path prefix (without extension).")
@@ -89,4 +90,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(common.main_for(run))
+  common.run_app(run)

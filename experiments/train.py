@@ -8,7 +8,7 @@ Multi-host: run the same command on every host, adding ``--distributed=auto`` (C
 SLURM) or ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I`` (README, "Scaling
 out").
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from diffusion_text import distributed, train
@@ -18,7 +18,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:ar
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, samples).")
 _STOP = flags.DEFINE_integer("stop_at_step", None,
-                             "Checkpoint and exit at this step (time-boxed jobs); rerun to resume.")
+                             "Checkpoint and exit at this step (time-boxed jobs); rerun to resume.",
+                             lower_bound=1)
 _RESUME = flags.DEFINE_enum("resume", "latest", ["latest", "latest_valid"],
                             "latest: newest checkpoint or fail; latest_valid: newest readable one.")
 _ALLOW = flags.DEFINE_bool("allow_config_change", False,
@@ -32,8 +33,9 @@ _DIST = flags.DEFINE_enum(
 _COORD = flags.DEFINE_string("coordinator_address", "",
                              "host:port of process 0, for an explicit multi-process start.")
 _NPROC = flags.DEFINE_integer("num_processes", None,
-                              "Processes in all (with --coordinator_address).")
-_PID = flags.DEFINE_integer("process_id", None, "This process's id in [0, num_processes).")
+                              "Processes in all (with --coordinator_address).", lower_bound=1)
+_PID = flags.DEFINE_integer("process_id", None, "This process's id in [0, num_processes).",
+                            lower_bound=0)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -46,4 +48,4 @@ def run():
 
 
 if __name__ == "__main__":
-  app.run(common.main_for(run))
+  common.run_app(run)

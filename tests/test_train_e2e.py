@@ -186,6 +186,40 @@ def test_cli_bad_input_is_one_line_error(tmp_path, tfds_dir, args, env, msg):
   assert not os.path.exists(os.path.join(w, "checkpoints"))
 
 
+@pytest.mark.parametrize("module,args,status,msg", [
+    ("experiments.train", ["--config", "configs/nope.py"], 1, "No such file or directory"),
+    ("experiments.train", ["--config", "BAD_CONFIG"], 2, "SyntaxError"),
+    ("experiments.train", ["--config", "configs/tiny.py", "--config.train.batchsize=3"], 2,
+     'unknown config key in an override: batchsize (Did you mean "batch_size"'),
+    ("experiments.train", ["--config", "configs/tiny.py", "--config.train.batch_size=abc"], 2,
+     "--config.train.batch_size=abc"),
+    ("experiments.train", ["--config", "configs/tiny.py", "--stop_at_step=0"], 2,
+     "--stop_at_step=0"),
+    ("experiments.train", ["--config", "configs/tiny.py", "stray"], 2, "unexpected arguments"),
+    ("experiments.evaluate", ["--mbr_samples=0"], 2, "--mbr_samples=0"),
+    ("experiments.sample", ["--steps=0"], 2, "--steps=0"),
+])
+def test_cli_bad_flags_are_one_line_errors(tmp_path, module, args, status, msg):
+  """Flags and config files that fail to parse or load end in one ``error:`` line (the last thing
+  printed, no traceback) and a non-zero status, before anything is written."""
+  bad = tmp_path / "bad_config.py"
+  bad.write_text("def get_config(:\n")
+  w = str(tmp_path / "w")
+  r = _cli(module, *[str(bad) if a == "BAD_CONFIG" else a for a in args], "--workdir", w)
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == status and lines[-1].startswith("error:") and msg in lines[-1], r.stderr
+  assert "Traceback" not in r.stderr and not os.path.exists(w)
+
+
+def test_cli_workdir_that_is_a_file(tmp_path, tfds_dir):
+  require_e2e()
+  f = tmp_path / "a_file"
+  f.write_text("x")
+  r = _cli("experiments.train", "--config", "configs/tiny.py", "--workdir", str(f))
+  assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+      f"error: --workdir {f} exists and is not a directory")
+
+
 def test_cli_sample_on_non_run(tmp_path):
   r = _cli("experiments.sample", "--workdir", str(tmp_path))
   assert r.returncode == 1 and "is not a training run" in r.stderr.strip().splitlines()[-1]
