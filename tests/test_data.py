@@ -242,3 +242,29 @@ def test_prepare_sources_reports_skips_and_strict_refuses_them(tmp_path):
   cfg.strict = True  # the cached preparation skipped a line: strict runs must not use it silently
   with pytest.raises(DataError, match="skipped 1 bad lines"):
     pipeline.prepare_sources(cfg)
+
+
+def test_stale_prepared_data_is_prepared_again(tmp_path, caplog):
+  """Prepared data remembers the raw files it was built from: after they change (or the source dir
+  does), it is prepared again, so a malformed line is reported and new content is read, instead of
+  the old cache being used silently."""
+  d = tmp_path / "src" / "pairs"
+  d.mkdir(parents=True)
+  (d / "train.jsonl").write_text('{"src": "a b", "trg": "c d"}\n')
+  cfg = common.get_config().data
+  cfg.update(dataset="jsonl:pairs", task="seq2seq", source_dir=str(tmp_path / "src"),
+             tfds_dir=str(tmp_path / "tfds"))
+  assert len(pipeline.prepare_sources(cfg)["train"]) == 1
+  assert len(pipeline.prepare_sources(cfg)["train"]) == 1 and "preparing it again" not in caplog.text
+  (d / "train.jsonl").write_text('{"src": "a b", "trg": "c d"}\n{"src": "a"}\n')
+  with pytest.raises(DataError, match=r"train.jsonl:2: missing field"):
+    pipeline.prepare_sources(cfg)
+  assert "preparing it again" in caplog.text
+  other = tmp_path / "other" / "pairs"
+  other.mkdir(parents=True)
+  (other / "train.jsonl").write_text('{"src": "x", "trg": "y"}\n{"src": "z", "trg": "w"}\n')
+  cfg.source_dir = str(tmp_path / "other")  # same dataset name, another source dir
+  data = pipeline.prepare_sources(cfg)
+  assert len(data["train"]) == 2
+  fp = json.load(open(next((tmp_path / "tfds").rglob(pipeline.RAW_FINGERPRINT))))
+  assert fp["source_dir"] == str(tmp_path / "other") and list(fp["files"]) == ["pairs/train.jsonl"]

@@ -10,6 +10,7 @@ and predicted (all ones for unconditional models, the target region for seq2seq,
 """
 import json
 import os
+import shutil
 from typing import Optional
 
 from absl import logging
@@ -23,10 +24,13 @@ from diffusion_text.errors import DataError
 
 TOKENIZER_FILE = "tokenizer.json"
 VALIDATION_REPORT = "validation_report.json"  # next to the prepared TFDS data
+RAW_FINGERPRINT = "raw_fingerprint.json"  # next to the prepared TFDS data: what it was built from
 
 
 def prepare_sources(data_cfg) -> dict:
-  """Prepare (once) the TFDS builder named by ``data_cfg.dataset``; returns split -> data source."""
+  """Prepare the TFDS builder named by ``data_cfg.dataset`` (once per version of its raw files: prepared
+  data built from other files, or from another source dir, is prepared again); returns split -> data
+  source."""
   import tensorflow_datasets as tfds
   from diffusion_text.data.builders import BUILDERS, make_builder
   if data_cfg.dataset not in BUILDERS and not data_cfg.dataset.startswith("jsonl:"):
@@ -39,12 +43,26 @@ def prepare_sources(data_cfg) -> dict:
     sources.check_source_dir(data_cfg.dataset, source_dir)
   tfds_dir = data_cfg.tfds_dir or sources.default_tfds_dir()
   builder = make_builder(data_cfg.dataset, tfds_dir)
+  fp = sources.fingerprint(data_cfg.dataset, source_dir, str(builder.version))
+  fp_path = os.path.join(builder.data_dir, RAW_FINGERPRINT)
+  if os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+    old = None
+    if os.path.exists(fp_path):
+      with open(fp_path) as f:
+        old = json.load(f)
+    if old != fp:  # derived data only: the raw files stay where they are
+      logging.warning("data: %s was prepared from other raw files than %s now holds (or before "
+                      "fingerprints were kept); preparing it again", builder.data_dir, source_dir)
+      shutil.rmtree(builder.data_dir)
+      builder = make_builder(data_cfg.dataset, tfds_dir)
   with sources.validation(strict=data_cfg.strict) as reports:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
   report_path = os.path.join(builder.data_dir, VALIDATION_REPORT)
   if reports:  # prepared just now: keep what reading the raw files found next to the data
     _write_json(report_path, [r.to_json() for r in reports])
+  if not os.path.exists(fp_path):
+    _write_json(fp_path, fp)
     for r in reports:
       logging.info("data: %s", r.summary())
   elif os.path.exists(report_path):

