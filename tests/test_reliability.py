@@ -144,35 +144,41 @@ def test_tokenizers_and_packing_on_arbitrary_unicode(src, tgt, max_len):
 
 
 def test_sigkill_at_random_points_resumes_exactly(tmp_path, tfds_dir):
-  """SIGKILL (no chance to save) at several random points, resume each time: the final state equals
-  an uninterrupted run's. Checkpoints every step, so kills also land inside saves."""
+  """SIGKILL (no chance to save) at 10 random points, resuming each time: the final state equals an
+  uninterrupted run's. A checkpoint (asynchronous) every step and an evaluation with samples every
+  5 steps, so the kills land inside train steps, checkpoint writes and evaluations."""
   require_e2e()
   rng = np.random.default_rng(0)
   ref, w = str(tmp_path / "ref"), str(tmp_path / "killed")
-  flags = ["--config.train.num_train_steps=12", "--config.train.checkpoint_every_steps=1",
-           "--config.train.log_every_steps=1", "--config.eval.num_samples=0",
-           "--config.train.eval_every_steps=12"]
+  flags = ["--config.train.num_train_steps=150", "--config.train.checkpoint_every_steps=1",
+           "--config.train.log_every_steps=1", "--config.train.eval_every_steps=5",
+           "--config.eval.num_batches=1", "--config.eval.sample_steps=4"]
   cmd = lambda wd: [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py",
                     "--workdir", wd, *flags]
-  assert subprocess.run(cmd(ref), cwd=ROOT, capture_output=True, timeout=300).returncode == 0
-  kills = 0
-  for _ in range(3):
+  assert subprocess.run(cmd(ref), cwd=ROOT, capture_output=True, timeout=600).returncode == 0
+  metrics = os.path.join(w, "metrics.jsonl")
+  kills, finished = [], False
+  while len(kills) < 10 and not finished:
+    before = os.path.getsize(metrics) if os.path.exists(metrics) else 0
     p = subprocess.Popen(cmd(w), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = os.path.join(w, "metrics.jsonl")
     deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None and not (
-        os.path.exists(metrics) and os.path.getsize(metrics)):
-      time.sleep(0.1)
-    time.sleep(rng.uniform(0.0, 1.5))  # a random point after training started
-    if p.poll() is None:
+        os.path.exists(metrics) and os.path.getsize(metrics) > before):
+      time.sleep(0.05)  # this process has trained (and logged) a step
+    time.sleep(rng.uniform(0.0, 1.0))
+    finished = p.poll() is not None
+    if not finished:
       p.kill()
-      kills += 1
+      kills.append(os.path.getsize(metrics))
     p.wait(timeout=60)
-  r = subprocess.run(cmd(w), cwd=ROOT, capture_output=True, text=True, timeout=300)
+  r = subprocess.run(cmd(w), cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-2000:]
-  assert kills >= 1
+  assert len(kills) >= 10, kills
+  logged = lambda wd: {d["step"]: d["train/loss"] for d in map(json.loads, open(
+      os.path.join(wd, "metrics.jsonl"))) if "train/loss" in d}
+  assert logged(w) == logged(ref)  # every step's logged loss, whichever process trained it
   a, b = generate.load_run(ref), generate.load_run(w)
-  assert a.step == b.step == 12
+  assert a.step == b.step == 150
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_array_equal(x, y)
 
