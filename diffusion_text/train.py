@@ -29,6 +29,7 @@ from diffusion_text.errors import CheckpointError, DataError, NumericsError
 
 METRICS_FILE = "metrics.jsonl"
 REWOUND_FILE = "metrics.rewound.jsonl"  # lines of steps a resumed run redid
+TENSORBOARD_DIR = "tensorboard"  # the same scalars as TensorBoard event files (tensorboardX)
 # Keys that may differ between the saved and the requested config when resuming.
 RESUMABLE_KEYS = ("train.num_train_steps", "train.log_every_steps", "train.eval_every_steps",
                   "train.checkpoint_every_steps", "train.keep_checkpoints", "data.source_dir",
@@ -138,7 +139,11 @@ def config_differences(saved: dict, requested: dict, include_resumable: bool = F
 class MetricsLog:
   """Appends JSON lines, each with one ``write`` call on an O_APPEND descriptor (a line lands whole
   or, if the process dies inside the call, as a torn last line); on resume, moves lines from steps
-  after the restored checkpoint to ``REWOUND_FILE`` and drops a torn last line with a warning."""
+  after the restored checkpoint to ``REWOUND_FILE`` and drops a torn last line with a warning.
+
+  The numeric values also go to TensorBoard event files in ``TENSORBOARD_DIR`` (tensorboardX: no
+  TensorFlow needed to write them), with a purge step on resume so TensorBoard drops the events of
+  steps the run redoes. ``metrics.jsonl`` stays the record; events may lag by ``flush_secs``."""
 
   def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
     self.path = os.path.join(workdir, METRICS_FILE)
@@ -153,6 +158,11 @@ class MetricsLog:
         logging.warning("%s: %d lines after step %d, which the run redoes, moved to %s",
                         self.path, len(lines) - len(keep), resume_step, dropped)
       runs.write_atomic(self.path, "".join(keep))
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=resume_step + 1,
+                               flush_secs=10)
 
   def write(self, step: int, **values) -> None:
     if not self.enabled:
@@ -163,6 +173,14 @@ class MetricsLog:
       os.write(fd, line.encode())
     finally:
       os.close(fd)
+    for k, v in values.items():
+      if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+        self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
 
 
 def read_metrics_lines(path: str) -> list[str]:
@@ -423,6 +441,7 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
       start = int(state.step)
       logging.info("resumed %s at step %d (checkpoint %d)", workdir, start, restored)
     log = MetricsLog(workdir, start, enabled=is_main)
+    scope.callback(log.close)
     if start == 0:
       lengths = pipeline.length_report(sources["train"], tok, config.data,
                                        config.data.max_train_examples or None)

@@ -426,3 +426,36 @@ def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   assert os.path.exists(os.path.join(s2s_run, "eval", "recovery_step3_ddim2_n2.json"))
   r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--checkpoint", "5")
   assert r.returncode != 0 and "no checkpoint at step 5" in r.stderr, r.stderr[-2000:]
+
+
+def _tensorboard_scalars(logdir: str) -> dict:
+  """{(tag, step): value} from the event files in ``logdir``, read with tensorboardX's protobufs
+  (TFRecord framing: length, its crc, the event, its crc); later events replace earlier ones."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  out = {}
+  for name in sorted(os.listdir(logdir)):
+    with open(os.path.join(logdir, name), "rb") as f:
+      data = f.read()
+    i = 0
+    while i < len(data):
+      (n,) = struct.unpack("<Q", data[i:i + 8])
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      for v in event.summary.value:
+        out[(v.tag, event.step)] = v.simple_value
+  return out
+
+
+def test_metrics_are_also_tensorboard_events(runs):
+  """Every numeric value of metrics.jsonl is a TensorBoard scalar at its step (float32), in event
+  files written without TensorFlow; the resumed run's file agrees with the uninterrupted one's."""
+  for w in runs[:2]:
+    lines = [json.loads(l) for l in open(os.path.join(w, train.METRICS_FILE))]
+    want = {(k, d["step"]): v for d in lines for k, v in d.items()
+            if k not in ("step", "time") and isinstance(v, (int, float))}
+    got = _tensorboard_scalars(os.path.join(w, train.TENSORBOARD_DIR))
+    assert any(k == "train/loss" for k, _ in want)
+    for key, v in want.items():
+      if key[0] not in ("steps_per_sec", "tokens_per_sec"):
+        np.testing.assert_allclose(got[key], v, rtol=1e-6, err_msg=str(key))
