@@ -23,7 +23,7 @@ and a linear head at every position: per-position word logits for ``words``; ave
 into ``num_classes`` logits for ``label``.
 """
 import collections
-import functools
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -32,6 +32,7 @@ import numpy as np
 
 from diffusion_text import batching, denoiser, embeddings, process
 from diffusion_text.data import tokenizers
+from diffusion_text.errors import ConfigError
 
 LABELS = ("words", "label")
 
@@ -58,18 +59,33 @@ def init_params(cfg: denoiser.ModelConfig, rng, batch_size: int = 1):
   return NoisyClassifier(cfg).init({"params": rng}, z, jnp.ones((batch_size,), jnp.int32))["params"]
 
 
-@functools.lru_cache(maxsize=4)
-def base_run(workdir: str):
-  """The frozen diffusion run a classifier reads (cached: loaded once per process)."""
-  from diffusion_text import generate  # generate imports the families, which import this module
+@dataclasses.dataclass(frozen=True)
+class Base:
+  """What a classifier reads from its frozen base diffusion run: the embedding table as the base
+  reads it, the base's noise process, and its config."""
+  emb_VxE: jax.Array
+  diffusion: process.Diffusion
+  config: object
+
+
+def setup(config, load_run) -> Base:
+  """The frozen base run of a classifier config, loaded once with ``load_run(workdir)`` (the run
+  loader is passed in, so this module does not depend on it), after checking that the classifier
+  reads the same embedding space and layout."""
+  workdir = config.classifier.base_run
   if not workdir:
-    raise ValueError("classifier.base_run must name the workdir of a trained diffusion LM")
-  with jax.ensure_compile_time_eval():  # first call may come from inside the jitted train step
-    run = generate.load_run(workdir)
+    raise ConfigError("classifier.base_run must name the workdir of a trained diffusion LM")
+  run = load_run(workdir)
   if run.config.model.family != "diffusion":
-    raise ValueError(f"classifier.base_run {workdir} is a {run.config.model.family} run, "
+    raise ConfigError(f"classifier.base_run {workdir} is a {run.config.model.family} run, "
                      "not a diffusion LM")
-  return run
+  want = (run.config.model.emb_dim, run.config.data.max_len, run.config.data.task)
+  got = (config.model.emb_dim, config.data.max_len, config.data.task)
+  if want != got:
+    raise ConfigError(f"classifier (model.emb_dim, data.max_len, data.task) = {got} must match its "
+                     f"base run {workdir}: {want}")
+  return Base(emb_VxE=embeddings.table(run.params, run.config.model), diffusion=run.diffusion,
+              config=run.config)
 
 
 def presence_log_prob(logits_BxLxV):
@@ -84,21 +100,10 @@ def inputs_and_labels(batch, config):
   return ids, (batch["label"] if config.classifier.labels == "label" else ids)
 
 
-def checked_base(config):
-  """The base run, after checking that the classifier reads the same space and layout."""
-  base = base_run(config.classifier.base_run)
-  want = (base.config.model.emb_dim, base.config.data.max_len, base.config.data.task)
-  got = (config.model.emb_dim, config.data.max_len, config.data.task)
-  if want != got:
-    raise ValueError(f"classifier (model.emb_dim, data.max_len, data.task) = {got} must match its "
-                     f"base run {config.classifier.base_run}: {want}")
-  return base
-
-
-def loss_terms(model, params, batch, rng, config, deterministic):
-  base = checked_base(config)
-  emb = embeddings.table(base.params, base.config.model)
-  diffusion = base.diffusion
+def loss_terms(model, params, batch, rng, config, deterministic, context: Base = None):
+  if context is None:
+    raise ValueError("a classifier's loss needs its base run: setup(config, load_run)")
+  emb, diffusion = context.emb_VxE, context.diffusion
   ids, labels = inputs_and_labels(batch, config)
   rng_t, rng_eps, rng_drop = jax.random.split(rng, 3)
   B = ids.shape[0]
@@ -126,13 +131,12 @@ def log_prob_fn(model, params, config):
   return fn
 
 
-def accuracy_by_noise(model, params, config, batches, t_values) -> dict:
-  """Held-out accuracy at fixed noise levels, {t: {...}}: ``label``: top-1 accuracy; ``words``:
-  per-position top-1 accuracy of the clean word, and precision/recall/F1 of "word present"
-  (predicted when p(present) > 0.5) over non-special words."""
-  base = checked_base(config)
-  emb = embeddings.table(base.params, base.config.model)
-  ab = base.diffusion.alpha_bar
+def accuracy_by_noise(run, batches, t_values) -> dict:
+  """Held-out accuracy of a classifier run at fixed noise levels, {t: {...}}: ``label``: top-1
+  accuracy; ``words``: per-position top-1 accuracy of the clean word, and precision/recall/F1 of
+  "word present" (predicted when p(present) > 0.5) over non-special words."""
+  model, params, config = run.model, run.params, run.config
+  emb, ab = run.context.emb_VxE, run.context.diffusion.alpha_bar
   words = config.classifier.labels == "words"
   n_special = len(tokenizers.SPECIALS)
 
@@ -169,8 +173,7 @@ def judge(run, texts) -> np.ndarray:
   """Class probabilities (N, C) of finished texts under a ``label`` classifier run, read at t=0."""
   if run.config.classifier.labels != "label":
     raise ValueError(f"{run.workdir} is not a label classifier")
-  base = checked_base(run.config)
-  emb = embeddings.table(base.params, base.config.model)
+  emb = run.context.emb_VxE
   L = run.config.data.max_len
   ids = np.stack([run.tokenizer.encode_padded(t, L) for t in texts])
   fn = jax.jit(lambda p, x: jax.nn.softmax(run.model.apply(

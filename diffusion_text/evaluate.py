@@ -133,7 +133,7 @@ def loss_run(run: Run, *, split: str = "validation") -> dict:
   mesh = run.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   batches = train.held_out_batches(c, data[split], pipeline.make_encoder(run.tokenizer, c.data), mesh)
   with sharding.mesh_context(mesh, sharding.axis_rules(c)):
-    terms = train.evaluate(jax.jit(train.make_eval_step(run.model, c)), run.params, batches, mesh,
+    terms = train.evaluate(jax.jit(train.make_eval_step(run.model, c, run.context)), run.params, batches, mesh,
                            c.seed, c.eval.batch_size)
   return {**terms, "split": split, "num_batches": len(batches), "checkpoint_step": run.step}
 

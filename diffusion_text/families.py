@@ -36,14 +36,18 @@ def diffusion_of(config) -> process.Diffusion:
 class Family:
   build: Callable          # ModelConfig -> nn.Module
   init_params: Callable    # (ModelConfig, rng) -> boxed params
-  loss_terms: Callable     # (model, params, batch, rng, config, deterministic) -> {name: (B,)}
+  loss_terms: Callable     # (model, params, batch, rng, config, deterministic, context) -> {name: (B,)}
   make_decoder: Callable   # (model, config, sampler, steps, clamp, eta) -> jitted decode fn
   decoders: tuple          # names accepted as eval.sampler / sample.sampler
+  # (config, load_run) -> what the loss needs from outside the run, read once before training (a
+  # classifier's frozen base run); None for self-contained families
+  setup: Callable = lambda config, load_run: None
 
 
 # --------------------------------------------------------------------------------- diffusion LM
 
-def _diffusion_terms(model, params, batch, rng, config, deterministic):
+def _diffusion_terms(model, params, batch, rng, config, deterministic, context=None):
+  del context
   rng_loss, rng_dropout, rng_cond = jax.random.split(rng, 3)
   d = config.diffusion
   denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc,
@@ -100,7 +104,8 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta):
 
 # ------------------------------------------------------------------------------------ AR baseline
 
-def _ar_terms(model, params, batch, rng, config, deterministic):
+def _ar_terms(model, params, batch, rng, config, deterministic, context=None):
+  del context
   logits = model.apply({"params": params}, batch["ids"], batch["target_mask"],
                        deterministic=deterministic, rngs={"dropout": rng})
   nll, weight = ar.token_nll(logits, batch["ids"], batch["target_mask"], batch["pad_mask"],
@@ -132,7 +137,7 @@ FAMILIES = {
     # attribute classifier on a diffusion run's noisy embeddings (classifier guidance); no decoder
     "classifier": Family(build=classifier.NoisyClassifier, init_params=classifier.init_params,
                          loss_terms=classifier.loss_terms, make_decoder=classifier.no_decoder,
-                         decoders=("none",)),
+                         decoders=("none",), setup=classifier.setup),
 }
 
 

@@ -44,6 +44,7 @@ class Run:
   params: dict
   step: int
   mesh: Optional[jax.sharding.Mesh] = None  # where params live and batches are split (default: 1 device)
+  context: object = None  # the family's setup output: a classifier's frozen base run
   _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
   @functools.cached_property
@@ -177,4 +178,5 @@ def load_run(workdir: str, step: Optional[int] = None,
   finally:
     ckpt.close()
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
-             params=state.ema_params, step=int(step), mesh=mesh)
+             params=state.ema_params, step=int(step), mesh=mesh,
+             context=family.setup(config, load_run))

@@ -45,8 +45,9 @@ def _term_sums(terms: dict) -> dict:
   return sums
 
 
-def make_train_step(model, config, tx):
-  """``train_step(state, batch) -> (state, metric sums)``; pure, for ``jax.jit``."""
+def make_train_step(model, config, tx, context=None):
+  """``train_step(state, batch) -> (state, metric sums)``; pure, for ``jax.jit``. ``context``: the
+  family's ``setup`` output (a classifier's frozen base run)."""
   loss_terms = families.family_of(config).loss_terms
   ema_decay = config.train.ema_decay
   skip_nonfinite = config.train.skip_nonfinite_steps
@@ -55,7 +56,8 @@ def make_train_step(model, config, tx):
     rng = jax.random.fold_in(state.rng, state.step)
 
     def loss_fn(params):
-      sums = _term_sums(loss_terms(model, params, batch, rng, config, deterministic=False))
+      sums = _term_sums(loss_terms(model, params, batch, rng, config, deterministic=False,
+                                   context=context))
       return sums["loss"] / jnp.maximum(sums["count"], 1.0), sums
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -79,12 +81,13 @@ def make_train_step(model, config, tx):
   return train_step
 
 
-def make_eval_step(model, config):
+def make_eval_step(model, config, context=None):
   """``eval_step(params, batch, rng) -> metric sums`` with dropout off."""
   loss_terms = families.family_of(config).loss_terms
 
   def eval_step(params, batch, rng):
-    return _term_sums(loss_terms(model, params, batch, rng, config, deterministic=True))
+    return _term_sums(loss_terms(model, params, batch, rng, config, deterministic=True,
+                                 context=context))
 
   return eval_step
 
@@ -403,6 +406,7 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
                                from_file=families.tokenizer_file(config))
   model_cfg = families.model_config(config, tok.vocab_size)
   family = families.family_of(config)
+  context = family.setup(config, generate.load_run)
   model = family.build(model_cfg)
   num_steps = config.train.num_train_steps
   tx = optim.make_optimizer(config.optim, num_steps)
@@ -453,10 +457,10 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
       log.write(start, config_changed=changed)
 
     train_step = jax.jit(
-        make_train_step(model, config, tx),
+        make_train_step(model, config, tx, context),
         in_shardings=(shardings, sharding.batch_sharding(mesh)),
         out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, config))
+    eval_step = jax.jit(make_eval_step(model, config, context))
     nll_step = make_nll_step(model, config)
     acc_step = make_accuracy_step(model, config)
     e = config.eval

@@ -88,10 +88,10 @@ def task_accuracy(clf_dir):
   rows = [encode(val[i]) for i in range(min(len(val), 512))]
   batches = [{k: np.stack([r[k] for r in rows[i:i + 64]]) for k in ("ids", "target_mask", "label")}
              for i in range(0, len(rows), 64)]
-  T = classifier.base_run(clf.config.classifier.base_run).diffusion.num_steps
+  T = clf.context.diffusion.num_steps
   ts = sorted({0, T // 10, T // 4, T // 2, 3 * T // 4, T})
   return {"classifier": clf_dir, "examples": len(rows),
-          "by_t": classifier.accuracy_by_noise(clf.model, clf.params, clf.config, batches, ts)}
+          "by_t": classifier.accuracy_by_noise(clf, batches, ts)}
 
 
 def task_semantic(lm, clf_dir):

@@ -247,8 +247,11 @@ def test_label_classifier_terms_and_clean_judge_mode(tiny_runs):
   params = nn.meta.unbox(classifier.init_params(model_cfg, jax.random.PRNGKey(0)))
   ids = jnp.asarray(np.tile(np.array([2, 7, 8, 9, 3] + [0] * 27, np.int32), (4, 1)))
   batch = {"ids": ids, "target_mask": jnp.ones_like(ids), "label": jnp.array([0, 1, 0, 1])}
-  a = classifier.loss_terms(model, params, batch, jax.random.PRNGKey(1), c, deterministic=True)
-  b = classifier.loss_terms(model, params, batch, jax.random.PRNGKey(2), c, deterministic=True)
+  base = classifier.setup(c, generate.load_run)
+  a = classifier.loss_terms(model, params, batch, jax.random.PRNGKey(1), c, deterministic=True,
+                            context=base)
+  b = classifier.loss_terms(model, params, batch, jax.random.PRNGKey(2), c, deterministic=True,
+                            context=base)
   assert a["loss"].shape == (4,)
   np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
   lp = classifier.log_prob_fn(model, params, c)(jnp.zeros((4, 32, 8)), jnp.zeros((4,), jnp.int32))
