@@ -6,7 +6,6 @@
 """
 import dataclasses
 import functools
-import json
 import math
 import os
 from typing import Optional, Sequence
@@ -15,13 +14,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffusion_text import batching, checkpointing, families, optim, process, sharding
+from diffusion_text import batching, checkpointing, families, optim, process, runs, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.errors import CheckpointError
-
-CONFIG_FILE = "config.json"
-
 
 def decode_output(tok: tokenizers.Tokenizer, ids, task: str) -> str:
   """Text of one output row: the target part for seq2seq, the whole sequence otherwise."""
@@ -114,37 +110,6 @@ class Run:
     return [self.decode(ids) for ids in self.generate_ids(num_samples, **kwargs)]
 
 
-# Keys added after runs were first written, with the value that reproduces what older code did.
-_ADDED_KEYS = {
-    "model": {"family": "diffusion", "self_cond": False, "x0_head": "linear",
-              "logits_head": "tied", "emb_norm": "none",
-              "emb_scale": 1.0},
-    "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "t_power": 1.0, "ce_weight": 0.0,
-                  "cond_drop_prob": 0.0, "pad_weight": 1.0},
-    "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000,
-             "target_start": "after_source"},
-    "sample": {"beam_alpha": 0.0},
-    "eval": {"lm_teacher": "", "nll_t": 0},
-    "train": {"skip_nonfinite_steps": False},
-    "classifier": {"base_run": "", "labels": "words", "num_classes": 0, "max_t": -1},
-}
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise CheckpointError(f"{workdir} is not a training run: {CONFIG_FILE} not found")
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{path} is corrupt: {e}") from e
-  for section, keys in _ADDED_KEYS.items():
-    for k, v in keys.items():
-      saved.setdefault(section, {}).setdefault(k, v)
-  return ml_collections.ConfigDict(saved)
-
-
 def load_run(workdir: str, step: Optional[int] = None,
              mesh: Optional[jax.sharding.Mesh] = None,
              scan_layers: Optional[bool] = None) -> Run:
@@ -156,7 +121,7 @@ def load_run(workdir: str, step: Optional[int] = None,
   was trained with; the parameters are converted exactly (``denoiser.convert_layout``). On XLA:CPU an
   unrolled model trains faster and a scanned one samples faster (README "Performance").
   """
-  config = load_config(workdir)
+  config = runs.load_config(workdir)
   tok = tokenizers.load_tokenizer(os.path.join(workdir, pipeline.TOKENIZER_FILE))
   if scan_layers is not None:
     config.model.scan_layers = bool(scan_layers)  # the config describes the model that runs

@@ -1,4 +1,9 @@
-"""Guards on a run directory: one writer at a time, and a history that is never overwritten.
+"""The run directory: its config file, and guards (one writer at a time, a history that is never
+overwritten).
+
+``CONFIG_FILE`` holds the resolved config; ``load_config`` reads it, filling the keys added since it
+was written (``ADDED_KEYS``) with the values that reproduce what older code did;
+``config_differences`` is what resuming compares (``RESUMABLE_KEYS`` may change).
 
 ``WorkdirLock`` is an advisory ``flock`` on ``WORKDIR/run.lock``, a file naming its holder (pid,
 host, start time). The kernel drops the lock when the holder dies, so a lock file left behind by a
@@ -13,8 +18,12 @@ import os
 import socket
 import time
 
-from diffusion_text.errors import UserError
+import ml_collections
+import numpy as np
 
+from diffusion_text.errors import CheckpointError, UserError
+
+CONFIG_FILE = "config.json"
 LOCK_FILE = "run.lock"
 PREVIOUS_PREFIX = "previous-"
 
@@ -99,3 +108,61 @@ def move_aside(workdir: str) -> str:
   for name in names:
     os.replace(os.path.join(workdir, name), os.path.join(dest, name))
   return dest
+
+
+# Keys that may differ between the saved and the requested config when resuming.
+RESUMABLE_KEYS = ("train.num_train_steps", "train.log_every_steps", "train.eval_every_steps",
+                  "train.checkpoint_every_steps", "train.keep_checkpoints", "data.source_dir",
+                  "data.encode_cache", "data.tfds_dir", "data.max_eval_examples", "eval.", "sample.",
+                  "mesh.", "model.scan_layers")
+
+
+# Keys added after runs were first written, with the value that reproduces what older code did.
+ADDED_KEYS = {
+    "model": {"family": "diffusion", "self_cond": False, "x0_head": "linear",
+              "logits_head": "tied", "emb_norm": "none",
+              "emb_scale": 1.0},
+    "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "t_power": 1.0, "ce_weight": 0.0,
+                  "cond_drop_prob": 0.0, "pad_weight": 1.0},
+    "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000,
+             "target_start": "after_source"},
+    "sample": {"beam_alpha": 0.0},
+    "eval": {"lm_teacher": "", "nll_t": 0},
+    "train": {"skip_nonfinite_steps": False},
+    "classifier": {"base_run": "", "labels": "words", "num_classes": 0, "max_t": -1},
+}
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(f"{workdir} is not a training run: {CONFIG_FILE} not found")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path} is corrupt: {e}") from e
+  for section, keys in ADDED_KEYS.items():
+    for k, v in keys.items():
+      saved.setdefault(section, {}).setdefault(k, v)
+  return ml_collections.ConfigDict(saved)
+
+
+def flatten_config(d, prefix="") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, (dict, ml_collections.ConfigDict)):
+      out.update(flatten_config(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v.tolist() if isinstance(v, np.ndarray) else v
+  return out
+
+
+def config_differences(saved: dict, requested: dict, include_resumable: bool = False) -> list[str]:
+  """Keys whose values differ (JSON-normalised), ignoring those a resume may change unless
+  ``include_resumable``."""
+  a = flatten_config(json.loads(json.dumps(saved)))
+  b = flatten_config(json.loads(json.dumps(requested)))
+  keys = sorted(set(a) | set(b))
+  return [k for k in keys if a.get(k) != b.get(k) and (include_resumable or not any(
+      k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS))]

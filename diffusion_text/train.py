@@ -30,13 +30,6 @@ from diffusion_text.errors import CheckpointError, DataError, NumericsError
 METRICS_FILE = "metrics.jsonl"
 REWOUND_FILE = "metrics.rewound.jsonl"  # lines of steps a resumed run redid
 TENSORBOARD_DIR = "tensorboard"  # the same scalars as TensorBoard event files (tensorboardX)
-# Keys that may differ between the saved and the requested config when resuming.
-RESUMABLE_KEYS = ("train.num_train_steps", "train.log_every_steps", "train.eval_every_steps",
-                  "train.checkpoint_every_steps", "train.keep_checkpoints", "data.source_dir",
-                  "data.encode_cache", "data.tfds_dir", "data.max_eval_examples", "eval.", "sample.",
-                  "mesh.", "model.scan_layers")
-
-
 def _term_sums(terms: dict) -> dict:
   """Weighted sums of per-example terms plus the count, so averages over batches are exact."""
   w = terms["weight"]
@@ -117,26 +110,6 @@ def make_accuracy_step(model, config):
   return jax.jit(lambda params, batch, rng: decoding.one_step_accuracy(
       model, params, config, diffusion, rng, batch["ids"], batch["target_mask"],
       batch["pad_mask"]))
-
-
-def flatten_config(d, prefix="") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, (dict, ml_collections.ConfigDict)):
-      out.update(flatten_config(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v.tolist() if isinstance(v, np.ndarray) else v
-  return out
-
-
-def config_differences(saved: dict, requested: dict, include_resumable: bool = False) -> list[str]:
-  """Keys whose values differ (JSON-normalised), ignoring those a resume may change unless
-  ``include_resumable``."""
-  a = flatten_config(json.loads(json.dumps(saved)))
-  b = flatten_config(json.loads(json.dumps(requested)))
-  keys = sorted(set(a) | set(b))
-  return [k for k in keys if a.get(k) != b.get(k) and (include_resumable or not any(
-      k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS))]
 
 
 class MetricsLog:
@@ -355,22 +328,22 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise CheckpointError(f"--workdir {workdir} exists and is not a directory")
   is_main = jax.process_index() == 0
-  config_path = os.path.join(workdir, generate.CONFIG_FILE)
+  config_path = os.path.join(workdir, runs.CONFIG_FILE)
   ckpt_dir = os.path.join(workdir, "checkpoints")
   changed = []
   if restart:
     pass  # the old run's files are moved aside below, its config with them
   elif os.path.exists(config_path):
-    saved = generate.load_config(workdir).to_dict()
-    diff = config_differences(saved, config.to_dict())
+    saved = runs.load_config(workdir).to_dict()
+    diff = runs.config_differences(saved, config.to_dict())
     if diff and not allow_config_change:
       raise CheckpointError(f"{workdir} holds a run with a different config ({', '.join(diff[:5])}"
                             f"{' ...' if len(diff) > 5 else ''}); use a new --workdir "
                             "(or --allow_config_change)")
     # resumable changes too (e.g. a new num_train_steps): config.json always says what now runs
-    changed = config_differences(saved, config.to_dict(), include_resumable=True)
+    changed = runs.config_differences(saved, config.to_dict(), include_resumable=True)
   elif _has_checkpoints(ckpt_dir):
-    raise CheckpointError(f"{workdir} has checkpoints but no {generate.CONFIG_FILE}")
+    raise CheckpointError(f"{workdir} has checkpoints but no {runs.CONFIG_FILE}")
 
   # Everything that can fail on bad input happens before the workdir is written to.
   sources = pipeline.prepare_sources(config.data)

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import generate, train
+from diffusion_text import generate, runs, train
 from diffusion_text.data import packing, tokenizers
 from diffusion_text.errors import CheckpointError, NumericsError
 
@@ -102,14 +102,14 @@ def test_config_change_needs_the_override(tmp_path, tfds_dir):
   with pytest.raises(CheckpointError, match="optim.learning_rate.*--allow_config_change"):
     train.train_and_evaluate(changed, w)
   train.train_and_evaluate(changed, w, allow_config_change=True)
-  assert generate.load_config(w).optim.learning_rate == 5e-4
+  assert runs.load_config(w).optim.learning_rate == 5e-4
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any(d.get("config_changed") == ["optim.learning_rate"] for d in lines)
   # a resumable change (a longer run) needs no override but is recorded all the same
   longer = _cfg(**{"eval.num_samples": 0, "optim.learning_rate": 5e-4,
                    "train.num_train_steps": 8})
   train.train_and_evaluate(longer, w)
-  assert generate.load_config(w).train.num_train_steps == 8 and generate.load_run(w).step == 8
+  assert runs.load_config(w).train.num_train_steps == 8 and generate.load_run(w).step == 8
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any(d.get("config_changed") == ["train.num_train_steps"] for d in lines)
 
