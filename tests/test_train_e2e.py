@@ -11,7 +11,8 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import checkpointing, embeddings, generate, runs, train
+from diffusion_text import checkpointing, embeddings, generate, train
+from diffusion_text.runs import load_config
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError
 
@@ -35,7 +36,7 @@ def _restore_state(workdir):
   from diffusion_text import checkpointing, families, optim, sharding
   from diffusion_text import train_state as ts
   from diffusion_text.data import tokenizers
-  cfg = runs.load_config(workdir)
+  cfg = load_config(workdir)
   tok = tokenizers.load_tokenizer(os.path.join(workdir, "tokenizer.json"))
   mesh = sharding.make_mesh(cfg.mesh)
   tx = optim.make_optimizer(cfg.optim, cfg.train.num_train_steps)
@@ -98,7 +99,7 @@ def test_resume_in_the_other_block_layout(tmp_path, tfds_dir):
          for scan in (True, False)}
   np.testing.assert_allclose(np.asarray(out[False]), np.asarray(out[True]), rtol=1e-5, atol=1e-5)
   train.train_and_evaluate(c, w)
-  assert runs.load_config(w).model.scan_layers is False
+  assert load_config(w).model.scan_layers is False
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any("model.scan_layers" in d.get("config_changed", []) for d in lines)
   assert all(np.isfinite(d["train/loss"]) for d in lines if "train/loss" in d)
