@@ -44,6 +44,7 @@ def get_config(arg=None):
       c.train.num_train_steps = 6000
     if arg == "cpu_ce":
       c.model.x0_head = "softmax"
+      c.model.logits_head = "full"  # docs/results/recipe.md
       c.diffusion.update(ce_weight=1.0, cond_drop_prob=0.1)
       c.train.num_train_steps = 5000
   elif arg not in (None, ""):
