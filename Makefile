@@ -3,8 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Where the full datasets live (../shared/data when it exists): bench, demo, e2e and test-data read
-# them. test, test-multihost and test-notebooks do not: they read the E2E excerpt in tests/data
-# (tests/conftest.py sets DIFFUSION_TEXT_DATA_DIR to it), so they need no download and give the same
+# them. test, test-multihost and test-notebooks do not: they read a synthetic E2E-format fixture
+# that tests/conftest.py writes and points DIFFUSION_TEXT_DATA_DIR at, so they need no download and give the same
 # results with or without ../shared.
 DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 bench demo e2e test-data: export DIFFUSION_TEXT_DATA_DIR := $(DATA_DIR)

@@ -5,15 +5,19 @@ use deterministic kernels (no atomics in reductions and scatters, deterministic 
 it a resumed run's parameters differed from an uninterrupted run's by up to 1e-6 on an H100 (not yet
 rerun with it). CPU ignores it.
 
-Data: every test, and every process a test starts, reads the E2E excerpt in ``tests/data`` (see its
-README): ``DIFFUSION_TEXT_DATA_DIR`` is set to it here whatever the caller's environment says, so
-``make test`` needs no download and gives the same results on every machine. Tests that need the
+Data: every test, and every process a test starts, reads a synthetic E2E-format dataset that this
+file writes to a temporary folder at start-up (``tests/e2e_fixture.py``; no corpus is copied into
+the repository): ``DIFFUSION_TEXT_DATA_DIR`` is set to it here whatever the caller's environment
+says, so ``make test`` needs no download and gives the same results on every machine. Tests that need the
 full corpora are marked ``full_data`` and take the ``full_data_dir`` fixture: the dir that
 ``DIFFUSION_TEXT_DATA_DIR`` named when pytest started (``make test-data`` passes ``../shared/data``).
 Without it they fail, never skip; ``make test`` deselects them.
 """
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8"
@@ -21,8 +25,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 import pytest  # noqa: E402
 
+import e2e_fixture  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FIXTURE_DATA_DIR = ROOT / "tests" / "data"
+FIXTURE_DATA_DIR = pathlib.Path(tempfile.mkdtemp(prefix="diffusion_text_test_data_"))
+atexit.register(shutil.rmtree, FIXTURE_DATA_DIR, True)
+e2e_fixture.write(FIXTURE_DATA_DIR)
 # The caller's data dir, read by `full_data` tests only ('' when none was named).
 FULL_DATA_DIR = os.environ.get("DIFFUSION_TEXT_DATA_DIR", "")
 DATA_DIR = FIXTURE_DATA_DIR
@@ -42,7 +50,7 @@ def tfds_dir(tmp_path_factory):
 
 def require_e2e():
   if not (E2E_DIR / "src1_train.txt").exists():
-    pytest.fail(f"the E2E test excerpt is missing from {E2E_DIR} (it is part of the repository)")
+    pytest.fail(f"the synthetic E2E fixture is missing from {E2E_DIR} (conftest writes it)")
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,14 @@ def _data_cfg(max_len, task="lm"):
 E2E_FILES = [f"e2e/diffusion_lm_format/{f}" for f in sources.E2E_SPLIT_FILES.values()]
 
 
-def test_e2e_excerpt_files_read():
-  """The test excerpt (tests/data/README.md): the first 264/150/150 lines of the full files."""
+def test_e2e_fixture_files_read():
+  """The suite's synthetic E2E-format fixture (tests/e2e_fixture.py): 264/150/150 lines, one
+  reference per train MR, 13 and 22 distinct held-out MRs; the reader accepts every line."""
   require_e2e()
-  counts = {s: len(sources.read_e2e_lines(str(E2E_DIR / f)))
-            for s, f in sources.E2E_SPLIT_FILES.items()}
-  assert counts == {"train": 264, "validation": 150, "test": 150}
+  lines = {s: sources.read_e2e_lines(str(E2E_DIR / f)) for s, f in sources.E2E_SPLIT_FILES.items()}
+  assert {s: len(v) for s, v in lines.items()} == {"train": 264, "validation": 150, "test": 150}
+  distinct = {s: len({r[0] if isinstance(r, tuple) else r["src"] for r in v}) for s, v in lines.items()}
+  assert distinct["validation"] == 13 and distinct["test"] == 22
 
 
 @pytest.mark.full_data
@@ -37,19 +39,8 @@ def test_e2e_files_read(full_data_dir):
 
 
 @pytest.mark.full_data
-def test_e2e_excerpt_is_the_head_of_the_full_files(full_data_dir):
-  """tests/data/README.md's provenance claim: each excerpt is the full file's first lines, byte for
-  byte."""
-  require_files(full_data_dir, *E2E_FILES)
-  for f in E2E_FILES:
-    part = (FIXTURE_DATA_DIR / f).read_bytes()
-    with open(full_data_dir / f, "rb") as full:
-      assert full.read(len(part)) == part and part.endswith(b"\n"), f
-
-
-@pytest.mark.full_data
 def test_e2e_builder_prepares_the_full_splits(full_data_dir, tmp_path):
-  """The TFDS builder on the full files keeps every record (the tests train on the excerpt)."""
+  """The TFDS builder on the full files keeps every record (the other tests use the fixture)."""
   require_files(full_data_dir, *E2E_FILES)
   cfg = common.get_config().data
   cfg.update(dataset="e2e", source_dir=str(full_data_dir), tfds_dir=str(tmp_path / "tfds"))

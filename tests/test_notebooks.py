@@ -47,7 +47,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, tfds_dir, monkeypatch):
     # hence the same bytes everywhere; no excerpt could pass that check).
     monkeypatch.delenv("DIFFUSION_TEXT_DATA_DIR")
   else:
-    require_e2e()  # the E2E excerpt in tests/data (conftest)
+    require_e2e()  # the synthetic E2E fixture (conftest)
   nb = _run(path, TINY[path.name], tmp_path / "run")
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
   assert not [o for o in outputs if o.get("output_type") == "error"]
