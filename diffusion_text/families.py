@@ -46,6 +46,11 @@ class Family:
 
 # --------------------------------------------------------------------------------- diffusion LM
 
+# per-example terms that are not metrics: each example's t and its unweighted t-dependent loss,
+# returned when the train step asks for a loss-aware t draw (``diffusion.t_sampler``)
+T_DRAW, T_LOSS = "t_draw", "t_loss"
+
+
 def _diffusion_terms(model, params, batch, rng, config, deterministic, context=None):
   del context
   rng_loss, rng_dropout, rng_cond = jax.random.split(rng, 3)
@@ -71,7 +76,8 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic, context=N
                                # levers
                                absorbing_E=params.get("absorbing"),
                                absorb_prob=0.0 if deterministic else d.absorb_prob,
-                               t_power=1.0 if deterministic else d.t_power)
+                               t_power=1.0 if deterministic else d.t_power,
+                               t_probs_T=None if deterministic else batch.get("t_probs"))
   terms = {"loss": t.total, "mse": t.mse, "rounding": t.rounding, "prior": t.prior,
            "weight": t.weight}
   if d.ce_weight > 0:
@@ -81,11 +87,13 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic, context=N
   # drifts during training, which moves the schedule's effective signal-to-noise ratio).
   quarter = jnp.minimum((t.t - 1) * 4 // d.num_steps, 3)
   for q in range(4):
-    terms[f"loss_q{q}"] = t.total * (quarter == q)
+    terms[f"loss_q{q}"] = t.raw_total * (quarter == q)
     terms[f"loss_q{q}_count"] = (quarter == q).astype(jnp.float32)
   words = ((batch["target_mask"] > 0) & (batch["pad_mask"] == 0)).astype(jnp.float32)
   sq = jnp.mean(embeddings.embed(emb, batch["ids"]) ** 2, -1)
   terms["emb_rms"] = jnp.sqrt(jnp.sum(sq * words, -1) / jnp.maximum(jnp.sum(words, -1), 1.0))
+  if "t_probs" in batch and not deterministic:  # for the train step's loss-aware history
+    terms[T_DRAW], terms[T_LOSS] = t.t, t.t_loss
   return terms
 
 

@@ -139,7 +139,7 @@ def load_run(workdir: str, step: Optional[int] = None,
                             f"(there are: {sorted(ckpt.all_steps())})")
     # the blocks in the wanted layout, whichever the checkpoint was written in
     state, _ = ts.restore_in_layout(ckpt, step, family.init_params, model_cfg, tx, mesh,
-                                    sharding.axis_rules(config))
+                                    sharding.axis_rules(config), ts.t_stats_of(config))
   finally:
     ckpt.close()
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),

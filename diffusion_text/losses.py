@@ -49,11 +49,24 @@ class LossTerms:
   weight: jnp.ndarray  # 1 for examples with at least one loss position
   ce: jnp.ndarray = 0.0  # -log p(w | x_t) of the denoiser's word logits (0 unless ce_weight > 0)
   t: jnp.ndarray = 0  # the example's timestep, int32 (B,)
+  iw: jnp.ndarray = 1.0  # importance weight 1 / (T p(t)) of a non-uniform t draw (loss-aware)
   ce_weight: float = flax.struct.field(pytree_node=False, default=0.0)
 
   @property
+  def t_loss(self):
+    """The terms that depend on t, unweighted: what the loss-aware sampler tracks per t."""
+    return self.mse + self.ce_weight * self.ce
+
+  @property
+  def raw_total(self):
+    """The example's loss at its own t (for per-t and per-quarter instruments)."""
+    return self.t_loss + self.rounding + self.prior
+
+  @property
   def total(self):
-    return self.mse + self.rounding + self.prior + self.ce_weight * self.ce
+    """The training loss: the t-dependent terms importance-weighted, so that its expectation is the
+    uniform-t objective whichever t sampler drew t."""
+    return self.iw * self.t_loss + self.rounding + self.prior
 
 
 def _masked_mean(v_BxL, mask_BxL):
@@ -71,7 +84,8 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
                       diffusion: process.Diffusion, rng, *, loss_on_pad: bool = True,
                       self_cond_prob: float = 0.0, absorbing_E=None,
                       absorb_prob: float = 0.0, ce_weight: float = 0.0,
-                      t_power: float = 1.0, pad_weight: float = 1.0) -> LossTerms:
+                      t_power: float = 1.0, pad_weight: float = 1.0,
+                      t_probs_T=None) -> LossTerms:
   """Monte Carlo estimate (one t per example) of the end-to-end objective.
 
   Args:
@@ -86,11 +100,18 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
       objective's own weighting); below 1 more examples land at high noise, where a sentence's plan
       is made (density of t/T proportional to (t/T)^(1/t_power - 1)). Every t still gets the same
       per-t optimum; only how the model's capacity is spread over t changes.
+    t_probs_T: a distribution over t = 1..T to draw from instead (the loss-aware sampler,
+      ``loss_aware_probs``); the t-dependent terms are then weighted by 1 / (T p(t)), so the
+      objective is unchanged and only its variance is.
   """
   B = ids_BxL.shape[0]
   rng_t, rng_eps, rng_round = jax.random.split(rng, 3)
   T = diffusion.num_steps
-  if t_power == 1.0:  # the original draw, so runs trained before t_power keep their RNG stream
+  iw_B = jnp.ones((B,), jnp.float32)
+  if t_probs_T is not None:
+    t_B = jax.random.categorical(rng_t, jnp.log(t_probs_T), shape=(B,)).astype(jnp.int32) + 1
+    iw_B = 1.0 / (T * t_probs_T[t_B - 1])
+  elif t_power == 1.0:  # the original draw, so runs trained before t_power keep their RNG stream
     t_B = jax.random.randint(rng_t, (B,), 1, T + 1)
   else:
     u_B = 1.0 - jax.random.uniform(rng_t, (B,))  # in (0, 1]
@@ -124,7 +145,43 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
   prior = _masked_mean(jnp.mean(ab[T] * x0_BxLxE**2, -1), m)
   weight = (jnp.sum(m, -1) > 0).astype(jnp.float32)
   return LossTerms(mse=mse, rounding=rounding, prior=prior, weight=weight,
-                   ce=ce * jnp.ones_like(mse), t=t_B, ce_weight=ce_weight)
+                   ce=ce * jnp.ones_like(mse), t=t_B, iw=iw_B, ce_weight=ce_weight)
+
+
+# Loss-aware timestep sampling (DiffuSeq's default, after Nichol & Dhariwal 2021's importance
+# sampling of L_vlb): keep the last ``K`` training losses seen at each t; once every t has ``K``,
+# draw t with probability proportional to the root mean square of its history, mixed with a small
+# uniform share so no t starves. The history lives in the train state (``TrainState.t_stats``), so it
+# is checkpointed and a resumed run draws exactly as an uninterrupted one.
+LOSS_AWARE_HISTORY = 10
+LOSS_AWARE_UNIFORM = 1e-3
+
+
+def loss_aware_init(num_steps: int, history: int = LOSS_AWARE_HISTORY) -> dict:
+  return {"hist": jnp.zeros((num_steps, history), jnp.float32),
+          "count": jnp.zeros((num_steps,), jnp.int32)}
+
+
+def loss_aware_probs(stats: dict, uniform: float = LOSS_AWARE_UNIFORM):
+  """p(t) over t = 1..T, shape (T,): uniform until every t has a full history."""
+  hist, count = stats["hist"], stats["count"]
+  T, K = hist.shape
+  w = jnp.sqrt(jnp.mean(hist**2, -1))
+  p = (1.0 - uniform) * w / jnp.maximum(jnp.sum(w), 1e-30) + uniform / T
+  return jnp.where(jnp.all(count >= K) & (jnp.sum(w) > 0), p, jnp.full((T,), 1.0 / T))
+
+
+def loss_aware_update(stats: dict, t_B, loss_B) -> dict:
+  """The history with each example's loss written at its t, in a ring of ``K`` per t; examples of
+  one batch that share a t take consecutive slots, in batch order."""
+  hist, count = stats["hist"], stats["count"]
+  idx = t_B - 1
+  same_BxB = idx[:, None] == idx[None, :]
+  earlier_B = jnp.sum(jnp.tril(same_BxB, -1), -1)  # examples before this one with its t
+  slot = (count[idx] + earlier_B) % hist.shape[1]
+  loss_B = jnp.where(jnp.isfinite(loss_B), loss_B, 0.0)
+  return {"hist": hist.at[idx, slot].set(jax.lax.stop_gradient(loss_B).astype(jnp.float32)),
+          "count": count.at[idx].add(1)}
 
 
 def null_source(ids_BxL, target_mask_BxL):

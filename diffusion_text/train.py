@@ -21,8 +21,8 @@ import ml_collections
 import optax
 import numpy as np
 
-from diffusion_text import (checkpointing, decoding, families, generate, likelihood, optim, runs,
-                            sharding)
+from diffusion_text import (checkpointing, decoding, families, generate, likelihood, losses,
+                            optim, runs, sharding)
 from diffusion_text import train_state as ts
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError, DataError, NumericsError
@@ -47,13 +47,16 @@ def make_train_step(model, config, tx, context=None):
 
   def train_step(state: ts.TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
+    if state.t_stats is not None:  # diffusion.t_sampler=loss_aware
+      batch = dict(batch, t_probs=losses.loss_aware_probs(state.t_stats))
 
     def loss_fn(params):
-      sums = _term_sums(loss_terms(model, params, batch, rng, config, deterministic=False,
-                                   context=context))
-      return sums["loss"] / jnp.maximum(sums["count"], 1.0), sums
+      terms = loss_terms(model, params, batch, rng, config, deterministic=False, context=context)
+      drawn = (terms.pop(families.T_DRAW, None), terms.pop(families.T_LOSS, None))
+      sums = _term_sums(terms)
+      return sums["loss"] / jnp.maximum(sums["count"], 1.0), (sums, drawn)
 
-    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, (sums, (t_B, t_loss_B)) = jax.grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = jax.tree.map(lambda p, u: p + u, state.params, updates)
     # EMA with warm-up (decay grows as (1+n)/(10+n)) so short runs are not dominated by the init.
@@ -62,6 +65,12 @@ def make_train_step(model, config, tx, context=None):
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
     sums["grad_norm"] = optax.tree.norm(grads)
     new = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
+    if state.t_stats is not None:
+      new = new.replace(t_stats=losses.loss_aware_update(state.t_stats, t_B, t_loss_B))
+      # the sampler's share of the noisiest quarter of t (loss_q3's t), its size while uniform
+      T = config.diffusion.num_steps
+      q3 = (jnp.arange(T) * 4 // T) == 3
+      sums["t_p_q3"] = jnp.sum(jnp.where(q3, batch["t_probs"], 0.0)) * sums["count"]
     if skip_nonfinite:
       # Drop the update of a step whose loss or gradient is NaN/Inf; the data position still moves.
       ok = jnp.isfinite(sums["loss"]) & jnp.isfinite(sums["grad_norm"])
@@ -406,14 +415,14 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
 
     if latest is None:
       state, _ = ts.create_train_state(family.init_params, model_cfg, tx, mesh, rules,
-                                       config.seed)
+                                       config.seed, t_stats=ts.t_stats_of(config))
       start = 0
       logging.info("new run in %s: %s parameters, vocab %d", workdir,
                    f"{ts.num_params(state.params):,}", tok.vocab_size)
     else:
       # in the requested block layout whatever layout the checkpoint has (model.scan_layers)
       state, data_state, restored = _restore(ckpt, lambda s: ts.restore_in_layout(
-          ckpt, s, family.init_params, model_cfg, tx, mesh, rules), resume)
+          ckpt, s, family.init_params, model_cfg, tx, mesh, rules, ts.t_stats_of(config)), resume)
       data_iter.set_state(data_state)
       start = int(state.step)
       logging.info("resumed %s at step %d (checkpoint %d)", workdir, start, restored)

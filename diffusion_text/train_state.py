@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from diffusion_text import denoiser, sharding
+from diffusion_text import denoiser, losses, sharding
 
 
 @flax.struct.dataclass
@@ -18,23 +18,35 @@ class TrainState:
   ema_params: Any
   opt_state: Any
   rng: jnp.ndarray         # raw uint32 PRNG key; per-step keys are folded in with ``step``
+  # the loss-aware t sampler's per-t loss history (``losses.loss_aware_init``); None (no leaves, so
+  # checkpoints of uniform-t runs keep their layout) unless ``diffusion.t_sampler=loss_aware``
+  t_stats: Any = None
 
 
 def _init_boxed(init_params: Callable, model_cfg: denoiser.ModelConfig,
-                tx: optax.GradientTransformation, rng):
+                tx: optax.GradientTransformation, rng, t_stats: Callable | None = None):
   rng_params, rng_state = jax.random.split(rng)
   params = init_params(model_cfg, rng_params)
   # optax maps over the boxes, so optimizer moments inherit the parameters' logical axes.
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                    opt_state=tx.init(params), rng=rng_state)
+                    opt_state=tx.init(params), rng=rng_state,
+                    t_stats=t_stats() if t_stats else None)
 
 
-def state_shardings(init_params, model_cfg, tx, mesh, rules):
+def t_stats_of(config) -> Callable | None:
+  """The initialiser of ``TrainState.t_stats`` the config asks for (replicated arrays), or None."""
+  if config.model.family == "diffusion" and config.diffusion.get("t_sampler") == "loss_aware":
+    return lambda: losses.loss_aware_init(config.diffusion.num_steps)
+  return None
+
+
+def state_shardings(init_params, model_cfg, tx, mesh, rules, t_stats=None):
   """(abstract unboxed TrainState of ShapeDtypeStructs with shardings, TrainState of shardings).
 
-  ``init_params(model_cfg, rng)`` returns the family's logically partitioned params.
+  ``init_params(model_cfg, rng)`` returns the family's logically partitioned params; ``t_stats``
+  (``t_stats_of(config)``) adds the t sampler's state, replicated.
   """
-  abstract_boxed = jax.eval_shape(lambda r: _init_boxed(init_params, model_cfg, tx, r),
+  abstract_boxed = jax.eval_shape(lambda r: _init_boxed(init_params, model_cfg, tx, r, t_stats),
                                   jax.random.PRNGKey(0))
   shardings = sharding.logical_to_shardings(abstract_boxed, mesh, rules)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -42,10 +54,10 @@ def state_shardings(init_params, model_cfg, tx, mesh, rules):
   return abstract, shardings
 
 
-def create_train_state(init_params, model_cfg, tx, mesh, rules, seed: int):
+def create_train_state(init_params, model_cfg, tx, mesh, rules, seed: int, t_stats=None):
   """A freshly initialised TrainState laid out on ``mesh``; returns (state, shardings)."""
-  _, shardings = state_shardings(init_params, model_cfg, tx, mesh, rules)
-  init = jax.jit(lambda r: nn.meta.unbox(_init_boxed(init_params, model_cfg, tx, r)),
+  _, shardings = state_shardings(init_params, model_cfg, tx, mesh, rules, t_stats)
+  init = jax.jit(lambda r: nn.meta.unbox(_init_boxed(init_params, model_cfg, tx, r, t_stats)),
                  out_shardings=shardings)
   return init(jax.random.PRNGKey(seed)), shardings
 
@@ -54,16 +66,16 @@ def num_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
-def restore_in_layout(ckpt, step: int, init_params, model_cfg, tx, mesh, rules):
+def restore_in_layout(ckpt, step: int, init_params, model_cfg, tx, mesh, rules, t_stats=None):
   """(state, data_state) of checkpoint ``step`` laid out on ``mesh`` for ``model_cfg``, with the
   blocks scanned or unrolled as ``model_cfg.scan_layers`` says, whichever layout the checkpoint was
   written in (converted exactly, ``denoiser.convert_layout``, parameters, EMA and Adam moments)."""
-  abstract, shardings = state_shardings(init_params, model_cfg, tx, mesh, rules)
+  abstract, shardings = state_shardings(init_params, model_cfg, tx, mesh, rules, t_stats)
   stored = denoiser.scan_layers_of((ckpt.stored_tree(step) or {}).get("params"))
   if stored is None or stored == model_cfg.scan_layers:
     return ckpt.restore(step, abstract)
   stored_cfg = dataclasses.replace(model_cfg, scan_layers=stored)
-  stored_abstract, _ = state_shardings(init_params, stored_cfg, tx, mesh, rules)
+  stored_abstract, _ = state_shardings(init_params, stored_cfg, tx, mesh, rules, t_stats)
   state, data_state = ckpt.restore(step, stored_abstract)
   state = denoiser.convert_layout(state, model_cfg.scan_layers, model_cfg.num_layers)
   return jax.device_put(state, shardings), data_state

@@ -185,6 +185,47 @@ def test_t_power_moves_training_timesteps_to_high_noise():
   assert np.mean(t > DIFF.num_steps // 2) > 0.7  # p = 0.5: 3/4 of the examples in the noisier half
 
 
+def test_loss_aware_probs_are_uniform_until_every_t_has_a_history_then_follow_its_rms():
+  stats = losses.loss_aware_init(3, history=2)
+  stats = losses.loss_aware_update(stats, jnp.array([1, 2, 3, 1]), jnp.array([1.0, 3.0, 0.0, 1.0]))
+  np.testing.assert_allclose(losses.loss_aware_probs(stats), [1 / 3] * 3)  # t = 2, 3: one loss
+  stats = losses.loss_aware_update(stats, jnp.array([2, 3]), jnp.array([4.0, 0.0]))
+  # t = 1's two losses of one batch both count; t = 3's losses are 0: it keeps the uniform share
+  rms = np.array([1.0, np.sqrt((9 + 16) / 2), 0.0])
+  u = losses.LOSS_AWARE_UNIFORM
+  np.testing.assert_allclose(losses.loss_aware_probs(stats), (1 - u) * rms / rms.sum() + u / 3,
+                             rtol=1e-6)
+  # a ring of 2 per t: a third loss at t = 1 replaces the first
+  stats = losses.loss_aware_update(stats, jnp.array([1]), jnp.array([5.0]))
+  assert sorted(np.asarray(stats["hist"][0]).tolist()) == [1.0, 5.0]
+  np.testing.assert_array_equal(stats["count"], [3, 2, 2])
+
+
+def test_loss_aware_draw_follows_its_distribution_and_keeps_the_objective():
+  """t ~ p and the t-dependent terms weighted 1 / (T p(t)): the draw's histogram is p, and the
+  weighted mean of any f(t) estimates its uniform mean (here f(t) = t, (T + 1) / 2)."""
+  T = DIFF.num_steps
+  p = np.linspace(1.0, 9.0, T)
+  p /= p.sum()
+  ids = jnp.zeros((40_000, 2), jnp.int32)
+  seen = {}
+
+  def record(z, t, x_sc):
+    seen["t"] = np.asarray(t)
+    return jnp.zeros_like(z)
+
+  terms = losses.diffusion_lm_loss(record, EMB, ids, jnp.ones_like(ids), jnp.zeros_like(ids), DIFF,
+                                   jax.random.PRNGKey(5), t_probs_T=jnp.asarray(p, jnp.float32))
+  t, iw = seen["t"], np.asarray(terms.iw)
+  np.testing.assert_allclose(iw * T * p[t - 1], 1.0, rtol=1e-5)
+  top = t > T // 2
+  np.testing.assert_allclose(top.mean(), p[T // 2:].sum(), atol=0.01)
+  np.testing.assert_allclose(np.mean(iw * t), (T + 1) / 2, rtol=0.03)
+  np.testing.assert_allclose(np.asarray(terms.total),
+                             iw * np.asarray(terms.t_loss) + np.asarray(terms.rounding + terms.prior),
+                             rtol=1e-6)
+
+
 def test_held_out_loss_ignores_training_only_levers():
   """The deterministic (held-out) loss of a run trained with t_power and soft absorbing is the plain
   Diffusion-LM estimate, so runs with and without them are comparable; the training loss is not."""

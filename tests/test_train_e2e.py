@@ -42,7 +42,7 @@ def _restore_state(workdir):
   tx = optim.make_optimizer(cfg.optim, cfg.train.num_train_steps)
   abstract, _ = ts.state_shardings(families.family_of(cfg).init_params,
                                    families.model_config(cfg, tok.vocab_size), tx, mesh,
-                                   sharding.axis_rules(cfg))
+                                   sharding.axis_rules(cfg), ts.t_stats_of(cfg))
   ck = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     return ck.restore(ck.latest_step(), abstract)
@@ -60,6 +60,35 @@ def test_resume_is_bit_identical(runs):
   train_lines = lambda w: [{k: v for k, v in d.items() if k == "step" or k.startswith("train/")}
                            for d in read(w) if "train/loss" in d]
   assert train_lines(full) == train_lines(resumed)
+
+
+def test_loss_aware_t_sampler_resumes_bit_identical(tmp_path, tfds_dir):
+  """``diffusion.t_sampler=loss_aware``: the per-t loss history is part of the checkpointed state, so
+  a run stopped after the sampler left its uniform warm-up and resumed draws the same t and ends
+  bit-identical to an uninterrupted one; by then the draw is no longer uniform."""
+  require_e2e()
+
+  def config():
+    c = tiny.get_config()
+    c.unlock()
+    c.diffusion.update(t_sampler="loss_aware", num_steps=8)  # 8 t x 10 losses: 80 draws
+    c.eval.update(sample_steps=5, nll_t=2)
+    c.sample.steps = 5
+    c.train.update(num_train_steps=30, checkpoint_every_steps=12, eval_every_steps=30)
+    return c
+
+  full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+  train.train_and_evaluate(config(), full)
+  train.train_and_evaluate(config(), resumed, stop_at_step=24)
+  train.train_and_evaluate(config(), resumed)
+  (a, _), (b, _) = _restore_state(full), _restore_state(resumed)
+  assert a.t_stats is not None and int(np.asarray(a.t_stats["count"]).sum()) == 30 * 8
+  assert np.asarray(a.t_stats["count"]).min() >= 10
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  lines = [json.loads(l) for l in open(os.path.join(full, "metrics.jsonl"))]
+  share = [d["train/t_p_q3"] for d in lines if "train/t_p_q3" in d]
+  assert share[0] == pytest.approx(0.25) and share[-1] > 0.25  # noisier t, larger loss
 
 
 def test_resume_in_the_other_block_layout(tmp_path, tfds_dir):
