@@ -28,6 +28,15 @@ def grouped_references(source, limit: Optional[int] = None):
   return items[:limit] if limit else items
 
 
+def real_texts(run: Run, split: str, n: int) -> list[str]:
+  """The first ``n`` distinct texts of an unconditional run's ``split``."""
+  data = pipeline.prepare_sources(run.config.data)
+  if split not in data:
+    raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
+  texts = dict.fromkeys(pipeline._text(data[split][i]["tgt"]) for i in range(len(data[split])))
+  return list(texts)[:n]
+
+
 def lm_score(teacher: Run, hyps, sources=None, batch_size: int = 64) -> dict:
   """Diffusion-LM's lm-score: perplexity of ``hyps`` under an AR ``teacher`` run trained on the same
   data and tokenizer (given ``sources`` for a seq2seq teacher), over real tokens and EOS."""
@@ -93,10 +102,16 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
   else:
     n = num_inputs or 64
     hyps = run.generate(n, seed=seed, **sample_kwargs)
-    result = {**metrics.dist_1(hyps), **metrics.mean_len(hyps)}
+    # the samples beside the same number of real texts of the split, scored the same way (fluency:
+    # lm-score; diversity: dist-1 and self-BLEU over the set)
+    real = real_texts(run, split, n)
+    result = {**metrics.dist_1(hyps), **metrics.mean_len(hyps), **metrics.self_bleu([hyps])}
+    result.update({f"real_{k}": v for k, v in {**metrics.dist_1(real), **metrics.mean_len(real),
+                                               **metrics.self_bleu([real])}.items()})
     outputs = [{"hyp": h} for h in hyps]
     if teacher is not None:
       result.update(lm_score(teacher, hyps))
+      result["real_lm_score"] = lm_score(teacher, real)["lm_score"]
   result.update(split=split, num_inputs=len(hyps), mbr_samples=mbr_samples, seed=seed,
                 checkpoint_step=run.step, seconds=round(time.time() - t0, 1),
                 **{k: v for k, v in sample_kwargs.items() if v is not None})

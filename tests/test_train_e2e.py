@@ -419,6 +419,28 @@ def test_lm_score_prefers_real_text_to_shuffled_tokens(tmp_path, tfds_dir):
     evaluate.lm_score(teacher, texts)
 
 
+def test_unconditional_evaluation_scores_samples_beside_real_text(runs, tmp_path):
+  """An unconditional run's evaluation reports its samples' lm-score, dist-1 and self-BLEU beside
+  the same measures of as many distinct real texts of the split, under the same AR LM teacher."""
+  from diffusion_text import evaluate, metrics
+  cfg = tiny.get_config("ar")
+  with cfg.unlocked():
+    cfg.data.update(task="lm", max_len=32, max_src_len=0)
+    cfg.train.update(num_train_steps=20, eval_every_steps=20, checkpoint_every_steps=20)
+    cfg.eval.num_samples = 0
+  w = str(tmp_path / "lm_teacher")
+  train.train_and_evaluate(cfg, w)
+  teacher, run = generate.load_run(w), generate.load_run(runs[0])
+  result, outputs = evaluate.evaluate_run(run, num_inputs=6, teacher=teacher, sampler="ddim",
+                                          steps=5)
+  real = evaluate.real_texts(run, "validation", 6)
+  assert len(outputs) == 6 and len(set(real)) == 6
+  assert result["real_lm_score"] == pytest.approx(evaluate.lm_score(teacher, real)["lm_score"])
+  assert result["real_dist_1"] == pytest.approx(metrics.dist_n(real, 1))
+  assert result["real_self_bleu"] == pytest.approx(metrics.self_bleu([real])["self_bleu"])
+  assert result["lm_score"] > 1.0 and 0.0 <= result["self_bleu"] <= 100.0
+
+
 def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   from diffusion_text import evaluate
   run = generate.load_run(s2s_run)
