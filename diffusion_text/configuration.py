@@ -97,3 +97,28 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
     check(c.train[k] >= 1, f"train.{k} must be >= 1")
   check(0.0 <= c.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)")
   check(c.optim.learning_rate > 0, "optim.learning_rate must be > 0")
+  # every other numeric key: its meaningful range (issue 20's audit of config values)
+  for k in ("emb_dim", "width", "num_layers", "num_heads", "mlp_dim"):
+    check(c.model[k] >= 1, f"model.{k} must be >= 1")
+  check(c.model.emb_init_std > 0, "model.emb_init_std must be > 0")
+  for k in ("vocab_size", "max_src_len", "max_train_examples", "max_eval_examples"):
+    check(c.data[k] >= 0, f"data.{k} must be >= 0 (0 = unset)")
+  check(c.data.min_count >= 1, "data.min_count must be >= 1")
+  check(c.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+  check(c.optim.decay in ("linear", "cosine", "constant"),
+        f"optim.decay must be linear|cosine|constant, got {c.optim.decay!r}")
+  check(0.0 <= c.optim.final_lr_fraction <= 1.0, "optim.final_lr_fraction must be in [0, 1]")
+  check(c.optim.weight_decay >= 0, "optim.weight_decay must be >= 0")
+  check(c.optim.grad_clip_norm > 0, "optim.grad_clip_norm must be > 0")
+  for k in ("b1", "b2"):
+    check(0.0 <= c.optim[k] < 1.0, f"optim.{k} must be in [0, 1)")
+  for k in ("batch_size", "num_batches"):
+    check(c.eval[k] >= 1, f"eval.{k} must be >= 1")
+  check(c.eval.num_samples >= 0, "eval.num_samples must be >= 0")
+  check(c.sample.batch_size >= 1, "sample.batch_size must be >= 1")
+  check(c.sample.eta >= 0, "sample.eta must be >= 0")
+  check(c.sample.beam_alpha >= 0, "sample.beam_alpha must be >= 0")
+  check(c.classifier.num_classes >= 0, "classifier.num_classes must be >= 0")
+  sizes = [c.mesh[a] for a in ("data", "fsdp", "tensor")]
+  check(sizes.count(-1) <= 1 and all(s >= 1 or s == -1 for s in sizes),
+        f"mesh sizes must be >= 1 with at most one -1 (fill), got {sizes}")

@@ -51,6 +51,15 @@ def test_unknown_key_is_rejected():
     ("model.num_heads", 3, "divisible"),
     ("train.batch_size", 0, "train.batch_size"),
     ("diffusion.t_power", 0.0, "diffusion.t_power"),
+    ("diffusion.t_sampler", "importance", "diffusion.t_sampler"),
+    ("model.emb_dim", 0, "model.emb_dim"),
+    ("data.min_count", 0, "data.min_count"),
+    ("optim.decay", "step", "optim.decay"),
+    ("optim.b2", 1.0, "optim.b2"),
+    ("optim.grad_clip_norm", 0.0, "optim.grad_clip_norm"),
+    ("eval.num_batches", 0, "eval.num_batches"),
+    ("sample.eta", -0.5, "sample.eta"),
+    ("mesh.fsdp", 0, "mesh sizes"),
     ("eval.sampler", "euler", "eval.sampler"),
 ])
 def test_bad_values_are_rejected(key, value, msg):
