@@ -47,7 +47,7 @@ def make_train_step(model, config, tx, context=None):
 
   def train_step(state: ts.TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    if state.t_stats is not None:  # diffusion.t_sampler=loss_aware
+    if isinstance(state, ts.LossAwareTrainState):  # diffusion.t_sampler=loss_aware
       batch = dict(batch, t_probs=losses.loss_aware_probs(state.t_stats))
 
     def loss_fn(params):
@@ -65,7 +65,7 @@ def make_train_step(model, config, tx, context=None):
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
     sums["grad_norm"] = optax.tree.norm(grads)
     new = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
-    if state.t_stats is not None:
+    if isinstance(state, ts.LossAwareTrainState):
       new = new.replace(t_stats=losses.loss_aware_update(state.t_stats, t_B, t_loss_B))
       # the sampler's share of the noisiest quarter of t (loss_q3's t), its size while uniform
       T = config.diffusion.num_steps
@@ -392,7 +392,8 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
   model = family.build(model_cfg)
   num_steps = config.train.num_train_steps
   tx = optim.make_optimizer(config.optim, num_steps)
-  _, shardings = ts.state_shardings(family.init_params, model_cfg, tx, mesh, rules)
+  _, shardings = ts.state_shardings(family.init_params, model_cfg, tx, mesh, rules,
+                                    ts.t_stats_of(config))
   ckpt = checkpointing.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
   preemption = _Preemption()
   scope = contextlib.ExitStack()

@@ -18,8 +18,13 @@ class TrainState:
   ema_params: Any
   opt_state: Any
   rng: jnp.ndarray         # raw uint32 PRNG key; per-step keys are folded in with ``step``
-  # the loss-aware t sampler's per-t loss history (``losses.loss_aware_init``); None (no leaves, so
-  # checkpoints of uniform-t runs keep their layout) unless ``diffusion.t_sampler=loss_aware``
+
+
+@flax.struct.dataclass
+class LossAwareTrainState(TrainState):
+  """The state of a run with ``diffusion.t_sampler=loss_aware``: also the sampler's per-t loss
+  history (``losses.loss_aware_init``), replicated. A subclass, so that checkpoints of every other
+  run keep the layout they always had."""
   t_stats: Any = None
 
 
@@ -28,13 +33,15 @@ def _init_boxed(init_params: Callable, model_cfg: denoiser.ModelConfig,
   rng_params, rng_state = jax.random.split(rng)
   params = init_params(model_cfg, rng_params)
   # optax maps over the boxes, so optimizer moments inherit the parameters' logical axes.
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
-                    opt_state=tx.init(params), rng=rng_state,
-                    t_stats=t_stats() if t_stats else None)
+  fields = dict(step=jnp.zeros((), jnp.int32), params=params, ema_params=params,
+                opt_state=tx.init(params), rng=rng_state)
+  if t_stats:
+    return LossAwareTrainState(**fields, t_stats=t_stats())
+  return TrainState(**fields)
 
 
 def t_stats_of(config) -> Callable | None:
-  """The initialiser of ``TrainState.t_stats`` the config asks for (replicated arrays), or None."""
+  """The initialiser of ``LossAwareTrainState.t_stats`` if the config asks for one, else None."""
   if config.model.family == "diffusion" and config.diffusion.get("t_sampler") == "loss_aware":
     return lambda: losses.loss_aware_init(config.diffusion.num_steps)
   return None

@@ -54,6 +54,12 @@ def test_resume_is_bit_identical(runs):
   full, resumed = runs
   (a, da), (b, db) = _restore_state(full), _restore_state(resumed)
   assert int(a.step) == int(b.step) == 6 and da == db == {"next_batch": 6}
+  # the checkpoint layout every run had before the loss-aware sampler: runs written then restore
+  ck = checkpointing.Checkpointer(os.path.join(full, "checkpoints"), async_save=False)
+  try:
+    assert set(ck.stored_tree(6)) == {"step", "params", "ema_params", "opt_state", "rng"}
+  finally:
+    ck.close()
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   read = lambda w: [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
