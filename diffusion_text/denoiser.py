@@ -67,12 +67,18 @@ def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0):
 
 
 class Block(nn.Module):
-  """Pre-LN Transformer block; returns (x, None) so it can be scanned over layers."""
+  """Pre-LN Transformer block; returns (x, None) so it can be scanned over layers.
+
+  With ``cache`` = (K_BxCxHxK, V_BxCxHxK, start, write_B) (incremental decoding, ``baselines.ar``),
+  the block's S positions are positions ``start .. start+S-1`` of a sequence of C: their keys and
+  values are written into the cache (rows where ``write_B``), the queries attend over the whole
+  cache (``mask`` is (B, 1, S, C)), and it returns (x, (K, V)).
+  """
   cfg: ModelConfig
   deterministic: bool
 
   @nn.compact
-  def __call__(self, x_BxLxD, mask_Bx1xLxL):
+  def __call__(self, x_BxLxD, mask_Bx1xLxL, cache=None):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     dense_init = nn.initializers.xavier_uniform()
@@ -82,6 +88,14 @@ class Block(nn.Module):
                            kernel_init=_p(dense_init, ("embed", "heads", "kv")),
                            bias_init=_p(nn.initializers.zeros, ("heads", "kv")))(h)
            for n in ("query", "key", "value")]
+    kv = None
+    if cache is not None:
+      k_cache, v_cache, start, write_B = cache
+      keep = write_B[:, None, None, None]
+      kv = tuple(jnp.where(keep, jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype),
+                                                                     start, axis=1), c)
+                 for c, new in ((k_cache, qkv[1]), (v_cache, qkv[2])))
+      qkv = [qkv[0], *kv]
     a_BxLxHxK = jax.nn.dot_product_attention(*qkv, mask=mask_Bx1xLxL)
     a = nn.DenseGeneral(cfg.width, axis=(-2, -1), dtype=dtype, name="attn_out",
                         kernel_init=_p(dense_init, ("heads", "kv", "embed")),
@@ -96,7 +110,7 @@ class Block(nn.Module):
                  kernel_init=_p(dense_init, ("mlp", "embed")),
                  bias_init=_p(nn.initializers.zeros, ("embed",)))(h)
     x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
-    return constrain(x_BxLxD), None
+    return constrain(x_BxLxD), kv
 
 
 def apply_blocks(cfg: ModelConfig, x_BxLxD, mask_Bx1xLxL, deterministic: bool):

@@ -301,6 +301,48 @@ def part_sample(name: str, batches: list, samplers: list, full_trajectory: bool,
   return {"rows": rows, "peak_rss_bytes": _peak_rss_bytes()}
 
 
+def part_ar_decode(name: str, batch: int, beams: list) -> dict:
+  """AR decoding (greedy, beam) of packed seq2seq rows at a named size, with the key/value cache
+  and with a full forward per position (``cache=False``): seconds per batch, the two timed in
+  alternation and the minimum of each kept. A random-init model rarely writes EOS, so every target
+  position is decoded: the worst case for both."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import flax.linen as nn
+  from diffusion_text import families
+  from diffusion_text.baselines import ar
+  from diffusion_text.data import packing
+  size = SIZES[name]
+  c = _config(size)
+  c.model.family = "ar"
+  model_cfg = families.model_config(c, size["vocab"])
+  model = ar.ARTransformer(model_cfg)
+  params = nn.meta.unbox(ar.init_params(model_cfg, jax.random.PRNGKey(0)))
+  L, src_len = size["max_len"], size["max_len"] // 2
+  rng = np.random.default_rng(0)
+  rows = [packing.pack_source(list(rng.integers(5, size["vocab"], rng.integers(4, src_len))), L,
+                              src_len, "fixed") for _ in range(batch)]
+  ids, tm = (jnp.asarray(np.stack([r[k] for r in rows])) for k in (0, 1))
+  out = []
+  for beam in beams:
+    fns = {cache: jax.jit(lambda p, i, m, cache=cache: (
+        ar.greedy_decode(model, p, i, m, cache=cache) if beam == 1
+        else ar.beam_decode(model, p, i, m, beam, cache=cache))) for cache in (True, False)}
+    for f in fns.values():
+      f(params, ids, tm).block_until_ready()
+    t = {cache: float("inf") for cache in fns}
+    for _ in range(3):
+      for cache, f in fns.items():
+        t0 = time.perf_counter()
+        f(params, ids, tm).block_until_ready()
+        t[cache] = min(t[cache], time.perf_counter() - t0)
+    out.append({"config": name, "batch": batch, "L": L, "target_positions": L - src_len - 2,
+                "beam": beam, "cached_s": t[True], "full_forward_s": t[False],
+                "speedup": t[False] / t[True]})
+  return {"rows": out}
+
+
 def part_memory(name: str) -> dict:
   """Bytes per device of params + optimizer state (+ EMA) under data parallel and FSDP, from the
   shardings of the abstract state (nothing is allocated)."""
@@ -370,7 +412,7 @@ def part_pipeline(quick: bool) -> dict:
 
 
 PARTS = {"peak": part_peak, "train": part_train, "sample": part_sample, "memory": part_memory,
-         "pipeline": part_pipeline, "profile": part_profile}
+         "pipeline": part_pipeline, "profile": part_profile, "ar_decode": part_ar_decode}
 
 
 def _run_part(part: str, devices: int = 1, **kwargs) -> dict:
@@ -419,6 +461,9 @@ def run_all(quick: bool, save=lambda result: None) -> dict:
                                samplers=["ddpm", "dpm++2m"],
                                full_trajectory=_FULL_TRAJ.value and not quick)["rows"]
   save(result)
+  result["ar_decode"] = _run_part("ar_decode", name="tiny" if quick else "e2e_cpu",
+                                  batch=4 if quick else 64, beams=[1, 2] if quick else [1, 4])["rows"]
+  save(result)
   scaling = []
   for n in (1, 2) if quick else (1, 2, 8):
     scaling.append(_run_part("train", devices=n, name="tiny" if quick else "e2e_cpu",
@@ -453,6 +498,10 @@ def table(result: dict) -> str:
   for r in result["sample"]:
     lines.append(f"{r['sampler']:<9} {r['batch']:>5}  {r['step_s']:.4f}    {r['forward_s']:.4f}"
                  f"     {r['step_over_forward']:.2f}")
+  lines += ["", "AR decoding  batch  beam  cached s  full-forward s  speedup"]
+  for r in result.get("ar_decode", []):
+    lines.append(f"{r['config']:<12} {r['batch']:>5}  {r['beam']:>4}  {r['cached_s']:>8.3f}"
+                 f"  {r['full_forward_s']:>14.3f}  {r['speedup']:>7.1f}x")
   lines += ["", "devices (same global batch)  s/step(med)"]
   for r in result["mesh_scaling"]:
     lines.append(f"{r['devices']:>7} {str(r['mesh']):<28} {r['step_s_median']:.4f}")

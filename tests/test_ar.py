@@ -106,3 +106,27 @@ def test_positions_loop_starts_at_the_first_target_and_stops_when_all_rows_are_d
   visited, _ = ar._positions_loop(body, (jnp.zeros(10, jnp.int32), jnp.zeros(2, bool)), tm,
                                   lambda c: c[1])
   np.testing.assert_array_equal(visited, [0, 0, 0, 1, 1, 1, 1, 0, 0, 0])
+
+
+def test_cached_logits_equal_a_full_forward_at_every_target_position():
+  """Teacher-forcing a whole sequence through the key/value cache gives, at every position, the
+  logits of a full forward on the sequence (both packing layouts, rows with targets starting at
+  different positions)."""
+  for target_start in packing.TARGET_STARTS:
+    rows = [packing.pack_source(s, 12, 5, target_start) for s in ([10, 11, 12], [13], [15, 16])]
+    ids0, tm = (jnp.asarray(np.stack([r[k] for r in rows])) for k in (0, 1))
+    filled = jnp.where(tm > 0, jax.random.randint(jax.random.PRNGKey(1), ids0.shape, 4, 30), ids0)
+    full = MODEL.apply({"params": PARAMS}, filled, tm)
+    cached = ar._Cached(MODEL, PARAMS)
+    state = cached.start(jnp.where(tm > 0, 0, ids0), tm)
+    for i in range(int(ar._first_target(tm)), 12):
+      logits, state = cached.logits(state, filled, i)
+      np.testing.assert_allclose(logits, full[:, i - 1], rtol=1e-4, atol=1e-4)
+
+
+def test_cached_beam_search_equals_beam_search_on_full_forwards():
+  for target_start in packing.TARGET_STARTS:
+    rows = [packing.pack_source(s, 12, 5, target_start) for s in ([10, 11, 12], [13], [15, 16])]
+    ids, tm = (jnp.asarray(np.stack([r[k] for r in rows])) for k in (0, 1))
+    np.testing.assert_array_equal(ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=3),
+                                  ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=3, cache=False))

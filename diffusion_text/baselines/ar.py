@@ -6,8 +6,13 @@ an encoder), target positions see the source and earlier target positions (causa
 denoiser's Transformer blocks (same width, depth, heads and MLP), token embeddings of width D tied to
 the output layer, and is trained by next-token cross-entropy on target positions. Decoding is greedy
 or beam search, both one ``lax.while_loop`` over positions that starts at the batch's first target
-position and stops once every row has written EOS (no KV cache: a full forward per position).
+position and stops once every row has written EOS. Decoding keeps a key/value cache: one forward over
+the whole packed input fills it (the source attends only to itself, so its keys and values are
+final), then each step runs the blocks on one token. The logits are those of a full forward on the
+sequence so far (``test_ar.py``).
 """
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -58,9 +63,59 @@ def token_nll(logits_BxLxV, ids_BxL, target_mask_BxL, pad_mask_BxL, loss_on_pad:
   return jnp.sum(nll * m, -1) / jnp.maximum(count, 1.0), (count > 0).astype(jnp.float32)
 
 
-def _logits_at(model, params, ids, target_mask, i):
-  logits = model.apply({"params": params}, ids, target_mask, deterministic=True)
-  return jax.lax.dynamic_index_in_dim(logits, i - 1, axis=1, keepdims=False)  # (B, V)
+class _Cached:
+  """Incremental decoding of an ``ARTransformer`` with a key/value cache per block.
+
+  ``start(ids, target_mask)`` runs one forward over the packed input (targets PAD) and returns the
+  cache state; ``logits(state, ids, i)`` the next-token logits (B, V) for position ``i``, given
+  ``ids`` filled up to ``i - 1``, and the state with position ``i - 1`` written. Rows whose
+  position ``i - 1`` is still source read the first forward's logits, exact for the source.
+  """
+
+  def __init__(self, model, params):
+    self.cfg = cfg = model.cfg
+    self.p = denoiser.convert_layout(params, False, cfg.num_layers)  # blocks one by one
+    self.block = denoiser.Block(dataclasses.replace(cfg, dropout=0.0), True)
+    self.ln_out = denoiser.layer_norm(cfg, "ln_out")
+
+  def _run(self, ids_BxS, start, mask, caches, write_B):
+    p, cfg = self.p, self.cfg
+    S = ids_BxS.shape[1]
+    pos = jax.lax.dynamic_slice_in_dim(p["pos_emb"], start, S, axis=0)
+    x = (jnp.take(p["token_emb"], ids_BxS, axis=0) + pos[None]).astype(jnp.dtype(cfg.dtype))
+    new = []
+    for l, (k, v) in enumerate(caches):
+      x, kv = self.block.apply({"params": p[f"block_{l}"]}, x, mask, cache=(k, v, start, write_B))
+      new.append(kv)
+    x = self.ln_out.apply({"params": p["ln_out"]}, x)
+    return jnp.einsum("bld,vd->blv", x.astype(jnp.float32), p["token_emb"]), new
+
+  def start(self, ids_BxL, target_mask_BxL):
+    cfg = self.cfg
+    B, L = ids_BxL.shape
+    shape = (B, L, cfg.num_heads, cfg.width // cfg.num_heads)
+    empty = [(jnp.zeros(shape, jnp.dtype(cfg.dtype)),) * 2 for _ in range(cfg.num_layers)]
+    logits, caches = self._run(ids_BxL, 0, prefix_lm_mask(target_mask_BxL), empty,
+                               jnp.ones((B,), bool))
+    return {"first": logits, "caches": caches, "target_mask": target_mask_BxL}
+
+  def logits(self, state, ids_BxL, i):
+    tm = state["target_mask"]
+    B, L = ids_BxL.shape
+    prev = i - 1
+    is_target_B = jax.lax.dynamic_index_in_dim(tm, prev, axis=1, keepdims=False) > 0
+    tok = jax.lax.dynamic_slice_in_dim(ids_BxL, prev, 1, axis=1)
+    mask = jnp.broadcast_to((jnp.arange(L) <= prev)[None, None, None, :], (B, 1, 1, L))
+    step, caches = self._run(tok, prev, mask, state["caches"], is_target_B)
+    first = jax.lax.dynamic_index_in_dim(state["first"], prev, axis=1, keepdims=False)
+    return jnp.where(is_target_B[:, None], step[:, 0], first), dict(state, caches=caches)
+
+  @staticmethod
+  def reorder(state, rows_B):
+    """The state of rows ``rows_B`` (beam search keeps the caches of the beams it extends)."""
+    take = lambda a: jnp.take(a, rows_B, axis=0)
+    return {"first": take(state["first"]), "target_mask": take(state["target_mask"]),
+            "caches": [(take(k), take(v)) for k, v in state["caches"]]}
 
 
 def _first_target(target_mask_BxL):
@@ -79,25 +134,47 @@ def _positions_loop(body, carry, target_mask_BxL, done_of):
   return jax.lax.while_loop(cond, step, (_first_target(target_mask_BxL), carry))[1]
 
 
-def greedy_decode(model, params, ids_BxL, target_mask_BxL):
+class _FullForward(_Cached):
+  """The same interface without a cache: a full forward per position (the reference the cache is
+  tested and benchmarked against, ``cache=False``)."""
+
+  def __init__(self, model, params):
+    self.model, self.params = model, params
+
+  def start(self, ids_BxL, target_mask_BxL):
+    return {"target_mask": target_mask_BxL}
+
+  def logits(self, state, ids_BxL, i):
+    logits = self.model.apply({"params": self.params}, ids_BxL, state["target_mask"],
+                              deterministic=True)
+    return jax.lax.dynamic_index_in_dim(logits, i - 1, axis=1, keepdims=False), state
+
+  @staticmethod
+  def reorder(state, rows_B):
+    return {"target_mask": jnp.take(state["target_mask"], rows_B, axis=0)}
+
+
+def greedy_decode(model, params, ids_BxL, target_mask_BxL, cache: bool = True):
   """Fills target positions left to right with the most likely token; PAD after EOS."""
   ids = jnp.where(target_mask_BxL > 0, PAD, ids_BxL)
+  cached = (_Cached if cache else _FullForward)(model, params)
 
   def body(carry, i):
-    ids, done = carry
-    nxt = jnp.argmax(_logits_at(model, params, ids, target_mask_BxL, i), -1).astype(jnp.int32)
+    ids, done, state = carry
+    logits, state = cached.logits(state, ids, i)
+    nxt = jnp.argmax(logits, -1).astype(jnp.int32)
     write = target_mask_BxL[:, i] > 0
     tok = jnp.where(done, PAD, nxt)
     ids = ids.at[:, i].set(jnp.where(write, tok, ids[:, i]))
     done = done | (write & (tok == EOS))
-    return ids, done
+    return ids, done, state
 
-  ids, _ = _positions_loop(body, (ids, jnp.zeros(ids.shape[0], bool)), target_mask_BxL,
-                           lambda c: c[1])
-  return ids
+  carry = (ids, jnp.zeros(ids.shape[0], bool), cached.start(ids, target_mask_BxL))
+  return _positions_loop(body, carry, target_mask_BxL, lambda c: c[1])[0]
 
 
-def beam_decode(model, params, ids_BxL, target_mask_BxL, beam_size: int, alpha: float = 0.0):
+def beam_decode(model, params, ids_BxL, target_mask_BxL, beam_size: int, alpha: float = 0.0,
+                cache: bool = True):
   """Beam search over target positions; returns the best beam (score / length**alpha) per input.
 
   With ``beam_size=1`` it is exactly greedy decoding.
@@ -110,10 +187,11 @@ def beam_decode(model, params, ids_BxL, target_mask_BxL, beam_size: int, alpha: 
   score = jnp.where(jnp.arange(K)[None] == 0, 0.0, -jnp.inf) * jnp.ones((B, 1))  # (B, K)
   done = jnp.zeros((B, K), bool)
   length = jnp.zeros((B, K), jnp.float32)
+  cached = (_Cached if cache else _FullForward)(model, params)
 
   def body(carry, i):
-    ids, score, done, length = carry
-    logits = _logits_at(model, params, ids.reshape(B * K, L), tm.reshape(B * K, L), i)
+    ids, score, done, length, state = carry
+    logits, state = cached.logits(state, ids.reshape(B * K, L), i)
     logp = jax.nn.log_softmax(logits, -1).reshape(B, K, -1)                 # (B, K, V)
     V = logp.shape[-1]
     # A finished beam continues with PAD at no cost, so it competes with its final score.
@@ -129,11 +207,15 @@ def beam_decode(model, params, ids_BxL, target_mask_BxL, beam_size: int, alpha: 
     new_done = new_done | (tok == EOS)
     write = (target_mask_BxL[:, i] > 0)[:, None]                            # (B, 1)
     sel = lambda new, old: jnp.where(write.reshape(B, 1, *([1] * (new.ndim - 2))), new, old)
+    # each kept beam continues from the cache of the beam it extends (rows not yet writing keep
+    # their own, as their beams do)
+    src_row = (jnp.arange(B)[:, None] * K + jnp.where(write, src_beam, jnp.arange(K)[None]))
     return (sel(new_ids, ids), sel(top_score, score), sel(new_done, done),
-            sel(new_len, length))
+            sel(new_len, length), cached.reorder(state, src_row.reshape(B * K)))
 
-  ids, score, done, length = _positions_loop(body, (ids, score, done, length), target_mask_BxL,
-                                             lambda c: c[2])
+  state = cached.start(ids.reshape(B * K, L), tm.reshape(B * K, L))
+  ids, score, done, length, _ = _positions_loop(body, (ids, score, done, length, state),
+                                                target_mask_BxL, lambda c: c[2])
   final = score / jnp.maximum(length, 1.0) ** alpha
   best = jnp.argmax(final, -1)
   return jnp.take_along_axis(ids, best[:, None, None], 1)[:, 0]
