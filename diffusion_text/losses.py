@@ -149,35 +149,49 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
 
 
 # Loss-aware timestep sampling (DiffuSeq's default, after Nichol & Dhariwal 2021's importance
-# sampling of L_vlb): keep the last ``K`` training losses seen at each t; once every t has ``K``,
-# draw t with probability proportional to the root mean square of its history, mixed with a small
-# uniform share so no t starves. The history lives in the train state (``TrainState.t_stats``), so it
-# is checkpointed and a resumed run draws exactly as an uninterrupted one.
+# sampling of L_vlb): keep the last ``K`` training losses seen at each noise level; once every level
+# has ``K``, draw t with probability proportional to the root mean square of its level's history,
+# mixed with a small uniform share so no t starves. DiffuSeq keeps one history per t, which its
+# batches of thousands fill in a few steps; at a CPU batch of 64 and T = 2000 that takes over 1,000
+# steps, so the levels here are ``LOSS_AWARE_BINS`` bins of consecutive t (one per t when T is
+# smaller), with p(t) spread evenly within a bin. The history lives in the train state
+# (``LossAwareTrainState.t_stats``): it is checkpointed, and a resumed run draws as an
+# uninterrupted one does.
 LOSS_AWARE_HISTORY = 10
+LOSS_AWARE_BINS = 100
 LOSS_AWARE_UNIFORM = 1e-3
 
 
-def loss_aware_init(num_steps: int, history: int = LOSS_AWARE_HISTORY) -> dict:
-  return {"hist": jnp.zeros((num_steps, history), jnp.float32),
-          "count": jnp.zeros((num_steps,), jnp.int32)}
+def loss_aware_init(num_steps: int, history: int = LOSS_AWARE_HISTORY,
+                    bins: int = LOSS_AWARE_BINS) -> dict:
+  n = min(num_steps, bins)
+  return {"hist": jnp.zeros((n, history), jnp.float32), "count": jnp.zeros((n,), jnp.int32)}
 
 
-def loss_aware_probs(stats: dict, uniform: float = LOSS_AWARE_UNIFORM):
-  """p(t) over t = 1..T, shape (T,): uniform until every t has a full history."""
+def _bin_of(t, num_steps: int, bins: int):
+  return (t - 1) * bins // num_steps
+
+
+def loss_aware_probs(stats: dict, num_steps: int, uniform: float = LOSS_AWARE_UNIFORM):
+  """p(t) over t = 1..T, shape (T,): uniform until every level has a full history."""
   hist, count = stats["hist"], stats["count"]
-  T, K = hist.shape
+  N, K = hist.shape
+  T = num_steps
   w = jnp.sqrt(jnp.mean(hist**2, -1))
-  p = (1.0 - uniform) * w / jnp.maximum(jnp.sum(w), 1e-30) + uniform / T
+  p_bin = (1.0 - uniform) * w / jnp.maximum(jnp.sum(w), 1e-30) + uniform / N
+  b_T = _bin_of(jnp.arange(1, T + 1), T, N)
+  size_N = jnp.zeros((N,), jnp.float32).at[b_T].add(1.0)
+  p = p_bin[b_T] / size_N[b_T]
   return jnp.where(jnp.all(count >= K) & (jnp.sum(w) > 0), p, jnp.full((T,), 1.0 / T))
 
 
-def loss_aware_update(stats: dict, t_B, loss_B) -> dict:
-  """The history with each example's loss written at its t, in a ring of ``K`` per t; examples of
-  one batch that share a t take consecutive slots, in batch order."""
+def loss_aware_update(stats: dict, t_B, loss_B, num_steps: int) -> dict:
+  """The history with each example's loss written at its level, in a ring of ``K`` per level;
+  examples of one batch at the same level take consecutive slots, in batch order."""
   hist, count = stats["hist"], stats["count"]
-  idx = t_B - 1
+  idx = _bin_of(t_B, num_steps, hist.shape[0])
   same_BxB = idx[:, None] == idx[None, :]
-  earlier_B = jnp.sum(jnp.tril(same_BxB, -1), -1)  # examples before this one with its t
+  earlier_B = jnp.sum(jnp.tril(same_BxB, -1), -1)  # examples before this one at its level
   slot = (count[idx] + earlier_B) % hist.shape[1]
   loss_B = jnp.where(jnp.isfinite(loss_B), loss_B, 0.0)
   return {"hist": hist.at[idx, slot].set(jax.lax.stop_gradient(loss_B).astype(jnp.float32)),

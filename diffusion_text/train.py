@@ -44,11 +44,12 @@ def make_train_step(model, config, tx, context=None):
   loss_terms = families.family_of(config).loss_terms
   ema_decay = config.train.ema_decay
   skip_nonfinite = config.train.skip_nonfinite_steps
+  T = config.diffusion.num_steps
 
   def train_step(state: ts.TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
     if isinstance(state, ts.LossAwareTrainState):  # diffusion.t_sampler=loss_aware
-      batch = dict(batch, t_probs=losses.loss_aware_probs(state.t_stats))
+      batch = dict(batch, t_probs=losses.loss_aware_probs(state.t_stats, T))
 
     def loss_fn(params):
       terms = loss_terms(model, params, batch, rng, config, deterministic=False, context=context)
@@ -66,9 +67,8 @@ def make_train_step(model, config, tx, context=None):
     sums["grad_norm"] = optax.tree.norm(grads)
     new = state.replace(step=state.step + 1, params=params, ema_params=ema, opt_state=opt_state)
     if isinstance(state, ts.LossAwareTrainState):
-      new = new.replace(t_stats=losses.loss_aware_update(state.t_stats, t_B, t_loss_B))
+      new = new.replace(t_stats=losses.loss_aware_update(state.t_stats, t_B, t_loss_B, T))
       # the sampler's share of the noisiest quarter of t (loss_q3's t), its size while uniform
-      T = config.diffusion.num_steps
       q3 = (jnp.arange(T) * 4 // T) == 3
       sums["t_p_q3"] = jnp.sum(jnp.where(q3, batch["t_probs"], 0.0)) * sums["count"]
     if skip_nonfinite:

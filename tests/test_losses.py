@@ -187,18 +187,29 @@ def test_t_power_moves_training_timesteps_to_high_noise():
 
 def test_loss_aware_probs_are_uniform_until_every_t_has_a_history_then_follow_its_rms():
   stats = losses.loss_aware_init(3, history=2)
-  stats = losses.loss_aware_update(stats, jnp.array([1, 2, 3, 1]), jnp.array([1.0, 3.0, 0.0, 1.0]))
-  np.testing.assert_allclose(losses.loss_aware_probs(stats), [1 / 3] * 3)  # t = 2, 3: one loss
-  stats = losses.loss_aware_update(stats, jnp.array([2, 3]), jnp.array([4.0, 0.0]))
+  stats = losses.loss_aware_update(stats, jnp.array([1, 2, 3, 1]), jnp.array([1.0, 3.0, 0.0, 1.0]),
+                                   3)
+  np.testing.assert_allclose(losses.loss_aware_probs(stats, 3), [1 / 3] * 3)  # t = 2, 3: one loss
+  stats = losses.loss_aware_update(stats, jnp.array([2, 3]), jnp.array([4.0, 0.0]), 3)
   # t = 1's two losses of one batch both count; t = 3's losses are 0: it keeps the uniform share
   rms = np.array([1.0, np.sqrt((9 + 16) / 2), 0.0])
   u = losses.LOSS_AWARE_UNIFORM
-  np.testing.assert_allclose(losses.loss_aware_probs(stats), (1 - u) * rms / rms.sum() + u / 3,
+  np.testing.assert_allclose(losses.loss_aware_probs(stats, 3), (1 - u) * rms / rms.sum() + u / 3,
                              rtol=1e-6)
   # a ring of 2 per t: a third loss at t = 1 replaces the first
-  stats = losses.loss_aware_update(stats, jnp.array([1]), jnp.array([5.0]))
+  stats = losses.loss_aware_update(stats, jnp.array([1]), jnp.array([5.0]), 3)
   assert sorted(np.asarray(stats["hist"][0]).tolist()) == [1.0, 5.0]
   np.testing.assert_array_equal(stats["count"], [3, 2, 2])
+
+
+def test_loss_aware_levels_are_bins_of_consecutive_t_when_t_is_large():
+  """T = 10 in 5 levels of 2 consecutive t: a level's probability is shared evenly by its t."""
+  stats = losses.loss_aware_init(10, history=1, bins=5)
+  assert stats["hist"].shape == (5, 1)
+  t = jnp.array([1, 4, 5, 8, 10])  # one draw in each level (1-2, 3-4, 5-6, 7-8, 9-10)
+  stats = losses.loss_aware_update(stats, t, jnp.array([1.0, 1.0, 2.0, 2.0, 4.0]), 10)
+  p = np.asarray(losses.loss_aware_probs(stats, 10, uniform=0.0))
+  np.testing.assert_allclose(p, np.repeat([0.1, 0.1, 0.2, 0.2, 0.4], 2) / 2, rtol=1e-6)
 
 
 def test_loss_aware_draw_follows_its_distribution_and_keeps_the_objective():
