@@ -11,7 +11,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from diffusion_text import classifier, decoding, denoiser, embeddings, losses, process, samplers
+from diffusion_text import (classifier, decoding, denoiser, embeddings, losses, process, runs,
+                            samplers)
 from diffusion_text.baselines import ar
 
 
@@ -152,7 +153,7 @@ FAMILIES = {
 def tokenizer_file(config) -> str:
   """A saved tokenizer the run must use ('' = train one): a classifier reads its base run's."""
   if config.model.family == "classifier" and config.classifier.base_run:
-    return os.path.join(config.classifier.base_run, "tokenizer.json")
+    return os.path.join(config.classifier.base_run, runs.TOKENIZER_FILE)
   return ""
 
 

@@ -122,7 +122,7 @@ def load_run(workdir: str, step: Optional[int] = None,
   unrolled model trains faster and a scanned one samples faster (README "Performance").
   """
   config = runs.load_config(workdir)
-  tok = tokenizers.load_tokenizer(os.path.join(workdir, pipeline.TOKENIZER_FILE))
+  tok = runs.load_tokenizer(workdir)
   if scan_layers is not None:
     config.model.scan_layers = bool(scan_layers)  # the config describes the model that runs
   model_cfg = families.model_config(config, tok.vocab_size)

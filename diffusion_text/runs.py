@@ -21,9 +21,11 @@ import time
 import ml_collections
 import numpy as np
 
+from diffusion_text.data import tokenizers
 from diffusion_text.errors import CheckpointError, UserError
 
 CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
 LOCK_FILE = "run.lock"
 PREVIOUS_PREFIX = "previous-"
 
@@ -33,9 +35,18 @@ def write_atomic(path: str, text: str) -> None:
   process killed mid-write) never leaves or sees a half-written file."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
+  with open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+def save_tokenizer(workdir: str, tok: tokenizers.Tokenizer) -> None:
+  write_atomic(os.path.join(workdir, TOKENIZER_FILE), json.dumps(tok.to_json(), ensure_ascii=False))
+
+
+def load_tokenizer(workdir: str) -> tokenizers.Tokenizer:
+  """The tokenizer saved in run directory ``workdir`` (DataError if missing or corrupt)."""
+  return tokenizers.load_tokenizer(os.path.join(workdir, TOKENIZER_FILE))
 
 
 class WorkdirBusyError(UserError):

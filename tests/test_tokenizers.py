@@ -1,8 +1,10 @@
+import os
 import pickle
 
 import numpy as np
 import pytest
 
+from diffusion_text import runs
 from diffusion_text.data import tokenizers as tk
 from diffusion_text.errors import DataError
 
@@ -39,9 +41,9 @@ def test_decode_stops_at_eos_and_drops_pad():
 @pytest.mark.parametrize("kind", ["word", "sentencepiece"])
 def test_save_load_and_pickle(kind, tmp_path):
   tok = tk.train_tokenizer(kind, TEXTS, vocab_size=30, min_count=1)
-  path = str(tmp_path / "tok.json")
-  tok.save(path)
-  for other in (tk.load_tokenizer(path), pickle.loads(pickle.dumps(tok))):
+  runs.save_tokenizer(str(tmp_path), tok)
+  assert not [p for p in os.listdir(tmp_path) if p != runs.TOKENIZER_FILE]  # no temporary left
+  for other in (runs.load_tokenizer(str(tmp_path)), pickle.loads(pickle.dumps(tok))):
     assert other.vocab_size == tok.vocab_size
     text = "the dog sat on the mat ."
     np.testing.assert_array_equal(other.encode_padded(text, 16), tok.encode_padded(text, 16))

@@ -11,7 +11,7 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import checkpointing, embeddings, generate, train
+from diffusion_text import checkpointing, embeddings, generate, runs, train
 from diffusion_text.runs import load_config
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError
@@ -35,9 +35,8 @@ def runs(tmp_path_factory, tfds_dir):
 def _restore_state(workdir):
   from diffusion_text import checkpointing, families, optim, sharding
   from diffusion_text import train_state as ts
-  from diffusion_text.data import tokenizers
   cfg = load_config(workdir)
-  tok = tokenizers.load_tokenizer(os.path.join(workdir, "tokenizer.json"))
+  tok = runs.load_tokenizer(workdir)
   mesh = sharding.make_mesh(cfg.mesh)
   tx = optim.make_optimizer(cfg.optim, cfg.train.num_train_steps)
   abstract, _ = ts.state_shardings(families.family_of(cfg).init_params,
@@ -104,14 +103,13 @@ def test_resume_in_the_other_block_layout(tmp_path, tfds_dir):
   trajectory is not the uninterrupted one's.)"""
   from diffusion_text import checkpointing, denoiser, families, optim, sharding
   from diffusion_text import train_state as ts
-  from diffusion_text.data import tokenizers
   require_e2e()
   w = str(tmp_path / "relayout")
   train.train_and_evaluate(tiny.get_config(), w, stop_at_step=3)
   c = tiny.get_config()
   c.unlock()
   c.model.scan_layers = False
-  tok = tokenizers.load_tokenizer(os.path.join(w, "tokenizer.json"))
+  tok = runs.load_tokenizer(w)
   mesh, rules = sharding.make_mesh(c.mesh), sharding.axis_rules(c)
   tx = optim.make_optimizer(c.optim, c.train.num_train_steps)
   ck = checkpointing.Checkpointer(os.path.join(w, "checkpoints"), async_save=False)

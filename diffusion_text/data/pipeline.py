@@ -22,7 +22,6 @@ from diffusion_text import runs
 from diffusion_text.data import packing, sources, tokenizers
 from diffusion_text.errors import DataError
 
-TOKENIZER_FILE = "tokenizer.json"
 VALIDATION_REPORT = "validation_report.json"  # next to the prepared TFDS data
 RAW_FINGERPRINT = "raw_fingerprint.json"  # next to the prepared TFDS data: what it was built from
 
@@ -114,26 +113,18 @@ def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None,
                   from_file: str = "") -> tokenizers.Tokenizer:
   """The run's tokenizer: loaded from ``workdir`` if saved there, else read from ``from_file`` (a
   run that must share another run's vocabulary) or trained on the train split; saved to ``workdir``."""
-  path = os.path.join(workdir, TOKENIZER_FILE) if workdir else None
-  if path and os.path.exists(path):
-    return tokenizers.load_tokenizer(path)
+  if workdir and os.path.exists(os.path.join(workdir, runs.TOKENIZER_FILE)):
+    return runs.load_tokenizer(workdir)
   if from_file:
-    if not os.path.exists(from_file):
-      raise DataError(f"tokenizer {from_file} not found")
     tok = tokenizers.load_tokenizer(from_file)
-    if path:
-      tok.save(path + ".tmp")
-      os.replace(path + ".tmp", path)
-    return tok
-  tok = tokenizers.train_tokenizer(
-      data_cfg.tokenizer,
-      split_texts(train_source, data_cfg.max_train_examples or None,
-                  ("src", "tgt") if data_cfg.task == "seq2seq" else ("tgt",)),
-      vocab_size=data_cfg.vocab_size, min_count=data_cfg.min_count)
-  if path:
-    tmp = path + ".tmp"
-    tok.save(tmp)
-    os.replace(tmp, path)  # never leave a half-written tokenizer
+  else:
+    tok = tokenizers.train_tokenizer(
+        data_cfg.tokenizer,
+        split_texts(train_source, data_cfg.max_train_examples or None,
+                    ("src", "tgt") if data_cfg.task == "seq2seq" else ("tgt",)),
+        vocab_size=data_cfg.vocab_size, min_count=data_cfg.min_count)
+  if workdir:
+    runs.save_tokenizer(workdir, tok)  # atomic: never a half-written tokenizer
   return tok
 
 

@@ -50,7 +50,8 @@ class Tokenizer:
         keep.append(i)
     return self.decode_ids(keep)
 
-  def save(self, path: str) -> None:
+  def to_json(self) -> dict:
+    """What ``load_tokenizer`` reads back (``runs.save_tokenizer`` writes it into a run)."""
     raise NotImplementedError
 
 
@@ -82,9 +83,8 @@ class WordTokenizer(Tokenizer):
   def decode_ids(self, ids: Sequence[int]) -> str:
     return " ".join(self.itos[i] for i in ids)
 
-  def save(self, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump({"kind": self.kind, "itos": self.itos}, f, ensure_ascii=False)
+  def to_json(self) -> dict:
+    return {"kind": self.kind, "itos": self.itos}
 
   @classmethod
   def from_json(cls, blob: dict):
@@ -128,9 +128,8 @@ class SentencePieceTokenizer(Tokenizer):
   def decode_ids(self, ids: Sequence[int]) -> str:
     return self.sp.decode([int(i) for i in ids])
 
-  def save(self, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump({"kind": self.kind, "model_proto": self.model_proto.hex()}, f)
+  def to_json(self) -> dict:
+    return {"kind": self.kind, "model_proto": self.model_proto.hex()}
 
   @classmethod
   def from_json(cls, blob: dict):
