@@ -66,6 +66,22 @@ class Checkpointer:
           f"{str(e).splitlines()[0] if str(e) else ''}") from e
     return out.state, out.data
 
+  def restore_part(self, step: int, abstract_part: dict) -> dict:
+    """The parts of checkpoint ``step``'s state named by ``abstract_part`` (e.g. ``{"ema_params":
+    ...}``), laid out like it; nothing else is read."""
+    import jax
+    restore_args = jax.tree.map(
+        lambda a: ocp.ArrayRestoreArgs(global_shape=a.shape, dtype=a.dtype, sharding=a.sharding),
+        abstract_part)
+    try:
+      out = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+          abstract_part, restore_args=restore_args, partial_restore=True)))
+    except Exception as e:  # orbax raises many types for missing/corrupt/mismatched files
+      raise CheckpointError(
+          f"cannot restore checkpoint {step} from {self.directory}: {type(e).__name__}: "
+          f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    return out.state
+
   def stored_tree(self, step: int):
     """The tree of checkpoint ``step``'s state as stored (nested dicts of array metadata, from orbax's
     metadata; no arrays are read), or None when it cannot be read: the restore then names the

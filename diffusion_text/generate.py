@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffusion_text import batching, checkpointing, families, optim, process, runs, sharding
+from diffusion_text import batching, checkpointing, families, process, runs, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import packing, pipeline, tokenizers
 from diffusion_text.errors import CheckpointError
@@ -128,7 +128,6 @@ def load_run(workdir: str, step: Optional[int] = None,
   model_cfg = families.model_config(config, tok.vocab_size)
   family = families.family_of(config)
   mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  tx = optim.make_optimizer(config.optim, config.train.num_train_steps)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
@@ -137,11 +136,11 @@ def load_run(workdir: str, step: Optional[int] = None,
     if step not in ckpt.all_steps():
       raise CheckpointError(f"no checkpoint at step {step} in {workdir}/checkpoints "
                             f"(there are: {sorted(ckpt.all_steps())})")
-    # the blocks in the wanted layout, whichever the checkpoint was written in
-    state, _ = ts.restore_in_layout(ckpt, step, family.init_params, model_cfg, tx, mesh,
-                                    sharding.axis_rules(config), ts.t_stats_of(config))
+    # the EMA parameters alone, the blocks in the wanted layout whichever the checkpoint has
+    params = ts.restore_ema_params(ckpt, step, family.init_params, model_cfg, mesh,
+                                   sharding.axis_rules(config))
   finally:
     ckpt.close()
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
-             params=state.ema_params, step=int(step), mesh=mesh,
+             params=params, step=int(step), mesh=mesh,
              context=family.setup(config, load_run))

@@ -1,4 +1,5 @@
-"""TrainState and its sharded creation (abstract init -> partition specs -> jit with out_shardings)."""
+"""TrainState and its sharded creation (abstract init -> partition specs -> jit with out_shardings),
+and its restore: whole for training, the EMA parameters alone for sampling."""
 import dataclasses
 from typing import Any, Callable
 
@@ -71,6 +72,28 @@ def create_train_state(init_params, model_cfg, tx, mesh, rules, seed: int, t_sta
 
 def num_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
+
+
+def restore_ema_params(ckpt, step: int, init_params, model_cfg, mesh, rules):
+  """The EMA parameters of checkpoint ``step`` alone, for sampling: the optimizer state is not read.
+  Laid out on ``mesh`` with the blocks as ``model_cfg.scan_layers`` says, whichever layout the
+  checkpoint was written in (``denoiser.convert_layout``, exact)."""
+  stored = denoiser.scan_layers_of((ckpt.stored_tree(step) or {}).get("params"))
+  stored_cfg = model_cfg if stored is None else dataclasses.replace(model_cfg, scan_layers=stored)
+
+  def abstract_of(cfg):
+    boxed = jax.eval_shape(lambda r: init_params(cfg, r), jax.random.PRNGKey(0))
+    shardings = sharding.logical_to_shardings(boxed, mesh, rules)
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        nn.meta.unbox(boxed), shardings), shardings
+
+  abstract, _ = abstract_of(stored_cfg)
+  ema = ckpt.restore_part(step, {"ema_params": abstract})["ema_params"]
+  if stored_cfg.scan_layers == model_cfg.scan_layers:
+    return ema
+  _, shardings = abstract_of(model_cfg)
+  return jax.device_put(denoiser.convert_layout(ema, model_cfg.scan_layers, model_cfg.num_layers),
+                        shardings)
 
 
 def restore_in_layout(ckpt, step: int, init_params, model_cfg, tx, mesh, rules, t_stats=None):

@@ -11,8 +11,8 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import checkpointing, embeddings, generate, runs, train
-from diffusion_text.runs import load_config
+from diffusion_text import checkpointing, embeddings, generate, train
+from diffusion_text.runs import load_config, load_tokenizer
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError
 
@@ -36,7 +36,7 @@ def _restore_state(workdir):
   from diffusion_text import checkpointing, families, optim, sharding
   from diffusion_text import train_state as ts
   cfg = load_config(workdir)
-  tok = runs.load_tokenizer(workdir)
+  tok = load_tokenizer(workdir)
   mesh = sharding.make_mesh(cfg.mesh)
   tx = optim.make_optimizer(cfg.optim, cfg.train.num_train_steps)
   abstract, _ = ts.state_shardings(families.family_of(cfg).init_params,
@@ -96,6 +96,16 @@ def test_loss_aware_t_sampler_resumes_bit_identical(tmp_path, tfds_dir):
   assert share[0] == pytest.approx(0.25) and share[-1] > 0.25  # noisier t, larger loss
 
 
+def test_load_run_restores_exactly_the_checkpoints_ema_parameters(runs):
+  """Sampling reads the EMA parameters alone (no optimizer state): they are the full state's."""
+  full = runs[0]
+  state, _ = _restore_state(full)
+  run = generate.load_run(full)
+  assert jax.tree.structure(run.params) == jax.tree.structure(state.ema_params)
+  for x, y in zip(jax.tree.leaves(run.params), jax.tree.leaves(state.ema_params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 def test_resume_in_the_other_block_layout(tmp_path, tfds_dir):
   """A run checkpointed with scanned blocks resumes unrolled (``model.scan_layers`` is resumable):
   the restored state (parameters, EMA, Adam moments) is the scanned one converted exactly, and
@@ -109,7 +119,7 @@ def test_resume_in_the_other_block_layout(tmp_path, tfds_dir):
   c = tiny.get_config()
   c.unlock()
   c.model.scan_layers = False
-  tok = runs.load_tokenizer(w)
+  tok = load_tokenizer(w)
   mesh, rules = sharding.make_mesh(c.mesh), sharding.axis_rules(c)
   tx = optim.make_optimizer(c.optim, c.train.num_train_steps)
   ck = checkpointing.Checkpointer(os.path.join(w, "checkpoints"), async_save=False)
