@@ -1,33 +1,13 @@
 """Up-front validation of a run config against the base config (unknown keys, types, ranges)."""
 import ml_collections
 
-from diffusion_text import families, schedules
+from diffusion_text import families, runs, schedules
 from diffusion_text.errors import ConfigError
-
-
-def _flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, ml_collections.ConfigDict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first problem found."""
-  got, want = _flat(config), _flat(base)
-  unknown = sorted(set(got) - set(want))
-  if unknown:
-    raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
-  missing = sorted(set(want) - set(got))
-  if missing:
-    raise ConfigError(f"missing config key(s): {', '.join(missing)}")
-  for k, v in want.items():
-    if v is not None and not isinstance(got[k], type(v)) and not (
-        isinstance(v, float) and isinstance(got[k], int)):
-      raise ConfigError(f"config key {k} must be {type(v).__name__}, got {got[k]!r}")
+  runs.check_types(config, base)
 
   def check(ok, msg):
     if not ok:

@@ -22,7 +22,8 @@ import ml_collections
 import numpy as np
 
 from diffusion_text.data import tokenizers
-from diffusion_text.errors import CheckpointError, UserError
+from diffusion_text import defaults
+from diffusion_text.errors import CheckpointError, ConfigError, UserError
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -153,10 +154,34 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       saved = json.load(f)
   except json.JSONDecodeError as e:
     raise CheckpointError(f"{path} is corrupt: {e}") from e
+  if not isinstance(saved, dict):
+    raise ConfigError(f"{path}: not a config (a JSON object of sections)")
   for section, keys in ADDED_KEYS.items():
     for k, v in keys.items():
       saved.setdefault(section, {}).setdefault(k, v)
-  return ml_collections.ConfigDict(saved)
+  config = ml_collections.ConfigDict(saved)
+  try:
+    check_types(config, defaults.get_config(), allow_unknown=True)
+  except ConfigError as e:  # a hand-edited or damaged file
+    raise ConfigError(f"{path}: {e}") from e
+  return config
+
+
+def check_types(config, base, allow_unknown: bool = False) -> None:
+  """Raises ConfigError naming keys of ``base`` that ``config`` lacks, keys it has that ``base``
+  does not (unless ``allow_unknown``: a saved run may hold keys since retired), and values of the
+  wrong type (an int is a valid float)."""
+  got, want = flatten_config(config), flatten_config(base)
+  unknown = sorted(set(got) - set(want))
+  if unknown and not allow_unknown:
+    raise ConfigError(f"unknown config key(s): {', '.join(unknown)}")
+  missing = sorted(set(want) - set(got))
+  if missing:
+    raise ConfigError(f"missing config key(s): {', '.join(missing)}")
+  for k, v in want.items():
+    if v is not None and not isinstance(got[k], type(v)) and not (
+        isinstance(v, float) and isinstance(got[k], int)):
+      raise ConfigError(f"config key {k} must be {type(v).__name__}, got {got[k]!r}")
 
 
 def flatten_config(d, prefix="") -> dict:

@@ -1,4 +1,5 @@
 """What every absl main shares: one-line errors for bad input, and config validation."""
+import os
 import sys
 
 from absl import app, flags, logging
@@ -93,6 +94,11 @@ def main_for(fn):
 def parse_flags(argv):
   """absl's flag parser, with a bad flag value (or a config override naming an unknown key) as one
   ``error:`` line and exit status 2."""
+  for i, a in enumerate(argv):  # a config file that is not there: say so, before absl loads it
+    path = a[len("--config="):] if a.startswith("--config=") else (
+        argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
+    if path is not None and not os.path.isfile(path.split(":", 1)[0]):
+      _fail(f"config file {path.split(':', 1)[0]} not found", 2)
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except

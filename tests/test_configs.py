@@ -75,3 +75,28 @@ def test_wrong_type_is_rejected():
   c.model.width = "wide"
   with pytest.raises(ConfigError, match="model.width must be int"):
     configuration.validate(c, common.get_config())
+
+
+def test_hand_edited_config_json_is_one_clear_error(tmp_path):
+  """A run's config.json with a value of the wrong type or a section removed is refused at load,
+  naming the file and the keys; a key the code no longer reads is tolerated (older runs)."""
+  import json
+  from configs import tiny
+  from diffusion_text import runs
+  saved = tiny.get_config().to_dict()
+  path = tmp_path / runs.CONFIG_FILE
+
+  def load(d):
+    path.write_text(json.dumps(d))
+    return runs.load_config(str(tmp_path))
+
+  load({**saved, "retired": {"key": 1}})
+  bad = json.loads(json.dumps(saved))
+  bad["train"]["batch_size"] = "eight"
+  with pytest.raises(ConfigError, match=r"config.json: config key train.batch_size must be int"):
+    load(bad)
+  bad = {k: v for k, v in saved.items() if k != "optim"}
+  with pytest.raises(ConfigError, match=r"config.json: missing config key\(s\): optim.b1"):
+    load(bad)
+  with pytest.raises(ConfigError, match="not a config"):
+    load([1, 2])

@@ -231,7 +231,8 @@ def test_cli_bad_input_is_one_line_error(tmp_path, tfds_dir, args, env, msg):
 
 
 @pytest.mark.parametrize("module,args,status,msg", [
-    ("experiments.train", ["--config", "configs/nope.py"], 1, "No such file or directory"),
+    ("experiments.train", ["--config", "configs/nope.py:cpu"], 2,
+     "config file configs/nope.py not found"),
     ("experiments.train", ["--config", "BAD_CONFIG"], 2, "SyntaxError"),
     ("experiments.train", ["--config", "configs/tiny.py", "--config.train.batchsize=3"], 2,
      'unknown config key in an override: batchsize (Did you mean "batch_size"'),
