@@ -86,7 +86,7 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic, context=N
   # Instruments: the loss by quarter of t (DiffuSeq's q0..q3), averaged over the examples that
   # drew that quarter, and the RMS of the target words' embeddings as read (with emb_norm=none it
   # drifts during training, which moves the schedule's effective signal-to-noise ratio).
-  quarter = jnp.minimum((t.t - 1) * 4 // d.num_steps, 3)
+  quarter = losses.quarter_of(t.t, d.num_steps)
   for q in range(4):
     terms[f"loss_q{q}"] = t.raw_total * (quarter == q)
     terms[f"loss_q{q}_count"] = (quarter == q).astype(jnp.float32)

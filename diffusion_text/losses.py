@@ -162,6 +162,12 @@ LOSS_AWARE_BINS = 100
 LOSS_AWARE_UNIFORM = 1e-3
 
 
+def quarter_of(t, num_steps: int):
+  """Which quarter of 1..T each timestep ``t`` is in (0 least noisy, 3 noisiest): the levels of the
+  training loop's ``loss_q*`` instruments."""
+  return jnp.minimum((t - 1) * 4 // num_steps, 3)
+
+
 def loss_aware_init(num_steps: int, history: int = LOSS_AWARE_HISTORY,
                     bins: int = LOSS_AWARE_BINS) -> dict:
   n = min(num_steps, bins)

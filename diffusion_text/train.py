@@ -69,7 +69,7 @@ def make_train_step(model, config, tx, context=None):
     if isinstance(state, ts.LossAwareTrainState):
       new = new.replace(t_stats=losses.loss_aware_update(state.t_stats, t_B, t_loss_B, T))
       # the sampler's share of the noisiest quarter of t (loss_q3's t), its size while uniform
-      q3 = (jnp.arange(T) * 4 // T) == 3
+      q3 = losses.quarter_of(jnp.arange(1, T + 1), T) == 3
       sums["t_p_q3"] = jnp.sum(jnp.where(q3, batch["t_probs"], 0.0)) * sums["count"]
     if skip_nonfinite:
       # Drop the update of a step whose loss or gradient is NaN/Inf; the data position still moves.

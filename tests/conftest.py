@@ -63,7 +63,7 @@ def full_data_dir():
   if not d.is_dir():
     pytest.fail(f"this test reads the full corpora, but {d} is not a directory ({how})")
   if d == FIXTURE_DATA_DIR.resolve():
-    pytest.fail(f"DIFFUSION_TEXT_DATA_DIR names the test excerpt {d}, not the full corpora ({how})")
+    pytest.fail(f"DIFFUSION_TEXT_DATA_DIR names the synthetic test fixture {d}, not the full corpora ({how})")
   return d
 
 

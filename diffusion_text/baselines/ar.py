@@ -134,7 +134,7 @@ def _positions_loop(body, carry, target_mask_BxL, done_of):
   return jax.lax.while_loop(cond, step, (_first_target(target_mask_BxL), carry))[1]
 
 
-class _FullForward(_Cached):
+class _FullForward:
   """The same interface without a cache: a full forward per position (the reference the cache is
   tested and benchmarked against, ``cache=False``)."""
 
