@@ -34,10 +34,10 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.model.width % c.model.num_heads == 0, "model.width must be divisible by model.num_heads")
   check(0.0 < c.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in (0, 1]")
   check(0.0 < c.diffusion.t_power <= 4.0, "diffusion.t_power must be in (0, 4]")
-  check(c.diffusion.t_sampler in ("uniform", "loss_aware"),
-        f"diffusion.t_sampler must be uniform|loss_aware, got {c.diffusion.t_sampler!r}")
+  check(c.diffusion.t_sampler in ("uniform", "loss_aware", "warped"),
+        f"diffusion.t_sampler must be uniform|loss_aware|warped, got {c.diffusion.t_sampler!r}")
   check(c.diffusion.t_sampler == "uniform" or c.diffusion.t_power == 1.0,
-        "diffusion.t_sampler=loss_aware draws t itself; leave diffusion.t_power at 1")
+        f"diffusion.t_sampler={c.diffusion.t_sampler} draws t itself; leave diffusion.t_power at 1")
   check(0.0 <= c.diffusion.absorb_prob <= 1.0, "diffusion.absorb_prob must be in [0, 1]")
   check(c.model.x0_head in ("linear", "softmax"),
         f"model.x0_head must be linear|softmax, got {c.model.x0_head!r}")

@@ -52,7 +52,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.diffusion.pad_weight = 1.0  # with loss_on_pad: weight in [0, 1] of target PAD positions in the loss
   c.diffusion.self_cond_prob = 0.5  # with model.self_cond: fraction of examples trained with x_sc
   c.diffusion.t_power = 1.0  # training t = ceil(T u^p): 1 uniform, < 1 more high-noise examples
-  c.diffusion.t_sampler = "uniform"  # uniform | loss_aware (DiffuSeq's importance sampler of t)
+  c.diffusion.t_sampler = "uniform"  # uniform | loss_aware (DiffuSeq) | warped (CDCD time warping)
   c.diffusion.absorb_prob = 0.0  # soft absorbing state (DiffuSeq-v2): max replacement rate (at t=T)
   c.diffusion.ce_weight = 0.0  # weight of the denoiser's cross-entropy on the clean words (CDCD-style)
   c.diffusion.cond_drop_prob = 0.0  # seq2seq: source dropped to the null condition (classifier-free)

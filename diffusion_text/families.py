@@ -78,7 +78,8 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic, context=N
                                absorbing_E=params.get("absorbing"),
                                absorb_prob=0.0 if deterministic else d.absorb_prob,
                                t_power=1.0 if deterministic else d.t_power,
-                               t_probs_T=None if deterministic else batch.get("t_probs"))
+                               t_probs_T=None if deterministic else batch.get("t_probs"),
+                               reweight_t=losses.T_SAMPLER_REWEIGHTS.get(d.get("t_sampler"), True))
   terms = {"loss": t.total, "mse": t.mse, "rounding": t.rounding, "prior": t.prior,
            "weight": t.weight}
   if d.ce_weight > 0:

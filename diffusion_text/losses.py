@@ -85,7 +85,7 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
                       self_cond_prob: float = 0.0, absorbing_E=None,
                       absorb_prob: float = 0.0, ce_weight: float = 0.0,
                       t_power: float = 1.0, pad_weight: float = 1.0,
-                      t_probs_T=None) -> LossTerms:
+                      t_probs_T=None, reweight_t: bool = True) -> LossTerms:
   """Monte Carlo estimate (one t per example) of the end-to-end objective.
 
   Args:
@@ -100,9 +100,10 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
       objective's own weighting); below 1 more examples land at high noise, where a sentence's plan
       is made (density of t/T proportional to (t/T)^(1/t_power - 1)). Every t still gets the same
       per-t optimum; only how the model's capacity is spread over t changes.
-    t_probs_T: a distribution over t = 1..T to draw from instead (the loss-aware sampler,
-      ``loss_aware_probs``); the t-dependent terms are then weighted by 1 / (T p(t)), so the
-      objective is unchanged and only its variance is.
+    t_probs_T: a distribution over t = 1..T to draw from instead (``loss_aware_probs``,
+      ``warped_probs``); with ``reweight_t`` the t-dependent terms are then weighted by
+      1 / (T p(t)), so the objective is unchanged and only its variance is (loss-aware); without,
+      the draw reweights the levels of the objective (CDCD's time warping).
   """
   B = ids_BxL.shape[0]
   rng_t, rng_eps, rng_round = jax.random.split(rng, 3)
@@ -110,7 +111,8 @@ def diffusion_lm_loss(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, p
   iw_B = jnp.ones((B,), jnp.float32)
   if t_probs_T is not None:
     t_B = jax.random.categorical(rng_t, jnp.log(t_probs_T), shape=(B,)).astype(jnp.int32) + 1
-    iw_B = 1.0 / (T * t_probs_T[t_B - 1])
+    if reweight_t:
+      iw_B = 1.0 / (T * t_probs_T[t_B - 1])
   elif t_power == 1.0:  # the original draw, so runs trained before t_power keep their RNG stream
     t_B = jax.random.randint(rng_t, (B,), 1, T + 1)
   else:
@@ -178,17 +180,42 @@ def _bin_of(t, num_steps: int, bins: int):
   return (t - 1) * bins // num_steps
 
 
-def loss_aware_probs(stats: dict, num_steps: int, uniform: float = LOSS_AWARE_UNIFORM):
-  """p(t) over t = 1..T, shape (T,): uniform until every level has a full history."""
-  hist, count = stats["hist"], stats["count"]
-  N, K = hist.shape
+def _levels_to_t(stats: dict, w_N, num_steps: int, uniform: float):
+  """p(t) over t = 1..T from nonnegative level weights ``w_N``, mixed with a ``uniform`` share and
+  spread evenly over each level's t; uniform until every level has a full history."""
+  N, K = stats["hist"].shape
   T = num_steps
-  w = jnp.sqrt(jnp.mean(hist**2, -1))
-  p_bin = (1.0 - uniform) * w / jnp.maximum(jnp.sum(w), 1e-30) + uniform / N
+  p_bin = (1.0 - uniform) * w_N / jnp.maximum(jnp.sum(w_N), 1e-30) + uniform / N
   b_T = _bin_of(jnp.arange(1, T + 1), T, N)
   size_N = jnp.zeros((N,), jnp.float32).at[b_T].add(1.0)
   p = p_bin[b_T] / size_N[b_T]
-  return jnp.where(jnp.all(count >= K) & (jnp.sum(w) > 0), p, jnp.full((T,), 1.0 / T))
+  return jnp.where(jnp.all(stats["count"] >= K) & (jnp.sum(w_N) > 0), p, jnp.full((T,), 1.0 / T))
+
+
+def loss_aware_probs(stats: dict, num_steps: int, uniform: float = LOSS_AWARE_UNIFORM):
+  """p(t) over t = 1..T, shape (T,): proportional to the RMS of each level's recent losses."""
+  return _levels_to_t(stats, jnp.sqrt(jnp.mean(stats["hist"]**2, -1)), num_steps, uniform)
+
+
+# Time warping (CDCD, Dieleman et al. 2022) on the same per-level history: fit a monotone curve to
+# the mean training loss against t (here the running maximum of the levels' means, from 0 below the
+# first level) and draw t with density proportional to its slope, i.e. u ~ U(0, 1) mapped through
+# the inverse of the normalised curve. Training then spreads over the levels where the loss changes,
+# not where it is large. As in CDCD the draw is not importance-weighted: warping changes the weight
+# each noise level gets in the objective (every level keeps its own optimum).
+WARPED_UNIFORM = 0.05
+
+
+def warped_probs(stats: dict, num_steps: int, uniform: float = WARPED_UNIFORM):
+  """p(t) over t = 1..T, shape (T,): proportional to the rise of the fitted loss curve per level."""
+  curve_N = jax.lax.cummax(jnp.mean(stats["hist"], -1))
+  rise_N = jnp.diff(curve_N, prepend=jnp.zeros((1,), curve_N.dtype))
+  return _levels_to_t(stats, jnp.maximum(rise_N, 0.0), num_steps, uniform)
+
+
+T_SAMPLER_PROBS = {"loss_aware": loss_aware_probs, "warped": warped_probs}
+# whether a sampler's draw is importance-weighted back to the uniform-t objective
+T_SAMPLER_REWEIGHTS = {"loss_aware": True, "warped": False}
 
 
 def loss_aware_update(stats: dict, t_B, loss_B, num_steps: int) -> dict:

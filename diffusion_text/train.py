@@ -45,11 +45,12 @@ def make_train_step(model, config, tx, context=None):
   ema_decay = config.train.ema_decay
   skip_nonfinite = config.train.skip_nonfinite_steps
   T = config.diffusion.num_steps
+  t_probs = losses.T_SAMPLER_PROBS.get(config.diffusion.get("t_sampler"))
 
   def train_step(state: ts.TrainState, batch: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    if isinstance(state, ts.LossAwareTrainState):  # diffusion.t_sampler=loss_aware
-      batch = dict(batch, t_probs=losses.loss_aware_probs(state.t_stats, T))
+    if isinstance(state, ts.LossAwareTrainState):  # diffusion.t_sampler=loss_aware|warped
+      batch = dict(batch, t_probs=t_probs(state.t_stats, T))
 
     def loss_fn(params):
       terms = loss_terms(model, params, batch, rng, config, deterministic=False, context=context)

@@ -23,7 +23,7 @@ class TrainState:
 
 @flax.struct.dataclass
 class LossAwareTrainState(TrainState):
-  """The state of a run with ``diffusion.t_sampler=loss_aware``: also the sampler's per-t loss
+  """The state of a run with ``diffusion.t_sampler=loss_aware|warped``: also the sampler's per-t loss
   history (``losses.loss_aware_init``), replicated. A subclass, so that checkpoints of every other
   run keep the layout they always had."""
   t_stats: Any = None
@@ -43,7 +43,7 @@ def _init_boxed(init_params: Callable, model_cfg: denoiser.ModelConfig,
 
 def t_stats_of(config) -> Callable | None:
   """The initialiser of ``LossAwareTrainState.t_stats`` if the config asks for one, else None."""
-  if config.model.family == "diffusion" and config.diffusion.get("t_sampler") == "loss_aware":
+  if config.model.family == "diffusion" and config.diffusion.get("t_sampler") in losses.T_SAMPLER_PROBS:
     return lambda: losses.loss_aware_init(config.diffusion.num_steps)
   return None
 

@@ -212,6 +212,40 @@ def test_loss_aware_levels_are_bins_of_consecutive_t_when_t_is_large():
   np.testing.assert_allclose(p, np.repeat([0.1, 0.1, 0.2, 0.2, 0.4], 2) / 2, rtol=1e-6)
 
 
+def test_warped_probs_follow_the_rise_of_the_monotone_loss_curve():
+  """CDCD's time warping: the levels' mean losses 1, 3, 2 (a dip: the fitted curve is their running
+  maximum 1, 3, 3) and 6 rise by 1, 2, 0, 3, so t is drawn in those proportions plus the uniform
+  share; a level whose loss does not rise keeps only that share."""
+  stats = losses.loss_aware_init(8, history=2, bins=4)
+  t = jnp.array([1, 2, 3, 4, 5, 6, 7, 8])  # two draws in each level of two t
+  stats = losses.loss_aware_update(stats, t, jnp.array([0.0, 2.0, 3.0, 3.0, 1.0, 3.0, 6.0, 6.0]), 8)
+  u = 0.2
+  p = np.asarray(losses.warped_probs(stats, 8, uniform=u))
+  want = (1 - u) * np.array([1.0, 2.0, 0.0, 3.0]) / 6 + u / 4
+  np.testing.assert_allclose(p, np.repeat(want, 2) / 2, rtol=1e-6)
+  assert losses.T_SAMPLER_REWEIGHTS == {"loss_aware": True, "warped": False}
+  # uniform until every level has a full history
+  half = losses.loss_aware_update(losses.loss_aware_init(8, history=2, bins=4), t[:4],
+                                  jnp.ones((4,)), 8)
+  np.testing.assert_allclose(losses.warped_probs(half, 8), [1 / 8] * 8)
+
+
+def test_a_t_draw_without_reweighting_changes_the_objective_not_the_weights():
+  """``reweight_t=False`` (time warping): t follows p and every example keeps weight 1."""
+  T = DIFF.num_steps
+  p = np.zeros(T, np.float32)
+  p[-1] = 1.0
+  ids = jnp.zeros((64, 2), jnp.int32)
+  terms = losses.diffusion_lm_loss(lambda z, t, x_sc: jnp.zeros_like(z), EMB, ids,
+                                   jnp.ones_like(ids), jnp.zeros_like(ids), DIFF,
+                                   jax.random.PRNGKey(6), t_probs_T=jnp.asarray(p),
+                                   reweight_t=False)
+  np.testing.assert_array_equal(np.asarray(terms.t), T)
+  np.testing.assert_array_equal(np.asarray(terms.iw), 1.0)
+  np.testing.assert_allclose(np.asarray(terms.total),
+                             np.asarray(terms.t_loss + terms.rounding + terms.prior), rtol=1e-6)
+
+
 def test_loss_aware_draw_follows_its_distribution_and_keeps_the_objective():
   """t ~ p and the t-dependent terms weighted 1 / (T p(t)): the draw's histogram is p, and the
   weighted mean of any f(t) estimates its uniform mean (here f(t) = t, (T + 1) / 2)."""
