@@ -56,6 +56,13 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
   check(c.model.logits_head in ("tied", "full"),
         f"model.logits_head must be tied|full, got {c.model.logits_head!r}")
+  check(c.model.arch in ("single_stack", "encoder_decoder"),
+        f"model.arch must be single_stack|encoder_decoder, got {c.model.arch!r}")
+  check(c.model.arch == "single_stack" or (
+      c.model.family == "diffusion" and c.data.task == "seq2seq"
+      and c.data.target_start == "fixed"),
+        "model.arch=encoder_decoder needs model.family=diffusion, data.task=seq2seq and "
+        "data.target_start=fixed (the source is the first max_src_len + 2 positions)")
   check(c.model.emb_norm in ("none", "l2", "layernorm"),
         f"model.emb_norm must be none|l2|layernorm, got {c.model.emb_norm!r}")
   check(c.model.emb_scale > 0, "model.emb_scale must be > 0")

@@ -41,6 +41,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # float32 | bfloat16 (activations; params stay float32)
   c.model.self_cond = False  # self-conditioning: the denoiser also reads its previous x0 estimate
   c.model.x0_head = "linear"  # linear (x0_hat = output vector) | softmax (expected word embedding)
+  # single_stack: one bidirectional stack over [BOS] src [SEP] tgt | encoder_decoder: the source
+  # encoded once (no noise), the target denoised by a decoder cross-attending to it (needs
+  # data.target_start=fixed); each has model.num_layers blocks
+  c.model.arch = "single_stack"
   c.model.logits_head = "tied"  # word logits: tied (h . EMB^T, rank E) | full (Dense(V) on the trunk)
   c.model.emb_norm = "none"  # embedding rows as read: none | l2 (norm sqrt(E)) | layernorm (no affine)
   c.model.emb_scale = 1.0  # with emb_norm: per-coordinate RMS of the rows (1/F = noise factor F)

@@ -44,6 +44,10 @@ class ModelConfig:
   emb_norm: str = "none"  # none | l2 | layernorm: how the embedding table is normalised when read
   emb_scale: float = 1.0  # with emb_norm: the per-coordinate RMS of the rows
   logits_head: str = "tied"  # tied: logits = h . EMB^T (rank E) | full: Dense(V) on the trunk
+  # > 0: an encoder-decoder denoiser (``model.arch=encoder_decoder``): the first ``src_len``
+  # positions (BOS, the right-aligned source, SEP) are encoded without noise or t, and the rest are
+  # denoised by a decoder that reads them by cross-attention; 0: one stack over the whole sequence
+  src_len: int = 0
 
 
 def _p(init, names):
@@ -80,14 +84,8 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD, mask_Bx1xLxL, cache=None):
     cfg = self.cfg
-    dtype = jnp.dtype(cfg.dtype)
-    dense_init = nn.initializers.xavier_uniform()
-    head_dim = cfg.width // cfg.num_heads
     h = layer_norm(cfg, "ln_attn")(x_BxLxD)
-    qkv = [nn.DenseGeneral((cfg.num_heads, head_dim), dtype=dtype, name=n,
-                           kernel_init=_p(dense_init, ("embed", "heads", "kv")),
-                           bias_init=_p(nn.initializers.zeros, ("heads", "kv")))(h)
-           for n in ("query", "key", "value")]
+    qkv = [_heads(cfg, h, n) for n in ("query", "key", "value")]
     kv = None
     if cache is not None:
       k_cache, v_cache, start, write_B = cache
@@ -97,33 +95,74 @@ class Block(nn.Module):
                  for c, new in ((k_cache, qkv[1]), (v_cache, qkv[2])))
       qkv = [qkv[0], *kv]
     a_BxLxHxK = jax.nn.dot_product_attention(*qkv, mask=mask_Bx1xLxL)
-    a = nn.DenseGeneral(cfg.width, axis=(-2, -1), dtype=dtype, name="attn_out",
-                        kernel_init=_p(dense_init, ("heads", "kv", "embed")),
-                        bias_init=_p(nn.initializers.zeros, ("embed",)))(a_BxLxHxK)
-    x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(a, deterministic=self.deterministic)
-    h = layer_norm(cfg, "ln_mlp")(x_BxLxD)
-    h = nn.Dense(cfg.mlp_dim, dtype=dtype, name="mlp_in",
-                 kernel_init=_p(dense_init, ("embed", "mlp")),
-                 bias_init=_p(nn.initializers.zeros, ("mlp",)))(h)
-    h = nn.gelu(h)
-    h = nn.Dense(cfg.width, dtype=dtype, name="mlp_out",
-                 kernel_init=_p(dense_init, ("mlp", "embed")),
-                 bias_init=_p(nn.initializers.zeros, ("embed",)))(h)
-    x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
-    return constrain(x_BxLxD), kv
+    x_BxLxD = x_BxLxD + nn.Dropout(cfg.dropout)(_merge_heads(cfg, a_BxLxHxK, "attn_out"),
+                                                deterministic=self.deterministic)
+    return constrain(_mlp(cfg, x_BxLxD, self.deterministic)), kv
 
 
-def apply_blocks(cfg: ModelConfig, x_BxLxD, mask_Bx1xLxL, deterministic: bool):
-  """The Transformer blocks, created in the calling module's scope (``blocks`` or ``block_i``)."""
+class CrossBlock(nn.Module):
+  """A decoder block of the encoder-decoder denoiser: pre-LN self-attention over the target
+  positions, cross-attention from them to the encoded source ``memory_BxSxD``, then the MLP."""
+  cfg: ModelConfig
+  deterministic: bool
+
+  @nn.compact
+  def __call__(self, x_BxLxD, memory_BxSxD):
+    cfg = self.cfg
+    drop = lambda v: nn.Dropout(cfg.dropout)(v, deterministic=self.deterministic)
+    h = layer_norm(cfg, "ln_attn")(x_BxLxD)
+    a = jax.nn.dot_product_attention(*[_heads(cfg, h, n) for n in ("query", "key", "value")])
+    x_BxLxD = x_BxLxD + drop(_merge_heads(cfg, a, "attn_out"))
+    h = layer_norm(cfg, "ln_cross")(x_BxLxD)
+    a = jax.nn.dot_product_attention(_heads(cfg, h, "cross_query"),
+                                     _heads(cfg, memory_BxSxD, "cross_key"),
+                                     _heads(cfg, memory_BxSxD, "cross_value"))
+    x_BxLxD = x_BxLxD + drop(_merge_heads(cfg, a, "cross_out"))
+    return constrain(_mlp(cfg, x_BxLxD, self.deterministic)), None
+
+
+def _heads(cfg: ModelConfig, h_BxLxD, name: str):
+  """A projection to (B, L, heads, head_dim), created in the calling module's scope."""
+  return nn.DenseGeneral((cfg.num_heads, cfg.width // cfg.num_heads), dtype=jnp.dtype(cfg.dtype),
+                         name=name,
+                         kernel_init=_p(nn.initializers.xavier_uniform(), ("embed", "heads", "kv")),
+                         bias_init=_p(nn.initializers.zeros, ("heads", "kv")))(h_BxLxD)
+
+
+def _merge_heads(cfg: ModelConfig, a_BxLxHxK, name: str):
+  return nn.DenseGeneral(cfg.width, axis=(-2, -1), dtype=jnp.dtype(cfg.dtype), name=name,
+                         kernel_init=_p(nn.initializers.xavier_uniform(), ("heads", "kv", "embed")),
+                         bias_init=_p(nn.initializers.zeros, ("embed",)))(a_BxLxHxK)
+
+
+def _mlp(cfg: ModelConfig, x_BxLxD, deterministic: bool):
+  """The residual pre-LN MLP of a block, created in the calling module's scope."""
+  dtype = jnp.dtype(cfg.dtype)
+  dense_init = nn.initializers.xavier_uniform()
+  h = layer_norm(cfg, "ln_mlp")(x_BxLxD)
+  h = nn.Dense(cfg.mlp_dim, dtype=dtype, name="mlp_in",
+               kernel_init=_p(dense_init, ("embed", "mlp")),
+               bias_init=_p(nn.initializers.zeros, ("mlp",)))(h)
+  h = nn.gelu(h)
+  h = nn.Dense(cfg.width, dtype=dtype, name="mlp_out",
+               kernel_init=_p(dense_init, ("mlp", "embed")),
+               bias_init=_p(nn.initializers.zeros, ("embed",)))(h)
+  return x_BxLxD + nn.Dropout(cfg.dropout)(h, deterministic=deterministic)
+
+
+def apply_blocks(cfg: ModelConfig, x_BxLxD, mask_Bx1xLxL, deterministic: bool, memory=None):
+  """The Transformer blocks, created in the calling module's scope (``blocks`` or ``block_i``):
+  ``Block``s, or with ``memory`` (an encoded source) ``CrossBlock``s reading it."""
+  block, arg = (Block, mask_Bx1xLxL) if memory is None else (CrossBlock, memory)
   if cfg.scan_layers:
-    blocks = nn.scan(Block, variable_axes={"params": 0},
+    blocks = nn.scan(block, variable_axes={"params": 0},
                      split_rngs={"params": True, "dropout": True},
                      in_axes=nn.broadcast, length=cfg.num_layers,
                      metadata_params={nn.PARTITION_NAME: "layers"})
-    x_BxLxD, _ = blocks(cfg, deterministic, name="blocks")(x_BxLxD, mask_Bx1xLxL)
+    x_BxLxD, _ = blocks(cfg, deterministic, name="blocks")(x_BxLxD, arg)
   else:
     for i in range(cfg.num_layers):
-      x_BxLxD, _ = Block(cfg, deterministic, name=f"block_{i}")(x_BxLxD, mask_Bx1xLxL)
+      x_BxLxD, _ = block(cfg, deterministic, name=f"block_{i}")(x_BxLxD, arg)
   return x_BxLxD
 
 
@@ -176,9 +215,12 @@ def layer_norm(cfg: ModelConfig, name: str):
                       bias_init=_p(nn.initializers.zeros, ("embed",)), name=name)
 
 
-def trunk(module: nn.Module, cfg: ModelConfig, inp_BxLxI, t_B, deterministic: bool):
+def trunk(module: nn.Module, cfg: ModelConfig, inp_BxLxI, t_B, deterministic: bool,
+          memory=None):
   """Input projection, learned positions, timestep MLP, the blocks and the final LayerNorm, created
-  in ``module``'s scope (shared by the denoiser and the noisy-embedding classifiers)."""
+  in ``module``'s scope (shared by the denoiser and the noisy-embedding classifiers). With
+  ``memory`` (the encoder-decoder's encoded source) the blocks also cross-attend to it, and the
+  positions count from the first input position (the target's start)."""
   dtype = jnp.dtype(cfg.dtype)
   dense_init = nn.initializers.xavier_uniform()
   L = inp_BxLxI.shape[1]
@@ -197,15 +239,36 @@ def trunk(module: nn.Module, cfg: ModelConfig, inp_BxLxI, t_B, deterministic: bo
                   bias_init=_p(nn.initializers.zeros, ("embed",)))(nn.silu(temb))
   x = x + temb[:, None, :]
   x = constrain(nn.Dropout(cfg.dropout)(x, deterministic=deterministic))
-  x = apply_blocks(cfg, x, None, deterministic)
+  x = apply_blocks(cfg, x, None, deterministic, memory=memory)
   return layer_norm(cfg, "ln_out")(x)
+
+
+class SourceEncoder(nn.Module):
+  """The encoder of the encoder-decoder denoiser: the clean source embeddings (no noise, no t) through
+  ``num_layers`` bidirectional blocks, (B, S, E) -> (B, S, D)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, src_BxSxE, deterministic: bool = True):
+    cfg = self.cfg
+    x = nn.Dense(cfg.width, dtype=jnp.dtype(cfg.dtype), name="in_proj",
+                 kernel_init=_p(nn.initializers.xavier_uniform(), ("latent", "embed")),
+                 bias_init=_p(nn.initializers.zeros, ("embed",)))(src_BxSxE)
+    pos_SxD = self.param("pos_emb", _p(nn.initializers.normal(0.02), ("len", "embed")),
+                         (cfg.src_len, cfg.width))
+    x = constrain(nn.Dropout(cfg.dropout)(x + pos_SxD[None].astype(x.dtype),
+                                          deterministic=deterministic))
+    x = apply_blocks(cfg, x, None, deterministic)
+    return layer_norm(cfg, "ln_out")(x)
 
 
 class Denoiser(nn.Module):
   """(z_t, t[, x_sc]) -> x0_hat, all in the E-dimensional embedding space.
 
   ``x_sc`` is the self-conditioning input (the previous x0 estimate, zeros when there is none); it is
-  read only when ``cfg.self_cond``.
+  read only when ``cfg.self_cond``. With ``cfg.src_len`` (encoder-decoder) the first ``src_len``
+  positions are read as the clean source by ``SourceEncoder``; their outputs are zeros (they are
+  held at the source, never predicted).
   """
   cfg: ModelConfig
 
@@ -217,7 +280,13 @@ class Denoiser(nn.Module):
     if cfg.self_cond:
       x_sc = jnp.zeros_like(z_t_BxLxE) if x_sc_BxLxE is None else x_sc_BxLxE
       inp = jnp.concatenate([z_t_BxLxE, x_sc], axis=-1)
-    x = trunk(self, cfg, inp, t_B, deterministic)
+    S = cfg.src_len
+    if S:
+      memory = SourceEncoder(cfg, name="encoder")(z_t_BxLxE[:, :S], deterministic)
+      x = trunk(self, cfg, inp[:, S:], t_B, deterministic, memory=memory)
+      x = jnp.pad(x, ((0, 0), (S, 0), (0, 0)))
+    else:
+      x = trunk(self, cfg, inp, t_B, deterministic)
     x0_hat = nn.Dense(cfg.emb_dim, dtype=dtype, name="out_proj",
                       kernel_init=_p(nn.initializers.xavier_uniform(), ("embed", "latent")),
                       bias_init=_p(nn.initializers.zeros, ("latent",)))(x)

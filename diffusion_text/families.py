@@ -26,7 +26,9 @@ def model_config(config, vocab_size: int) -> denoiser.ModelConfig:
       emb_init_std=m.emb_init_std, scan_layers=m.scan_layers, dtype=m.dtype,
       self_cond=m.self_cond, absorbing=config.diffusion.absorb_prob > 0, x0_head=m.x0_head,
       emb_norm=m.emb_norm, emb_scale=m.emb_scale, logits_head=m.logits_head,
-      num_labels=num_labels)
+      num_labels=num_labels,
+      src_len=(config.data.max_src_len or config.data.max_len // 2) + 2
+      if m.get("arch") == "encoder_decoder" else 0)
 
 
 def diffusion_of(config) -> process.Diffusion:

@@ -61,6 +61,9 @@ def test_unknown_key_is_rejected():
     ("sample.eta", -0.5, "sample.eta"),
     ("mesh.fsdp", 0, "mesh sizes"),
     ("eval.sampler", "euler", "eval.sampler"),
+    ("model.arch", "transformer", "model.arch"),
+    # the default config packs after the source, so there is no fixed source region to encode
+    ("model.arch", "encoder_decoder", "needs .*data.target_start=fixed"),
 ])
 def test_bad_values_are_rejected(key, value, msg):
   c = common.get_config()

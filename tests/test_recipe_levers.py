@@ -138,3 +138,53 @@ def test_mean_of_sums_averages_a_term_over_its_own_count():
           "loss_q1_count": 0.0}]
   out = train._mean_of_sums(acc)
   assert out == {"loss": 2.0, "loss_q0": 3.0}  # no example drew q1: no value rather than 0
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_encoder_decoder_reads_the_source_through_its_encoder_only(scan):
+  """``model.arch=encoder_decoder`` (src_len S): the first S positions are encoded once, with no
+  noise and no t, and the target positions cross-attend to them. So the target's estimate depends on
+  the source and on every target position, the source positions' outputs are zeros whatever the
+  input, and the source's encoding ignores t: the source's influence on the output is the same at
+  every t only through the decoder, never through an encoder that reads t or the target."""
+  S = 3
+  cfg = _cfg(src_len=S, scan_layers=scan, self_cond=True)
+  params = nn.meta.unbox(denoiser.init_params(cfg, jax.random.PRNGKey(0)))
+  assert set(params["denoiser"]) >= {"encoder", "in_proj", "pos_emb", "ln_out"}
+  enc = params["denoiser"]["encoder"]
+  assert enc["pos_emb"].shape == (S, 16) and enc["in_proj"]["kernel"].shape == (4, 16)
+  model = denoiser.DiffusionLM(cfg)
+  z = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 4))
+  t = jnp.array([5, 40])
+  out = model.apply({"params": params}, z, t)
+  np.testing.assert_array_equal(out[:, :S], np.zeros((2, S, 4)) + params["denoiser"]["out_proj"]
+                                ["bias"])
+  other_src = z.at[:, 1].add(1.0)
+  assert not np.allclose(model.apply({"params": params}, other_src, t)[:, S:], out[:, S:])
+  other_tgt = z.at[:, -1].add(1.0)
+  changed = model.apply({"params": params}, other_tgt, t)
+  assert not np.allclose(changed[:, S:-1], out[:, S:-1])  # the decoder is bidirectional
+  # the encoder's output is a function of the source embeddings alone
+  memory = lambda src: denoiser.SourceEncoder(cfg).apply({"params": enc}, src)
+  np.testing.assert_array_equal(memory(z[:, :S]), memory(other_tgt[:, :S]))
+  # self-conditioning is read at the target positions only
+  x_sc = jax.random.normal(jax.random.PRNGKey(2), z.shape)
+  a = model.apply({"params": params}, z, t, x_sc)
+  b = model.apply({"params": params}, z, t, x_sc.at[:, :S].set(0.0))
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, model.apply({"params": params}, z, t, x_sc.at[:, S:].set(0.0)))
+
+
+def test_encoder_decoder_converts_between_block_layouts_exactly():
+  """Scanned and unrolled encoder-decoder parameters are the same model (``convert_layout``)."""
+  scanned, unrolled = _cfg(src_len=3, scan_layers=True), _cfg(src_len=3, scan_layers=False)
+  params = nn.meta.unbox(denoiser.init_params(scanned, jax.random.PRNGKey(3)))
+  assert "blocks" in params["denoiser"] and "blocks" in params["denoiser"]["encoder"]
+  converted = denoiser.convert_layout(params, False, 2)
+  assert "block_1" in converted["denoiser"] and "block_1" in converted["denoiser"]["encoder"]
+  assert "cross_key" in converted["denoiser"]["block_0"]
+  z = jax.random.normal(jax.random.PRNGKey(4), (2, 8, 4))
+  t = jnp.array([1, 30])
+  np.testing.assert_allclose(denoiser.DiffusionLM(unrolled).apply({"params": converted}, z, t),
+                             denoiser.DiffusionLM(scanned).apply({"params": params}, z, t),
+                             rtol=1e-5, atol=1e-6)
