@@ -8,7 +8,7 @@ judge of finished outputs for sentiment control:
         --config.classifier.base_run=runs/demo --workdir runs/rt_sentiment_clf
     python -m experiments.train --config configs/rt_sentiment_classifier.py:judge \
         --config.classifier.base_run=runs/demo --workdir runs/rt_sentiment_judge
-    python -m experiments.control --task sentiment --lm runs/demo \
+    python -m experiments.evaluate --workdir runs/demo --evaluators sentiment \
         --classifier runs/rt_sentiment_clf --judge runs/rt_sentiment_judge
 
 Measured on a 2-core AMD EPYC CPU, on the 1,500-step demo model: 600 steps each, eval accuracy 0.59

@@ -187,7 +187,7 @@ def no_decoder(model, config, sampler, steps, clamp, eta):
 
   def decode(*_):
     raise ValueError("a classifier run does not generate text; guide a diffusion run with it "
-                     "(experiments/control.py)")
+                     "(experiments.evaluate --evaluators semantic|sentiment --classifier RUN)")
   return decode
 
 

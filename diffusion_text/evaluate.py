@@ -169,7 +169,7 @@ def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,
 
 def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed=0) -> list[dict]:
   """BLEU of sampling from q(x_t0 | x0) back to 0, against the target it started from, per t0
-  (``experiments/recovery.py``): where along the chain a model stops being able to write the text.
+  (the ``recovery`` evaluator): where along the chain a model stops being able to write the text.
 
   Each row also scores the denoiser's own one-step word prediction at t0 (argmax of its logits, no
   self-conditioning input): ``one_step_bleu`` and ``token_acc`` (on the target's non-PAD positions).

@@ -17,84 +17,118 @@ all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>``
 ``eval.num_batches`` batches of ``--split``), in ``<workdir>/eval/<split>_step<N>_loss.json``:
 
     python -m experiments.evaluate --workdir runs/ce3k_absorb --checkpoint 2000 --evaluators loss
+
+``--evaluators=recovery`` (diffusion runs) noises 64 held-out targets (every 10th of the split) to
+each ``--t0`` with q(x_t0 | x0), samples back to 0 (DPM-Solver++ 20 unless ``--sampler/--steps``)
+and scores the result against the target it started from, beside the denoiser's one-step prediction
+at t0: where along the chain a model stops being able to write the text. In
+``<workdir>/eval/recovery_step<N>_<sampler><steps>_n<inputs>[_<split>].json``:
+
+    python -m experiments.evaluate --workdir runs/e2e_diffuseq_ce --evaluators recovery \
+        --t0 500,1000,1500,1800,2000
+
+The controlled-generation tasks are evaluators too (docs/control.md), each against an unguided
+baseline, written to ``<workdir>/eval/control_<task>.json``; ``--workdir`` is the diffusion LM (the
+classifier for ``classifier_accuracy``):
+
+    python -m experiments.evaluate --workdir runs/e2e_word_clf --evaluators classifier_accuracy
+    python -m experiments.evaluate --workdir runs/e2e_cpu --evaluators semantic \
+        --classifier runs/e2e_word_clf
+    python -m experiments.evaluate --workdir runs/e2e_cpu --evaluators length,infill
+    python -m experiments.evaluate --workdir runs/e2e_diffuseq_ce --evaluators cfg --scales 0,1,2,3
+    python -m experiments.evaluate --workdir runs/demo --evaluators sentiment \
+        --classifier runs/rt_sentiment_clf --judge runs/rt_sentiment_judge
+
+Every evaluator is ``diffusion_text.evaluators.EVALUATORS[name]``; several may run in one command
+(``--evaluators generate,nll``), each taking the flags it uses; a flag left unset takes that
+evaluator's own default.
 """
 import json
-import os
 
 from absl import flags, logging
 
-from diffusion_text import evaluate, generate
+from diffusion_text import evaluators, generate
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experiments.train.")
-_SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test"], "Held-out split.")
-_NUM = flags.DEFINE_integer("num_inputs", 0, "Distinct inputs to evaluate (0 = all).",
-                            lower_bound=0)
+_SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test", "train"],
+                           "Split (semantic: whose most frequent field values are the targets; "
+                           "choose guidance settings on train, report on validation).")
+_NUM = flags.DEFINE_integer(
+    "num_inputs", None, "Distinct inputs to evaluate; default all (0), recovery: 64, infill and "
+    "cfg: 100.",
+    lower_bound=0)
 _MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR decoding.",
                             lower_bound=1)
 _SAMPLER = flags.DEFINE_string(
-    "sampler", None,
-    "ddpm|ddim|dpm++2m (diffusion), greedy|beam (ar); default: the run's sample.sampler.")
-_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps.",
-                              lower_bound=1)
+    "sampler", None, "ddpm|ddim|dpm++2m (diffusion), greedy|beam (ar); default: the run's "
+    "sample.sampler (recovery: dpm++2m; control tasks: ddpm).")
+_STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps "
+                              "(recovery: 20; control tasks: 100).", lower_bound=1)
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
 _SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed + k).")
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
-_EVALUATORS = flags.DEFINE_list("evaluators", ["generate"],
-                                "generate (sample + text metrics), nll (bits per token), loss "
-                                "(the training's held-out loss terms).")
+_EVALUATORS = flags.DEFINE_list(
+    "evaluators", ["generate"],
+    "; ".join(f"{k}: {v.help}" for k, v in evaluators.EVALUATORS.items()) + ".")
 _TEACHER = flags.DEFINE_string(
     "lm_teacher", None, "AR run whose perplexity of the outputs is the lm-score (default: the run's "
     "eval.lm_teacher; '' = none).")
-_NLL_T = flags.DEFINE_integer("nll_t", 16,
-                              "nll: stratified timesteps per sequence (T-1 = the exact grid).",
+_NLL_T = flags.DEFINE_integer(
+    "nll_t", None, "Stratified timesteps per sequence of the bound (T-1 = the exact grid); default "
+    "16 (nll), 8 (the control tasks' fluency).", lower_bound=1)
+_T0 = flags.DEFINE_list("t0", [str(t) for t in evaluators.RECOVERY_T0],
+                        "recovery: start noise levels.")
+_CLF = flags.DEFINE_string("classifier", None, "semantic, sentiment: the guiding classifier run.")
+_JUDGE = flags.DEFINE_string("judge", None, "sentiment: a clean-text label classifier run.")
+_BATCH = flags.DEFINE_integer("batch_size", None, "Control tasks: rows per sampler call (64).",
                               lower_bound=1)
+_NUM_TARGETS = flags.DEFINE_integer("num_targets", None, "semantic: most frequent field values "
+                                    "(20).", lower_bound=1)
+_PER_TARGET = flags.DEFINE_integer("per_target", None, "semantic, length, sentiment: samples per "
+                                   "target (8).", lower_bound=1)
+_LENGTHS = flags.DEFINE_list("lengths", None, "length: targets (10,15,20,25,30).")
+_SCALES = flags.DEFINE_list("scales", None, "cfg: guidance scales (0,1,1.5,2,3).")
+_K = flags.DEFINE_integer("guidance_steps", None, "K: gradient steps per sampler step (3).",
+                          lower_bound=0)
+_STEP_SIZE = flags.DEFINE_float("step_size", None, "Adagrad step size of the guidance (0.1).",
+                                lower_bound=0)
+_LAMBDA = flags.DEFINE_float("fluency_weight", None, "lambda: weight of the fluency term (0.01).",
+                             lower_bound=0)
+_WEIGHT = flags.DEFINE_float("weight", None, "Weight of the control term (1).")
 _LAYERS = common.define_layers_flag()
 _CHECKPOINT = common.define_checkpoint_flag()
 flags.mark_flags_as_required(["workdir"])
 
 
 def run():
-  unknown = set(_EVALUATORS.value) - {"generate", "nll", "loss"}
-  if unknown:
-    raise common.UserError(
-        f"unknown evaluator(s) {sorted(unknown)}; choose from generate, nll, loss")
-  if _OUT.value and len(set(_EVALUATORS.value)) > 1:
+  names = list(dict.fromkeys(_EVALUATORS.value))
+  try:
+    evaluators.check_names(names)
+    t0 = [int(t) for t in _T0.value]
+    lengths = [int(x) for x in _LENGTHS.value] if _LENGTHS.value else None
+    scales = [float(x) for x in _SCALES.value] if _SCALES.value else None
+  except ValueError as e:
+    raise common.UserError(f"--evaluators/--t0/--lengths/--scales: {e}") from e
+  if _OUT.value and len(names) > 1:
     raise common.UserError("--out names one result; give one evaluator, or leave --out unset "
                            "so that each writes its own file")
   r = generate.load_run(_WORKDIR.value, _CHECKPOINT.value,
                         scan_layers=common.scan_layers(_LAYERS.value))
-  scores = {"nll": lambda: evaluate.nll_run(r, split=_SPLIT.value, num_inputs=_NUM.value,
-                                            num_t=_NLL_T.value, seed=_SEED.value),
-            "loss": lambda: evaluate.loss_run(r, split=_SPLIT.value)}
-  for name in ("nll", "loss"):
-    if name in _EVALUATORS.value:
-      try:
-        result = scores[name]()
-      except ValueError as e:
-        raise common.UserError(str(e)) from e
-      out = _OUT.value or os.path.join(_WORKDIR.value, "eval", f"{_SPLIT.value}_step{r.step}_{name}")
-      common.write_atomic(out + ".json", json.dumps(result, indent=2))
-      print(json.dumps(result, indent=2))
-  if "generate" not in _EVALUATORS.value:
-    return
-  teacher_dir = r.config.eval.lm_teacher if _TEACHER.value is None else _TEACHER.value
-  teacher = generate.load_run(teacher_dir) if teacher_dir else None
-  try:
-    result, outputs = evaluate.evaluate_run(
-        r, split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value, seed=_SEED.value,
-        teacher=teacher, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value)
-  except ValueError as e:
-    raise common.UserError(str(e)) from e
-  steps = _STEPS.value or r.config.sample.steps or r.config.diffusion.num_steps
-  out = _OUT.value or os.path.join(_WORKDIR.value, "eval", evaluate.result_name(
-      _SPLIT.value, r.step, _SAMPLER.value or r.config.sample.sampler, steps, _MBR.value,
-      clamp=r.config.sample.clamp if _CLAMP.value is None else _CLAMP.value,
-      num_inputs=_NUM.value, seed=_SEED.value))
-  common.write_atomic(out + ".json", json.dumps(result, indent=2))
-  common.write_atomic(out + ".jsonl", "".join(json.dumps(o) + "\n" for o in outputs))
-  print(json.dumps(result, indent=2))
-  logging.info("wrote %s.json", out)
+  options = dict(split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value,
+                 seed=_SEED.value, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value,
+                 lm_teacher=_TEACHER.value, nll_t=_NLL_T.value, t0=t0, classifier=_CLF.value,
+                 judge=_JUDGE.value, batch_size=_BATCH.value, num_targets=_NUM_TARGETS.value,
+                 per_target=_PER_TARGET.value, lengths=lengths, scales=scales,
+                 guidance_steps=_K.value, step_size=_STEP_SIZE.value,
+                 fluency_weight=_LAMBDA.value, weight=_WEIGHT.value)
+  for name in names:
+    try:
+      result, out = evaluators.run_named(name, r, options, _OUT.value)
+    except ValueError as e:
+      raise common.UserError(str(e)) from e
+    print(json.dumps({k: v for k, v in result.items() if k != "examples"}, indent=2)[:4000])
+    logging.info("wrote %s.json", out)
 
 
 if __name__ == "__main__":

@@ -199,35 +199,47 @@ def test_classifier_trains_in_the_loop_and_reads_its_base_run(tiny_runs):
 
 
 @pytest.mark.slow
-def test_control_cli_semantic_length_infill_cfg(tiny_runs, tmp_path):
+def test_control_tasks_are_evaluators(tiny_runs):
+  """The control tasks run from ``experiments.evaluate --evaluators``, each flag reaching the tasks
+  that read it, and write ``<workdir>/eval/control_<task>.json``."""
   import json
+  import os
   import subprocess
   import sys
   from conftest import ROOT
   lm, clf, s2s = tiny_runs
-  common = ["--steps", "5", "--batch_size", "4", "--nll_t", "2", "--out", str(tmp_path)]
-  jobs = [["--task", "semantic", "--lm", lm, "--classifier", clf, "--num_targets", "2",
-           "--per_target", "2", "--split", "train"],  # settings are chosen on train values
-          ["--task", "length", "--lm", lm, "--lengths", "5,9", "--per_target", "2"],
-          ["--task", "infill", "--lm", lm, "--num_inputs", "3"],
-          ["--task", "cfg", "--lm", s2s, "--scales", "0,2", "--num_inputs", "2",
-           "--sampler", "dpm++2m"]]
-  for args in jobs:
-    r = subprocess.run([sys.executable, "-m", "experiments.control", *args, *common], cwd=ROOT,
-                       capture_output=True, text=True)
+  common = ["--steps", "5", "--batch_size", "4", "--nll_t", "2"]
+  jobs = [(lm, ["--evaluators", "semantic", "--classifier", clf, "--num_targets", "2",
+                "--per_target", "2", "--split", "train"]),  # settings are chosen on train values
+          (lm, ["--evaluators", "length", "--lengths", "5,9", "--per_target", "2"]),
+          (lm, ["--evaluators", "infill", "--num_inputs", "3"]),
+          (clf, ["--evaluators", "classifier_accuracy"]),
+          (s2s, ["--evaluators", "cfg", "--scales", "0,2", "--num_inputs", "2", "--sampler",
+                 "dpm++2m"])]
+  for workdir, args in jobs:
+    r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", workdir, *args,
+                        *common], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-  sem = json.loads((tmp_path / "semantic_train.json").read_text())
+  read = lambda w, name: json.loads(open(os.path.join(w, "eval", name + ".json")).read())
+  sem = read(lm, "control_semantic_train")
   assert len(sem["targets"]) == 2 and 0 <= sem["guided"]["success"] <= 1 and sem["split"] == "train"
-  assert sem["guided"]["nll_bits_per_token"] > 0
-  length = json.loads((tmp_path / "length.json").read_text())
+  assert sem["guided"]["nll_bits_per_token"] > 0 and sem["nll_t"] == 2 and sem["steps"] == 5
+  length = read(lm, "control_length")
   assert length["mask"]["success"] <= 1 and "mask+avoid_pad_eos" in length
-  infill = json.loads((tmp_path / "infill.json").read_text())
+  assert length["lengths"] == [5, 9] and length["guidance_steps"] == 3  # the task's own default
+  infill = read(lm, "control_infill")
   assert infill["context_tokens_unchanged"] and infill["num_inputs"] == 3
-  cfg = json.loads((tmp_path / "cfg.json").read_text())
+  assert read(clf, "control_classifier_accuracy")["by_t"]
+  cfg = read(s2s, "control_cfg")
   assert [r["scale"] for r in cfg["by_scale"]] == [0.0, 2.0]
-  r = subprocess.run([sys.executable, "-m", "experiments.control", "--task", "cfg", "--lm", lm],
-                     cwd=ROOT, capture_output=True, text=True)
-  assert r.returncode != 0 and "needs a seq2seq run" in r.stderr
+  for workdir, args, msg in ((lm, ["--evaluators", "cfg"], "needs a seq2seq run"),
+                             (s2s, ["--evaluators", "length"], "needs an unconditional LM"),
+                             (lm, ["--evaluators", "semantic"], "needs --classifier"),
+                             (lm, ["--evaluators", "cfg", "--scales", "1,x"], "--scales")):
+    r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", workdir, *args],
+                       cwd=ROOT, capture_output=True, text=True)
+    last = r.stderr.strip().splitlines()[-1]
+    assert r.returncode != 0 and last.startswith("error:") and msg in last, r.stderr[-1000:]
 
 
 @pytest.mark.slow

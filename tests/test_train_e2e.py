@@ -432,7 +432,9 @@ def test_evaluation_files_name_every_setting(s2s_run):
   step = generate.load_run(s2s_run).step
   name = f"validation_step{step}_ddim2_mbr1_clamp_n2.json"
   res = json.load(open(os.path.join(s2s_run, "eval", name)))
-  assert res["clamp"] is True and res["num_inputs"] == 2
+  assert res["clamp"] is True and res["num_inputs"] == 2 and "outputs" not in res
+  rows = [json.loads(l) for l in open(os.path.join(s2s_run, "eval", name[:-5] + ".jsonl"))]
+  assert len(rows) == 2 and {"src", "hyp", "refs", "samples"} <= set(rows[0])
 
 
 def test_lm_score_prefers_real_text_to_shuffled_tokens(tmp_path, tfds_dir):
@@ -503,8 +505,8 @@ def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   assert near["one_step_bleu"] > 50 > far["one_step_bleu"], (near, far)
   with pytest.raises(ValueError, match="t0 must be"):
     evaluate.recovery(run, [T + 1], num_inputs=2, steps=2, sampler="ddim")
-  r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--num_inputs", "2",
-           "--steps", "2", "--sampler", "ddim")
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--evaluators", "recovery", "--t0", "1",
+           "--num_inputs", "2", "--steps", "2", "--sampler", "ddim")
   assert r.returncode == 0, r.stderr[-2000:]
   out = json.load(open(os.path.join(s2s_run, "eval", f"recovery_step{run.step}_ddim2_n2.json")))
   assert [row["t0"] for row in out["rows"]] == [1]
@@ -513,12 +515,20 @@ def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   saved = ckpt.all_steps()
   ckpt.close()
   assert 3 in saved and 5 not in saved
-  r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--num_inputs", "2",
-           "--steps", "2", "--sampler", "ddim", "--checkpoint", "3")
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--evaluators", "recovery", "--t0", "1",
+           "--num_inputs", "2", "--steps", "2", "--sampler", "ddim", "--checkpoint", "3")
   assert r.returncode == 0, r.stderr[-2000:]
   assert os.path.exists(os.path.join(s2s_run, "eval", "recovery_step3_ddim2_n2.json"))
-  r = _cli("experiments.recovery", "--workdir", s2s_run, "--t0", "1", "--checkpoint", "5")
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--evaluators", "recovery", "--t0", "1",
+           "--checkpoint", "5")
   assert r.returncode != 0 and "no checkpoint at step 5" in r.stderr, r.stderr[-2000:]
+  # bad evaluator names and start levels are one line each
+  for args, msg in ((["--evaluators", "recovery,bleu"], "unknown evaluator(s) ['bleu']"),
+                    (["--evaluators", "recovery", "--t0", "x"], "--t0"),
+                    (["--evaluators", "recovery", "--t0", str(T + 1)], "t0 must be in")):
+    r = _cli("experiments.evaluate", "--workdir", s2s_run, *args)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error:"), r.stderr
+    assert msg in r.stderr.strip().splitlines()[-1], r.stderr[-500:]
 
 
 def _tensorboard_scalars(logdir: str) -> dict:

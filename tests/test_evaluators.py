@@ -1,0 +1,36 @@
+"""The evaluator registry: which options reach which evaluator, and the names of their files."""
+import types
+
+import ml_collections
+import pytest
+
+from diffusion_text import evaluators
+
+OPTIONS = dict(split="test", num_inputs=None, mbr_samples=2, seed=0, sampler=None, steps=5,
+               clamp=None, lm_teacher=None, nll_t=4, t0=[1, 10])
+
+
+def test_each_evaluator_takes_only_the_options_it_names_and_none_means_its_default():
+  assert evaluators.options_for("loss", OPTIONS) == {"split": "test"}
+  assert evaluators.options_for("nll", OPTIONS) == {"split": "test", "seed": 0, "nll_t": 4}
+  assert evaluators.options_for("recovery", OPTIONS) == {"split": "test", "seed": 0, "steps": 5,
+                                                         "t0": [1, 10]}
+  assert evaluators.options_for("generate", OPTIONS) == {"split": "test", "mbr_samples": 2,
+                                                         "seed": 0, "steps": 5}
+  with pytest.raises(ValueError, match=r"unknown evaluator\(s\) \['bleu'\]; choose from generate"):
+    evaluators.check_names(["nll", "bleu"])
+
+
+def test_file_stems_name_every_setting_that_changes_the_numbers():
+  config = ml_collections.ConfigDict({"sample": {"sampler": "ddim", "steps": 50, "clamp": False},
+                                      "diffusion": {"num_steps": 100}})
+  run = types.SimpleNamespace(step=7, config=config)
+  stem = lambda name, **o: evaluators.EVALUATORS[name].file_stem(run, **o)
+  assert stem("generate") == "validation_step7_ddim50_mbr1"
+  assert stem("generate", split="test", sampler="ddpm", steps=200, num_inputs=3) == \
+      "test_step7_ddpm200_mbr1_n3"
+  assert stem("recovery") == "recovery_step7_dpm++2m20_n64"
+  assert stem("recovery", split="test", seed=2, steps=4, sampler="ddim") == \
+      "recovery_step7_ddim4_n64_test_seed2"
+  assert stem("nll", split="test") == "test_step7_nll" and stem("loss") == "validation_step7_loss"
+  assert len({stem("recovery", seed=s) for s in (0, 1)}) == 2
