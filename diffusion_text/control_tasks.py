@@ -235,6 +235,8 @@ def _infill(o, lm):
 
 
 def _cfg(o, lm):
+  if lm.config.model.family != "diffusion":
+    raise ValueError(f"cfg needs a diffusion run; {lm.workdir} is {lm.config.model.family}")
   if not lm.is_seq2seq:
     raise ValueError(f"cfg needs a seq2seq run; {lm.workdir} is unconditional")
   groups = evaluate.grouped_references(_validation(lm), o.num_inputs)
@@ -286,8 +288,6 @@ def task_evaluator(name: str):
 
   def run_task(run, **options):
     o = dataclasses.replace(defaults, **options)
-    if name == "cfg" and run.config.model.family != "diffusion":
-      raise ValueError(f"cfg needs a diffusion run; {run.workdir} is {run.config.model.family}")
     result = task(o, run)
     result.update(task=name, workdir=run.workdir, step=run.step,
                   **{k: getattr(o, k) for k in keys})

@@ -268,7 +268,7 @@ class Denoiser(nn.Module):
   ``x_sc`` is the self-conditioning input (the previous x0 estimate, zeros when there is none); it is
   read only when ``cfg.self_cond``. With ``cfg.src_len`` (encoder-decoder) the first ``src_len``
   positions are read as the clean source by ``SourceEncoder``; their outputs are zeros (they are
-  held at the source, never predicted).
+  held at the source, never predicted), and the output heads run on the target positions only.
   """
   cfg: ModelConfig
 
@@ -284,7 +284,6 @@ class Denoiser(nn.Module):
     if S:
       memory = SourceEncoder(cfg, name="encoder")(z_t_BxLxE[:, :S], deterministic)
       x = trunk(self, cfg, inp[:, S:], t_B, deterministic, memory=memory)
-      x = jnp.pad(x, ((0, 0), (S, 0), (0, 0)))
     else:
       x = trunk(self, cfg, inp, t_B, deterministic)
     x0_hat = nn.Dense(cfg.emb_dim, dtype=dtype, name="out_proj",
@@ -294,8 +293,14 @@ class Denoiser(nn.Module):
       logits = nn.Dense(cfg.vocab_size, dtype=dtype, name="logits_head",
                         kernel_init=_p(nn.initializers.xavier_uniform(), ("embed", "vocab")),
                         bias_init=_p(nn.initializers.zeros, ("vocab",)))(x)
-      return x0_hat.astype(jnp.float32), logits.astype(jnp.float32)
-    return x0_hat.astype(jnp.float32)
+      return _after_source(x0_hat, S), _after_source(logits, S)
+    return _after_source(x0_hat, S)
+
+
+def _after_source(out_BxTxK, src_len: int):
+  """float32 outputs of the target positions, preceded by ``src_len`` zero rows for the source
+  positions of an encoder-decoder, which are held at the source and never predicted."""
+  return jnp.pad(out_BxTxK.astype(jnp.float32), ((0, 0), (src_len, 0), (0, 0)))
 
 
 class DiffusionLM(nn.Module):
