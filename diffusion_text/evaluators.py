@@ -42,14 +42,17 @@ def _generate(run: Run, *, split: str = "validation", num_inputs: int = 0, mbr_s
   return {**result, "outputs": outputs}
 
 
-def _generate_stem(run: Run, *, split: str = "validation", num_inputs: int = 0,
-                   mbr_samples: int = 1, seed: int = 0, sampler: Optional[str] = None,
-                   steps: Optional[int] = None, clamp: Optional[bool] = None, **_) -> str:
-  c = run.config
-  return evaluate.result_name(split, run.step, sampler or c.sample.sampler,
-                              steps or c.sample.steps or c.diffusion.num_steps, mbr_samples,
-                              clamp=c.sample.clamp if clamp is None else clamp,
-                              num_inputs=num_inputs, seed=seed)
+def _generate_stem(run: Run, **options) -> str:
+  """The file stem of ``_generate(run, **options)``: options not given take ``_generate``'s
+  defaults, and a None sampler, steps or clamp the run config's ``sample`` settings."""
+  bound = inspect.signature(_generate).bind(run, **options)
+  bound.apply_defaults()
+  o, c = bound.arguments, run.config
+  clamp = c.sample.clamp if o["clamp"] is None else o["clamp"]
+  return evaluate.result_name(o["split"], run.step, o["sampler"] or c.sample.sampler,
+                              o["steps"] or c.sample.steps or c.diffusion.num_steps,
+                              o["mbr_samples"], clamp=clamp, num_inputs=o["num_inputs"],
+                              seed=o["seed"])
 
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,
