@@ -5,6 +5,7 @@ the current mesh's shardings, so a checkpoint written on one mesh restores onto 
 """
 import logging
 import os
+import re
 import time
 
 import orbax.checkpoint as ocp
@@ -26,9 +27,13 @@ class Checkpointer:
     self._last_saved = None
 
   def _write_error(self, step, e: Exception) -> CheckpointError:
-    first = str(e).strip().splitlines()[0][:400] if str(e).strip() else ""
-    return CheckpointError(f"cannot write checkpoint {step} to {self.directory}: "
-                           f"{type(e).__name__}: {first}")
+    text = str(e).strip()
+    code = re.search(r"os_error_code=\W?(\d+)", text)  # tensorstore's message ends in the cause
+    if code:
+      reason = f"{os.strerror(int(code.group(1)))} (errno {code.group(1)}, from {type(e).__name__})"
+    else:
+      reason = f"{type(e).__name__}: {text.splitlines()[0][:400] if text else ''}"
+    return CheckpointError(f"cannot write checkpoint {step} to {self.directory}: {reason}")
 
   def latest_step(self):
     return self.manager.latest_step()

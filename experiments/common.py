@@ -36,16 +36,38 @@ def scan_layers(layers: str):
   return _LAYOUTS[layers]
 
 
-def quiet_libraries():
-  """Keep orbax/tfds INFO chatter out of the progress log."""
+def quiet_libraries(debug: bool = False):
+  """Keep orbax/tfds INFO chatter out of the progress log; without ``debug``, log records carry no
+  traceback and a failing background thread (orbax's asynchronous writes, asyncio callbacks) is one
+  warning line, so an ``error:`` line is not buried under library tracebacks (a full disk)."""
   import logging as std_logging
+  import threading
 
-  class _DropLibraryInfo(std_logging.Filter):
+  class _Quiet(std_logging.Filter):
     def filter(self, record):
       noisy = "/orbax/" in record.pathname or "/tensorflow_datasets/" in record.pathname
-      return record.levelno >= std_logging.WARNING or not noisy
+      if record.levelno < std_logging.WARNING and noisy:
+        return False
+      if not debug and record.exc_info:
+        e = record.exc_info[1]
+        record.msg = f"{record.getMessage()} ({_one_line(e) if e else 'no exception'})"
+        record.args, record.exc_info, record.exc_text = None, None, None
+      return True
 
-  std_logging.getLogger("absl").addFilter(_DropLibraryInfo())
+  quiet = _Quiet()
+  std_logging.getLogger("absl").addFilter(quiet)
+  for handler in std_logging.getLogger().handlers:  # absl's handler: records of every logger
+    handler.addFilter(quiet)
+  if not debug:
+    def thread_failed(args):
+      logging.warning("background thread %s failed: %s (--debug shows the traceback)",
+                      getattr(args.thread, "name", "?"), _one_line(args.exc_value))
+    threading.excepthook = thread_failed
+
+    def unraisable(args):
+      logging.warning("ignored in %r: %s", args.object,
+                      _one_line(args.exc_value) if args.exc_value else args.err_msg)
+    sys.unraisablehook = unraisable
 
 
 _DEBUG = flags.DEFINE_bool("debug", False,
@@ -58,9 +80,15 @@ def _one_line(e: BaseException) -> str:
 
 
 def _fail(message: str, status: int):
+  import logging as std_logging
+  import threading
   logging.flush()
   sys.stdout.flush()
   print(f"error: {message}", file=sys.stderr, flush=True)
+  # the error line stays last: library objects that fail as the interpreter shuts down (asyncio
+  # futures of an aborted checkpoint write) log nothing more
+  std_logging.disable(std_logging.CRITICAL)
+  threading.excepthook = sys.unraisablehook = lambda args: None
   sys.exit(status)
 
 
@@ -68,7 +96,7 @@ def run_main(fn, *args):
   """Calls ``fn``. Bad input (a UserError) becomes one ``error:`` line on stderr, the last thing
   printed, and exit status 1; so does any other exception (config files that fail to load, unknown
   override keys, OS errors), naming its type, unless ``--debug`` asks for the traceback."""
-  quiet_libraries()
+  quiet_libraries(debug=_DEBUG.value)
   try:
     return fn(*args)
   except UserError as e:

@@ -317,3 +317,26 @@ def test_bad_batch_split_is_refused_before_anything_is_written(tmp_path, tfds_di
   with pytest.raises(ConfigError, match=rf"train.batch_size={n + 1} does not divide"):
     train.train_and_evaluate(_cfg(**{"train.batch_size": n + 1}), w)
   assert not os.path.exists(w)
+
+
+def test_full_disk_is_one_error_line(tmp_path, tfds_dir):
+  """Training with a 300 KiB limit on any file it writes (``ulimit -f``; the checkpoint of 1.6M
+  parameters exceeds it, as on a full disk) exits non-zero with the ``error:`` line last and no traceback from
+  the CLI or from orbax's background writers, and what was written before is whole."""
+  require_e2e()
+  import resource
+  w = str(tmp_path / "full")
+  cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py", "--workdir", w,
+         "--config.eval.num_samples=0", "--config.model.width=256", "--config.model.mlp_dim=1024"]
+
+  def limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (300 * 1024, 300 * 1024))
+
+  p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                     preexec_fn=limit_file_size)
+  lines = p.stderr.strip().splitlines()
+  assert p.returncode == 1, p.stderr[-3000:]
+  assert lines[-1].startswith("error: ") and "File too large" in lines[-1], lines[-5:]
+  assert "Traceback" not in p.stderr, p.stderr[-3000:]
+  for line in open(os.path.join(w, "metrics.jsonl")):
+    json.loads(line)
