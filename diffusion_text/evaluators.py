@@ -60,6 +60,12 @@ def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int
   return evaluate.nll_run(run, split=split, num_inputs=num_inputs, num_t=nll_t, seed=seed)
 
 
+def _nll_stem(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,
+              seed: int = 0, **_) -> str:
+  return (f"{split}_step{run.step}_nll" + (f"_n{num_inputs}" if num_inputs else "")
+          + (f"_t{nll_t}" if nll_t != 16 else "") + (f"_seed{seed}" if seed else ""))
+
+
 def _loss(run: Run, *, split: str = "validation") -> dict:
   return evaluate.loss_run(run, split=split)
 
@@ -86,7 +92,7 @@ def _recovery_stem(run: Run, *, num_inputs: int = 64, steps: int = 20, sampler: 
 EVALUATORS = {
     "generate": Evaluator(_generate, _generate_stem,
                           "sample + text metrics (BLEU, ROUGE-L, diversity, lm-score)"),
-    "nll": Evaluator(_nll, lambda run, split="validation", **_: f"{split}_step{run.step}_nll",
+    "nll": Evaluator(_nll, _nll_stem,
                      "bits per token (variational bound; exact NLL for AR runs)"),
     "loss": Evaluator(_loss, lambda run, split="validation", **_: f"{split}_step{run.step}_loss",
                       "the training's held-out loss terms"),

@@ -383,7 +383,7 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
         f"({METRICS_FILE}) but no checkpoint to resume from; --restart moves its files to "
         f"{workdir}/{runs.PREVIOUS_PREFIX}<time>/ and starts over")
   os.makedirs(workdir, exist_ok=True)
-  if is_main and (changed or not os.path.exists(config_path)):
+  if is_main and not os.path.exists(config_path):
     runs.write_atomic(config_path, config.to_json(indent=2))
   tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None,
                                from_file=families.tokenizer_file(config))
@@ -428,6 +428,8 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
       data_iter.set_state(data_state)
       start = int(state.step)
       logging.info("resumed %s at step %d (checkpoint %d)", workdir, start, restored)
+    if is_main and changed:  # after the restore: a resume that fails leaves config.json as it was
+      runs.write_atomic(config_path, config.to_json(indent=2))
     log = MetricsLog(workdir, start, enabled=is_main)
     scope.callback(log.close)
     if start == 0:

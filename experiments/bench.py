@@ -10,9 +10,10 @@ the device count (``XLA_FLAGS=--xla_force_host_platform_device_count``) can diff
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from diffusion_text import bench
+from experiments import common
 
 _OUTPUT = flags.DEFINE_string("output", "runs/bench.json", "Where the JSON goes.")
 _QUICK = flags.DEFINE_bool("quick", False, "Toy sizes and few repeats (the smoke test).")
@@ -33,19 +34,17 @@ def _part_pipeline(quick: bool) -> dict:
 PARTS = {**bench.PARTS, "pipeline": _part_pipeline}
 
 
-def main(argv):
-  del argv
+def run():
   if _PART.value:
     print(json.dumps(PARTS[_PART.value](**json.loads(_ARGS.value))))
     return
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-  from experiments.common import write_atomic
   result = bench.run_all(_QUICK.value,
-                         save=lambda r: write_atomic(_OUTPUT.value, json.dumps(r, indent=2)),
+                         save=lambda r: common.write_atomic(_OUTPUT.value, json.dumps(r, indent=2)),
                          full_trajectory=_FULL_TRAJ.value)
   print(bench.table(result))
   print(f"[bench] wrote {_OUTPUT.value}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run_app(run)

@@ -1,5 +1,6 @@
 """What every absl main shares: one-line errors for bad input, and config validation."""
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -64,10 +65,9 @@ def quiet_libraries(debug: bool = False):
                       getattr(args.thread, "name", "?"), _one_line(args.exc_value))
     threading.excepthook = thread_failed
 
-    def unraisable(args):
-      logging.warning("ignored in %r: %s", args.object,
-                      _one_line(args.exc_value) if args.exc_value else args.err_msg)
-    sys.unraisablehook = unraisable
+    # exceptions Python ignores anyway (orbax's asyncio leftovers at shutdown: "Event loop is
+    # closed", once per pending future): --debug shows them
+    sys.unraisablehook = lambda args: None
 
 
 _DEBUG = flags.DEFINE_bool("debug", False,
@@ -132,13 +132,23 @@ def parse_flags(argv):
   except Exception as e:  # pylint: disable=broad-except
     if "--debug" in argv:
       raise
-    text = _one_line(e).replace("\\'", "'").replace("\\n", " ")
+    raw = str(e).replace("\\'", "'").replace("\\n", "\n")
     if isinstance(e, (AttributeError, KeyError)):  # ml_collections: an override of an unknown key
-      key, _, hint = text.split(": ", 1)[1].lstrip("'").partition("'")
+      names = re.findall(r"'(\w+)'", raw)
+      overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+      key = next((o for o in overrides if names and names[0] in o.split(".")),
+                 names[0] if names else raw)
+      hint = re.search(r"[Dd]id you mean[^\n]*", raw)
       text = f"unknown config key in an override: {key}"
-      hint = hint.strip(" '\")")
       if hint:
-        text += f" ({hint})"
+        text += " (" + hint.group(0).strip("'\" .") + ")"
+    elif "Traceback (most recent call last)" in raw:  # the config file's get_config raised
+      last = [line.strip() for line in raw.splitlines() if line.strip()][-1]
+      config = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None) or next(
+          (argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), "")
+      text = f"config {config}: {last}"
+    else:
+      text = _one_line(e).replace("\\'", "'").replace("\\n", " ")
     _fail(text, 2)
 
 

@@ -33,4 +33,5 @@ def test_file_stems_name_every_setting_that_changes_the_numbers():
   assert stem("recovery", split="test", seed=2, steps=4, sampler="ddim") == \
       "recovery_step7_ddim4_n64_test_seed2"
   assert stem("nll", split="test") == "test_step7_nll" and stem("loss") == "validation_step7_loss"
+  assert stem("nll", num_inputs=5, nll_t=99, seed=1) == "validation_step7_nll_n5_t99_seed1"
   assert len({stem("recovery", seed=s) for s in (0, 1)}) == 2

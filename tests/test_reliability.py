@@ -84,8 +84,12 @@ def test_unreadable_checkpoint_and_latest_valid(tmp_path, tfds_dir):
   for f in glob.glob(os.path.join(w, "checkpoints", "6", "state", "**", "*"), recursive=True):
     if os.path.isfile(f) and "ocdbt" in f:
       open(f, "wb").close()  # truncate the array data of the newest checkpoint
+  before = open(os.path.join(w, runs.CONFIG_FILE)).read()
   with pytest.raises(CheckpointError, match=r"checkpoint 6 .*latest_valid"):
     train.train_and_evaluate(cfg, w)
+  with pytest.raises(CheckpointError, match=r"checkpoint 6 .*latest_valid"):  # a resumable change
+    train.train_and_evaluate(_cfg(**{"eval.num_samples": 0, "train.num_train_steps": 9}), w)
+  assert open(os.path.join(w, runs.CONFIG_FILE)).read() == before  # a failed resume changes nothing
   train.train_and_evaluate(cfg, w, resume="latest_valid")  # restores 3, redoes steps 4..6
   assert os.listdir(os.path.join(w, "unreadable_checkpoints"))
   a, b = generate.load_run(ref), generate.load_run(w)
