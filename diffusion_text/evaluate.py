@@ -95,6 +95,7 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     samples = [list(c) for c in zip(*per_seed)]
     hyps = mbr.mbr_decode(samples)
     result = metrics.evaluate_texts(hyps, refs, samples)
+    result["source_bleu"] = metrics.bleu(srcs, refs)["bleu"]  # the input returned unchanged
     outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}
                for s, h, r, c in zip(srcs, hyps, refs, samples)]
     if teacher is not None:
@@ -157,6 +158,10 @@ def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,
                batch_size: int = 64) -> dict:
   """Bits per token of packed rows' mask-1 positions under ``run`` (bound or exact NLL)."""
   is_ar = run.config.model.family == "ar"
+  num_steps = run.config.diffusion.num_steps
+  if not is_ar and not 1 <= num_t <= num_steps - 1:
+    raise ValueError(f"nll_t must be in [1, T-1 = {num_steps - 1}] (T-1 is the exact grid), "
+                     f"got {num_t}")
   fn = jax.jit(lambda p, ids, m, rng: likelihood.nll_terms(
       run.model, p, ids, m, run.config.model.family, run.diffusion, rng, num_t,
       run.config.model))

@@ -68,6 +68,8 @@ _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's s
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
 _SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed + k).")
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
+_SHOW = flags.DEFINE_integer("show", 0, "generate: print the first N outputs (input -> output) and "
+                             "a one-line reading of the BLEU.", lower_bound=0)
 _EVALUATORS = flags.DEFINE_list(
     "evaluators", ["generate"],
     "; ".join(f"{k}: {v.help}" for k, v in evaluators.EVALUATORS.items()) + ".")
@@ -129,6 +131,21 @@ def run():
       raise common.UserError(str(e)) from e
     print(json.dumps({k: v for k, v in result.items() if k != "examples"}, indent=2)[:4000])
     logging.info("wrote %s.json", out)
+    if _SHOW.value and name == "generate":
+      _show(result, out + ".jsonl", _SHOW.value)
+
+
+def _show(result: dict, outputs_path: str, n: int):
+  with open(outputs_path) as f:
+    outputs = [json.loads(line) for _, line in zip(range(n), f)]
+  print()
+  for o in outputs:
+    print(f"{o['src']}\n  -> {o['hyp']}" if "src" in o else o["hyp"])
+  if "source_bleu" in result:
+    print(f"\nBLEU {result['bleu']:.1f} on {result['num_inputs']} {result['split']} inputs "
+          f"(sacrebleu, 0-100: n-gram overlap with the reference texts). The inputs themselves, "
+          f"returned unchanged, score {result['source_bleu']:.1f}: an output below that loses more "
+          f"of the reference than the model adds.")
 
 
 if __name__ == "__main__":

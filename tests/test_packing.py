@@ -19,12 +19,24 @@ def test_fixed_target_start_right_aligns_the_source():
   assert packing.unpack(ids) == ([10, 11], [20, 21])
 
 
+def test_aligned_target_start_left_aligns_the_source():
+  ids, mask = packing.pack([10, 11], [20, 21], max_len=10, max_src_len=4, target_start="aligned")
+  np.testing.assert_array_equal(ids, [BOS, 10, 11, PAD, PAD, SEP, 20, 21, EOS, PAD])
+  np.testing.assert_array_equal(mask, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+  assert packing.unpack(ids) == ([10, 11], [20, 21])
+
+
+@pytest.mark.parametrize("target_start", packing.FIXED_STARTS)
 @pytest.mark.parametrize("n_src", [0, 1, 3, 8, 30])
-def test_fixed_target_start_does_not_move_with_the_source(n_src):
-  """The first target position is max_src_len + 2 for every source length (the lever's point)."""
-  ids, mask = packing.pack(list(range(100, 100 + n_src)), [20, 21, 22], 24, 8, "fixed")
+def test_fixed_target_start_does_not_move_with_the_source(n_src, target_start):
+  """The first target position is max_src_len + 2 for every source length (the lever's point);
+  ``aligned`` also keeps source token k at position 1 + k."""
+  src = list(range(100, 100 + n_src))
+  ids, mask = packing.pack(src, [20, 21, 22], 24, 8, target_start)
   assert int(np.argmax(mask)) == 8 + 2 and mask.sum() == 24 - 10
   assert ids[8 + 1] == SEP and ids[8 + 2] == 20
+  if target_start == "aligned":
+    assert ids[1: 1 + min(n_src, 8)].tolist() == src[:8]
 
 
 @pytest.mark.parametrize("target_start", packing.TARGET_STARTS)
@@ -35,7 +47,7 @@ def test_truncation_never_drops_the_target(n_src, n_tgt, target_start):
   ids, mask = packing.pack(src, tgt, L, max_src, target_start)
   s, t = packing.unpack(ids)
   assert s == src[:max_src]
-  used = max_src if target_start == "fixed" else len(s)
+  used = max_src if target_start in packing.FIXED_STARTS else len(s)
   assert t == tgt[: L - 3 - used]
   if n_tgt:
     assert len(t) >= 1

@@ -11,7 +11,7 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import checkpointing, embeddings, generate, train
+from diffusion_text import checkpointing, embeddings, generate, metrics, train
 from diffusion_text.runs import load_config, load_tokenizer
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError
@@ -238,7 +238,10 @@ def test_cli_bad_input_is_one_line_error(tmp_path, tfds_dir, args, env, msg):
      "config file configs/nope.py not found"),
     ("experiments.train", ["--config", "BAD_CONFIG"], 2, "SyntaxError"),
     ("experiments.train", ["--config", "configs/tiny.py", "--config.train.batchsize=3"], 2,
-     'unknown config key in an override: batchsize (Did you mean "batch_size"'),
+     'unknown config key in an override: train.batchsize (Did you mean "batch_size"'),
+    ("experiments.train", ["--config", "configs/tiny.py:nonsense"], 2,
+     "config configs/tiny.py:nonsense: ValueError: unknown variant 'nonsense'"),
+    ("experiments.bench", ["--quick", "--nonsense_flag=1"], 2, "nonsense_flag"),
     ("experiments.train", ["--config", "configs/tiny.py", "--config.train.batch_size=abc"], 2,
      "--config.train.batch_size=abc"),
     ("experiments.train", ["--config", "configs/tiny.py", "--stop_at_step=0"], 2,
@@ -327,6 +330,9 @@ def test_seq2seq_evaluation_with_mbr(s2s_run):
   assert all(len(o["samples"]) == 2 and o["hyp"] in o["samples"] for o in outputs)
   # references are grouped per distinct MR: several per input on E2E
   assert all(len(o["refs"]) >= 1 for o in outputs) and len({o["src"] for o in outputs}) == 3
+  # the anchor beside the BLEU: the inputs themselves scored against the same references
+  assert result["source_bleu"] == metrics.bleu([o["src"] for o in outputs],
+                                               [o["refs"] for o in outputs])["bleu"]
 
 
 def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):

@@ -1,16 +1,19 @@
 """Packing (source, target) pairs into one sequence for partial-noising seq2seq (DiffuSeq).
 
-Two layouts of a packed sequence of length L (``target_start``)::
+Three layouts of a packed sequence of length L (``target_start``)::
 
     after_source:  [BOS] source [SEP] target [EOS] PAD ... PAD
     fixed:         PAD .. PAD [BOS] source [SEP] target [EOS] PAD ... PAD
+    aligned:       [BOS] source PAD .. PAD [SEP] target [EOS] PAD ... PAD
                    |<---- max_src_len + 2 ---->|<------ target region ------>|
 
 In ``after_source`` (DiffuSeq's) the target region starts right after the source, so where word k of
 the output sits shifts with the source's length (over about 25 positions on E2E): at high noise the
 denoiser must first find SEP before it can name word k. ``fixed`` right-aligns the source before SEP,
 so SEP always sits at ``max_src_len + 1`` and the target always starts at ``max_src_len + 2``, as an
-autoregressive decoder's first target position does.
+autoregressive decoder's first target position does. ``aligned`` pins both ends: the source starts
+at position 1 and the target at ``max_src_len + 2`` (PAD between the source and SEP), so source token
+k and target token k are always ``max_src_len + 1`` positions apart, whatever the source's length.
 
 The source is truncated to ``max_src_len`` tokens (the same rule at training and sampling time, so the
 target region a model learned to fill has the same size when it generates). The target region runs
@@ -24,7 +27,8 @@ import numpy as np
 
 from diffusion_text.data.tokenizers import BOS, EOS, PAD, SEP
 
-TARGET_STARTS = ("after_source", "fixed")
+TARGET_STARTS = ("after_source", "fixed", "aligned")
+FIXED_STARTS = ("fixed", "aligned")  # the target starts at max_src_len + 2
 
 
 def pack(src_ids: Sequence[int], tgt_ids: Sequence[int], max_len: int, max_src_len: int,
@@ -36,12 +40,13 @@ def pack(src_ids: Sequence[int], tgt_ids: Sequence[int], max_len: int, max_src_l
     raise ValueError(f"unknown target_start {target_start!r}; choose one of {TARGET_STARTS}")
   src = list(src_ids)[:max_src_len]
   offset = max_src_len - len(src) if target_start == "fixed" else 0  # left PAD before BOS
-  tgt = list(tgt_ids)[: max_len - 3 - len(src) - offset]
-  seq = [BOS] + src + [SEP] + tgt + [EOS]
+  gap = max_src_len - len(src) if target_start == "aligned" else 0  # PAD before SEP
+  tgt = list(tgt_ids)[: max_len - 3 - len(src) - offset - gap]
+  seq = [BOS] + src + [PAD] * gap + [SEP] + tgt + [EOS]
   ids = np.full((max_len,), PAD, np.int32)
   ids[offset: offset + len(seq)] = seq
   mask = np.zeros((max_len,), np.int32)
-  mask[offset + len(src) + 2:] = 1
+  mask[offset + gap + len(src) + 2:] = 1
   return ids, mask
 
 

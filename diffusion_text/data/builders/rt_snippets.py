@@ -28,7 +28,33 @@ class RtSnippets(tfds.core.GeneratorBasedBuilder):
     splits = {"train": [], "validation": [], "test": []}
     for i, r in enumerate(records):
       splits[sources.split_of(i)].append(r)
-    return {name: self._generate_examples(rs) for name, rs in splits.items()}
+    return {name: self._generate_examples(self._derive(rs)) for name, rs in splits.items()}
+
+  def _derive(self, records):
+    return records
 
   def _generate_examples(self, records):
     yield from common.keyed(records)
+
+
+class RtKeywords(RtSnippets):
+  """Keywords -> review snippet (lexically constrained generation): the snippets of ``RtSnippets`` of
+  at most 20 words, lower-cased with punctuation split off, each with its content words as the source
+  (``sources.keyword_records``). A snippet stays in the split it has in ``RtSnippets``."""
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "RtSnippets 1.0.0 snippets of <= 20 words; source = their content words."}
+  MAX_WORDS = 20
+
+  def _derive(self, records):
+    return sources.keyword_records(records, self.MAX_WORDS)
+
+
+class RtCloze(RtSnippets):
+  """The snippets of ``RtKeywords`` with their content words in place and each function word or
+  punctuation mark replaced by ``sources.SLOT`` as the source: the model writes the words between
+  the given ones (``sources.keyword_records(slots=True)``)."""
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "RtKeywords 1.0.0 pairs with slots for the dropped words."}
+
+  def _derive(self, records):
+    return sources.keyword_records(records, RtKeywords.MAX_WORDS, slots=True)
