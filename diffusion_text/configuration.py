@@ -63,6 +63,10 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
       and c.data.target_start in ("fixed", "aligned")),
         "model.arch=encoder_decoder needs model.family=diffusion, data.task=seq2seq and "
         "data.target_start=fixed|aligned (the source is the first max_src_len + 2 positions)")
+  check(c.model.positions in ("separate", "shared"),
+        f"model.positions must be separate|shared, got {c.model.positions!r}")
+  check(c.model.positions == "separate" or c.model.arch == "encoder_decoder",
+        "model.positions=shared needs model.arch=encoder_decoder")
   check(c.model.emb_norm in ("none", "l2", "layernorm"),
         f"model.emb_norm must be none|l2|layernorm, got {c.model.emb_norm!r}")
   check(c.model.emb_scale > 0, "model.emb_scale must be > 0")

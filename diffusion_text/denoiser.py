@@ -48,6 +48,10 @@ class ModelConfig:
   # positions (BOS, the right-aligned source, SEP) are encoded without noise or t, and the rest are
   # denoised by a decoder that reads them by cross-attention; 0: one stack over the whole sequence
   src_len: int = 0
+  # encoder-decoder: separate (each stack learns its own position table) | shared (one table: source
+  # region index j reads row j, target index k reads row k + 1, so with data.target_start=aligned
+  # source token k and target token k start from the same position vector)
+  positions: str = "separate"
 
 
 def _p(init, names):
@@ -216,19 +220,21 @@ def layer_norm(cfg: ModelConfig, name: str):
 
 
 def trunk(module: nn.Module, cfg: ModelConfig, inp_BxLxI, t_B, deterministic: bool,
-          memory=None):
+          memory=None, pos_LxD=None):
   """Input projection, learned positions, timestep MLP, the blocks and the final LayerNorm, created
   in ``module``'s scope (shared by the denoiser and the noisy-embedding classifiers). With
   ``memory`` (the encoder-decoder's encoded source) the blocks also cross-attend to it, and the
-  positions count from the first input position (the target's start)."""
+  positions count from the first input position (the target's start); ``pos_LxD`` replaces the
+  learned table (shared positions)."""
   dtype = jnp.dtype(cfg.dtype)
   dense_init = nn.initializers.xavier_uniform()
   L = inp_BxLxI.shape[1]
   x = nn.Dense(cfg.width, dtype=dtype, name="in_proj",
                kernel_init=_p(dense_init, ("latent", "embed")),
                bias_init=_p(nn.initializers.zeros, ("embed",)))(inp_BxLxI)
-  pos_LxD = module.param("pos_emb", _p(nn.initializers.normal(0.02), ("len", "embed")),
-                         (cfg.max_len, cfg.width))
+  if pos_LxD is None:
+    pos_LxD = module.param("pos_emb", _p(nn.initializers.normal(0.02), ("len", "embed")),
+                           (cfg.max_len, cfg.width))
   x = x + pos_LxD[None, :L].astype(dtype)
   temb = timestep_embedding(t_B, cfg.width)
   temb = nn.Dense(cfg.mlp_dim, dtype=dtype, name="time_mlp_in",
@@ -249,13 +255,14 @@ class SourceEncoder(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, src_BxSxE, deterministic: bool = True):
+  def __call__(self, src_BxSxE, deterministic: bool = True, pos_SxD=None):
     cfg = self.cfg
     x = nn.Dense(cfg.width, dtype=jnp.dtype(cfg.dtype), name="in_proj",
                  kernel_init=_p(nn.initializers.xavier_uniform(), ("latent", "embed")),
                  bias_init=_p(nn.initializers.zeros, ("embed",)))(src_BxSxE)
-    pos_SxD = self.param("pos_emb", _p(nn.initializers.normal(0.02), ("len", "embed")),
-                         (cfg.src_len, cfg.width))
+    if pos_SxD is None:
+      pos_SxD = self.param("pos_emb", _p(nn.initializers.normal(0.02), ("len", "embed")),
+                           (cfg.src_len, cfg.width))
     x = constrain(nn.Dropout(cfg.dropout)(x + pos_SxD[None].astype(x.dtype),
                                           deterministic=deterministic))
     x = apply_blocks(cfg, x, None, deterministic)
@@ -282,8 +289,13 @@ class Denoiser(nn.Module):
       inp = jnp.concatenate([z_t_BxLxE, x_sc], axis=-1)
     S = cfg.src_len
     if S:
-      memory = SourceEncoder(cfg, name="encoder")(z_t_BxLxE[:, :S], deterministic)
-      x = trunk(self, cfg, inp[:, S:], t_B, deterministic, memory=memory)
+      pos = enc_pos = None
+      if cfg.positions == "shared":
+        pos = self.param("pos_emb_shared", _p(nn.initializers.normal(0.02), ("len", "embed")),
+                         (cfg.max_len, cfg.width))
+        enc_pos, pos = pos[:S], pos[1:]
+      memory = SourceEncoder(cfg, name="encoder")(z_t_BxLxE[:, :S], deterministic, enc_pos)
+      x = trunk(self, cfg, inp[:, S:], t_B, deterministic, memory=memory, pos_LxD=pos)
     else:
       x = trunk(self, cfg, inp, t_B, deterministic)
     x0_hat = nn.Dense(cfg.emb_dim, dtype=dtype, name="out_proj",

@@ -64,6 +64,9 @@ def test_unknown_key_is_rejected():
     ("model.arch", "transformer", "model.arch"),
     # the default config packs after the source, so there is no fixed source region to encode
     ("model.arch", "encoder_decoder", "needs .*data.target_start=fixed"),
+    ("model.positions", "rotary", "model.positions"),
+    ("model.positions", "shared", "positions=shared needs model.arch=encoder_decoder"),
+    ("data.target_start", "middle", "data.target_start"),
 ])
 def test_bad_values_are_rejected(key, value, msg):
   c = common.get_config()

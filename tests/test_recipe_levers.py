@@ -185,3 +185,30 @@ def test_encoder_decoder_converts_between_block_layouts_exactly():
   np.testing.assert_allclose(denoiser.DiffusionLM(unrolled).apply({"params": converted}, z, t),
                              denoiser.DiffusionLM(scanned).apply({"params": params}, z, t),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_shared_positions_are_one_table_read_one_row_apart():
+  """``model.positions=shared``: the encoder reads rows 0..S-1 of one table and the decoder rows
+  1..L-S, so target index k starts from the vector of source region index k + 1 (source token k under
+  ``data.target_start=aligned``): the same model as separate tables holding those rows."""
+  S = 3
+  shared, separate = _cfg(src_len=S, positions="shared"), _cfg(src_len=S)
+  p_sh = nn.meta.unbox(denoiser.init_params(shared, jax.random.PRNGKey(5)))
+  p_sep = nn.meta.unbox(denoiser.init_params(separate, jax.random.PRNGKey(5)))
+  table = p_sh["denoiser"]["pos_emb_shared"]
+  assert table.shape == (8, 16)
+  assert "pos_emb" not in p_sh["denoiser"] and "pos_emb" not in p_sh["denoiser"]["encoder"]
+  # the separate model with the shared table's rows copied in computes the same function
+  p_sep["denoiser"]["encoder"]["pos_emb"] = table[:S]
+  p_sep["denoiser"]["pos_emb"] = jnp.zeros((8, 16)).at[: 8 - 1].set(table[1:])
+  for k in p_sh["denoiser"]:
+    if k not in ("pos_emb_shared", "encoder"):
+      p_sep["denoiser"][k] = p_sh["denoiser"][k]
+  for k in p_sh["denoiser"]["encoder"]:
+    p_sep["denoiser"]["encoder"][k] = p_sh["denoiser"]["encoder"][k]
+  p_sep["embedding"] = p_sh["embedding"]
+  z = jax.random.normal(jax.random.PRNGKey(6), (2, 8, 4))
+  t = jnp.array([3, 44])
+  np.testing.assert_allclose(denoiser.DiffusionLM(shared).apply({"params": p_sh}, z, t),
+                             denoiser.DiffusionLM(separate).apply({"params": p_sep}, z, t),
+                             rtol=1e-5, atol=1e-6)
