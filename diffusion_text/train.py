@@ -194,7 +194,8 @@ def _fmt(scalars: dict) -> str:
 def _check_finite(step: int, sums: dict) -> None:
   bad = [k for k, v in sums.items() if not np.isfinite(v)]
   if bad:
-    raise NumericsError(f"non-finite {', '.join(bad)} at step {step}; last checkpoint kept")
+    raise NumericsError(f"non-finite {', '.join(bad)} at step {step}; checkpoints of earlier "
+                        "steps are kept")
 
 
 def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> list:
@@ -211,7 +212,8 @@ def _check_window(first_step: int, acc: list, indices: list, workdir: str) -> li
         runs.write_atomic(path, json.dumps({"step": step, "terms": bad,
                                         "example_indices": example_indices}))
       raise NumericsError(f"non-finite {', '.join(bad)} at step {step} (batch indices in {path}); "
-                          "last checkpoint kept; train.skip_nonfinite_steps=True skips such steps")
+                          "checkpoints of earlier steps are kept; train.skip_nonfinite_steps=True "
+                          "skips such steps")
   return host
 
 

@@ -157,6 +157,20 @@ def run_app(fn):
   app.run(main_for(fn), flags_parser=parse_flags)
 
 
+def check_out(flag: str, prefix):
+  """Raises UserError, before any work, if files cannot be written under the output prefix
+  ``prefix`` (``--out``): an ancestor that is not a directory, or one that is not writable."""
+  if not prefix:
+    return
+  d = os.path.dirname(os.path.abspath(prefix))
+  while not os.path.exists(d):
+    d = os.path.dirname(d)
+  if not os.path.isdir(d):
+    raise UserError(f"{flag} {prefix}: {d} is not a directory")
+  if not os.access(d, os.W_OK):
+    raise UserError(f"{flag} {prefix}: {d} is not writable")
+
+
 def define_checkpoint_flag():
   """``--checkpoint``: which saved step of the run to load (default: the latest)."""
   return flags.DEFINE_integer("checkpoint", None, "Checkpoint step to load (default: the latest).",

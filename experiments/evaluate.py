@@ -112,6 +112,7 @@ def run():
     scales = [float(x) for x in _SCALES.value] if _SCALES.value else None
   except ValueError as e:
     raise common.UserError(f"--evaluators/--t0/--lengths/--scales: {e}") from e
+  common.check_out("--out", _OUT.value)
   if _OUT.value and len(names) > 1:
     raise common.UserError("--out names one result; give one evaluator, or leave --out unset "
                            "so that each writes its own file")

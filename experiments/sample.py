@@ -34,6 +34,7 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def run():
+  common.check_out("--out", _OUT.value)
   r = generate.load_run(_WORKDIR.value, _STEP.value,
                         scan_layers=common.scan_layers(_LAYERS.value))
   settings = dict(sampler=_SAMPLER.value or r.config.sample.sampler,

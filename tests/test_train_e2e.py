@@ -262,6 +262,17 @@ def test_cli_bad_flags_are_one_line_errors(tmp_path, module, args, status, msg):
   assert "Traceback" not in r.stderr and not os.path.exists(w)
 
 
+@pytest.mark.parametrize("module", ["experiments.sample", "experiments.evaluate"])
+def test_cli_out_under_a_file_fails_before_any_work(tmp_path, module):
+  """An --out whose parent is a regular file is refused up front, naming the flag."""
+  (tmp_path / "afile").write_text("x")
+  r = _cli(module, "--workdir", str(tmp_path / "no_run"), "--out", str(tmp_path / "afile" / "o"))
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 1 and lines[-1] == (
+      f"error: --out {tmp_path / 'afile' / 'o'}: {tmp_path / 'afile'} is not a directory"), r.stderr
+  assert "Traceback" not in r.stderr
+
+
 def test_cli_workdir_that_is_a_file(tmp_path, tfds_dir):
   require_e2e()
   f = tmp_path / "a_file"
