@@ -119,14 +119,22 @@ def main_for(fn):
   return main
 
 
+def _config_arg(argv):
+  """The value of ``--config=X`` or ``--config X`` in ``argv`` (None when absent)."""
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a[len("--config="):]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
 def parse_flags(argv):
   """absl's flag parser, with a bad flag value (or a config override naming an unknown key) as one
   ``error:`` line and exit status 2."""
-  for i, a in enumerate(argv):  # a config file that is not there: say so, before absl loads it
-    path = a[len("--config="):] if a.startswith("--config=") else (
-        argv[i + 1] if a == "--config" and i + 1 < len(argv) else None)
-    if path is not None and not os.path.isfile(path.split(":", 1)[0]):
-      _fail(f"config file {path.split(':', 1)[0]} not found", 2)
+  path = _config_arg(argv)  # a config file that is not there: say so, before absl loads it
+  if path is not None and not os.path.isfile(path.split(":", 1)[0]):
+    _fail(f"config file {path.split(':', 1)[0]} not found", 2)
   try:
     return flags.FLAGS(argv)
   except Exception as e:  # pylint: disable=broad-except
@@ -144,9 +152,7 @@ def parse_flags(argv):
         text += " (" + hint.group(0).strip("'\" .") + ")"
     elif "Traceback (most recent call last)" in raw:  # the config file's get_config raised
       last = [line.strip() for line in raw.splitlines() if line.strip()][-1]
-      config = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None) or next(
-          (argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), "")
-      text = f"config {config}: {last}"
+      text = f"config {_config_arg(argv)}: {last}"
     else:
       text = _one_line(e).replace("\\'", "'").replace("\\n", " ")
     _fail(text, 2)

@@ -44,17 +44,16 @@ class RtKeywords(RtSnippets):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "RtSnippets 1.0.0 snippets of <= 20 words; source = their content words."}
   MAX_WORDS = 20
+  SLOTS = False
 
   def _derive(self, records):
-    return sources.keyword_records(records, self.MAX_WORDS)
+    return sources.keyword_records(records, self.MAX_WORDS, slots=self.SLOTS)
 
 
-class RtCloze(RtSnippets):
+class RtCloze(RtKeywords):
   """The snippets of ``RtKeywords`` with their content words in place and each function word or
   punctuation mark replaced by ``sources.SLOT`` as the source: the model writes the words between
   the given ones (``sources.keyword_records(slots=True)``)."""
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "RtKeywords 1.0.0 pairs with slots for the dropped words."}
-
-  def _derive(self, records):
-    return sources.keyword_records(records, RtKeywords.MAX_WORDS, slots=True)
+  SLOTS = True
