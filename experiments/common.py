@@ -65,9 +65,18 @@ def quiet_libraries(debug: bool = False):
                       getattr(args.thread, "name", "?"), _one_line(args.exc_value))
     threading.excepthook = thread_failed
 
-    # exceptions Python ignores anyway (orbax's asyncio leftovers at shutdown: "Event loop is
-    # closed", once per pending future): --debug shows them
-    sys.unraisablehook = lambda args: None
+    sys.unraisablehook = _unraisable
+
+
+def _unraisable(args):
+  """Exceptions Python ignores (raised in ``__del__``, in callbacks at shutdown): orbax's asyncio
+  leftovers ("Event loop is closed", one per pending future of a finished run) are dropped, any
+  other is one warning line; --debug shows all of them with tracebacks."""
+  e = args.exc_value
+  if isinstance(e, RuntimeError) and "Event loop is closed" in str(e):
+    return
+  logging.warning("exception ignored in %s: %s (--debug shows the traceback)",
+                  getattr(args, "object", None) or "?", _one_line(e) if e else args.exc_type)
 
 
 _DEBUG = flags.DEFINE_bool("debug", False,

@@ -340,3 +340,18 @@ def test_full_disk_is_one_error_line(tmp_path, tfds_dir):
   assert "Traceback" not in p.stderr, p.stderr[-3000:]
   for line in open(os.path.join(w, "metrics.jsonl")):
     json.loads(line)
+
+
+def test_ignored_exceptions_are_one_warning_except_asyncio_shutdown_leftovers(caplog):
+  """Without --debug an exception Python ignores (``__del__``, shutdown callbacks) is one warning
+  line naming it; orbax's "Event loop is closed" leftovers of a finished run are dropped."""
+  import types
+  from experiments import common as cli
+  caplog.set_level("WARNING")
+  cli._unraisable(types.SimpleNamespace(exc_type=RuntimeError, object="loop",
+                                        exc_value=RuntimeError("Event loop is closed")))
+  assert not caplog.records
+  cli._unraisable(types.SimpleNamespace(exc_type=OSError, object="Writer.__del__",
+                                        exc_value=OSError("disk full")))
+  assert len(caplog.records) == 1
+  assert "exception ignored in Writer.__del__: OSError: disk full" in caplog.records[0].getMessage()
