@@ -2,6 +2,7 @@
 import ml_collections
 
 from diffusion_text import families, runs, schedules
+from diffusion_text.data import packing
 from diffusion_text.errors import ConfigError
 
 
@@ -79,8 +80,12 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.data.task in ("lm", "seq2seq"), f"data.task must be lm|seq2seq, got {c.data.task!r}")
   check(c.data.task != "seq2seq" or 1 <= (c.data.max_src_len or c.data.max_len // 2) <= c.data.max_len - 4,
         "data.max_src_len must leave room for SEP, a target token and EOS (<= max_len - 4)")
-  check(c.data.target_start in ("after_source", "fixed", "aligned"),
-        f"data.target_start must be after_source|fixed|aligned, got {c.data.target_start!r}")
+  check(c.data.target_start in packing.TARGET_STARTS,
+        f"data.target_start must be {'|'.join(packing.TARGET_STARTS)}, got {c.data.target_start!r}")
+  check(c.data.target_start != "in_place" or (c.data.tokenizer == "word" and not c.data.delex),
+        "data.target_start=in_place needs data.tokenizer=word (one token per word) and no data.delex")
+  check(not c.data.delex or c.data.task == "seq2seq",
+        "data.delex needs data.task=seq2seq (it replaces source slot values in the target)")
   check(c.data.tokenizer != "sentencepiece" or c.data.vocab_size > 5,
         "data.vocab_size must be set (> 5) for the sentencepiece tokenizer")
   for k in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps",

@@ -247,7 +247,7 @@ def _cfg(o, lm):
     t0 = time.time()
     out = control.generate_ids(_decoder(o, lm, cfg_scale=s), ids, mask, (), batch_size=o.batch_size,
                                seed=o.seed)
-    hyps = [lm.decode(r) for r in out]
+    hyps = lm.decode_outputs(out, srcs)
     results.append({"scale": s, **metrics.bleu(hyps, refs), **metrics.rouge_l(hyps, refs),
                     **metrics.dist_1(hyps), "seconds": round(time.time() - t0, 1),
                     "examples": hyps[:3]})

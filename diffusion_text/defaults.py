@@ -25,6 +25,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   #   right-aligned, so the target always starts at position max_src_len + 2) | aligned (src from
   #   position 1 and the target at max_src_len + 2: source token k sits a fixed distance before
   #   target token k)
+  c.data.delex = ""  # seq2seq, E2E-form sources: slots whose values become placeholder words in
+  #   source and target and are copied back after generation, e.g. "name,near" (data/delex.py)
   c.data.max_train_examples = 0  # 0 = all; else the first N of the train split (tests)
   c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
   c.data.encode_cache = 250_000  # train examples kept encoded in memory (0 = none; 1-2 KB each)

@@ -14,7 +14,7 @@ import numpy as np
 
 from diffusion_text import (batching, decoding, embeddings, likelihood, mbr, metrics, process,
                             sharding, train)
-from diffusion_text.data import pipeline, tokenizers
+from diffusion_text.data import pipeline, sources, tokenizers
 from diffusion_text.generate import Run
 
 
@@ -26,6 +26,31 @@ def grouped_references(source, limit: Optional[int] = None):
     groups.setdefault(pipeline._text(r["src"]), []).append(pipeline._text(r["tgt"]))
   items = list(groups.items())
   return items[:limit] if limit else items
+
+
+def most_common_blank(source) -> str:
+  """The word most often behind a slot (``sources.SLOT``) of a word-aligned cloze split."""
+  counts = collections.Counter()
+  for i in range(len(source)):
+    src, tgt = pipeline._text(source[i]["src"]).split(), pipeline._text(source[i]["tgt"]).split()
+    counts.update(t for s, t in zip(src, tgt) if s == sources.SLOT)
+  return counts.most_common(1)[0][0] if counts else ""
+
+
+def blank_accuracy(srcs, hyps, refs, baseline_word: str) -> dict:
+  """For a cloze (``in_place``): the share of slots whose output word is the reference's word at
+  that position (first reference), and the share a filler writing ``baseline_word`` in every slot
+  gets. An output of another length than its source counts its slots as wrong."""
+  right = base = total = 0
+  for src, hyp, ref in zip(srcs, hyps, refs):
+    s, h, r = src.split(), hyp.split(), ref[0].split()
+    for k, w in enumerate(s):
+      if w == sources.SLOT and k < len(r):
+        total += 1
+        right += len(h) == len(s) and h[k] == r[k]
+        base += r[k] == baseline_word
+  return {"blank_accuracy": right / max(total, 1), "blank_baseline_word": baseline_word,
+          "blank_baseline_accuracy": base / max(total, 1), "blanks": total}
 
 
 def real_texts(run: Run, split: str, n: int) -> list[str]:
@@ -96,6 +121,8 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     hyps = mbr.mbr_decode(samples)
     result = metrics.evaluate_texts(hyps, refs, samples)
     result["source_bleu"] = metrics.bleu(srcs, refs)["bleu"]  # the input returned unchanged
+    if run.config.data.target_start == "in_place":
+      result.update(blank_accuracy(srcs, hyps, refs, most_common_blank(data["train"])))
     outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}
                for s, h, r, c in zip(srcs, hyps, refs, samples)]
     if teacher is not None:

@@ -16,18 +16,33 @@ import numpy as np
 
 from diffusion_text import batching, checkpointing, families, process, runs, sharding
 from diffusion_text import train_state as ts
-from diffusion_text.data import packing, pipeline, tokenizers
+from diffusion_text.data import delex, packing, pipeline, sources, tokenizers
 from diffusion_text.errors import CheckpointError
 
-def decode_output(tok: tokenizers.Tokenizer, ids, task: str) -> str:
-  """Text of one output row: the target part for seq2seq, the whole sequence otherwise."""
-  if task == "seq2seq":
+def decode_output(tok: tokenizers.Tokenizer, ids, task: str, target_start: str = "") -> str:
+  """Text of one output row: the target part for seq2seq, the whole sequence otherwise (and for
+  ``in_place`` seq2seq, whose target is the whole sequence)."""
+  if task == "seq2seq" and target_start != "in_place":
     return tok.decode(packing.unpack(ids)[1] + [tokenizers.EOS])
   return tok.decode(ids)
 
 
 def unconditional_inputs(num: int, max_len: int):
   return np.zeros((num, max_len), np.int32), np.ones((num, max_len), np.int32)
+
+
+def _in_place_text(tok: tokenizers.Tokenizer, src: str, ids) -> str:
+  """An ``in_place`` output, one word per source word: the model's word at each position, except
+  that a given source word the vocabulary lacks (UNK) is copied from the source, so no word is
+  lost; special tokens written into a slot are dropped."""
+  src_words = src.split()
+  out = []
+  for word, i in zip(src_words, np.asarray(ids).tolist()[1: 1 + len(src_words)]):
+    if i == tokenizers.UNK and word != sources.SLOT:
+      out.append(word)
+    elif i >= len(tokenizers.SPECIALS):
+      out.append(tok.decode_ids([i]))
+  return " ".join(out)
 
 
 @dataclasses.dataclass
@@ -61,7 +76,9 @@ class Run:
   def pack_sources(self, sources: Sequence[str]):
     """(ids, target_mask) sampling inputs for source texts."""
     d = self.config.data
-    packed = [pipeline.pack_source(d, self.tokenizer.encode(s)) for s in sources]
+    dx = delex.of(d)
+    slot = pipeline.slot_id(self.tokenizer, d)
+    packed = [pipeline.pack_source(d, self.tokenizer.encode(dx.source(s)), slot) for s in sources]
     return np.stack([p[0] for p in packed]), np.stack([p[1] for p in packed])
 
   def generate_ids(self, num_samples: Optional[int] = None, *, sources: Optional[Sequence[str]] = None,
@@ -103,11 +120,23 @@ class Run:
     return np.concatenate(out)
 
   def decode(self, ids) -> str:
-    return decode_output(self.tokenizer, ids, self.config.data.task)
+    return decode_output(self.tokenizer, ids, self.config.data.task, self.config.data.target_start)
 
   def generate(self, num_samples: Optional[int] = None, **kwargs) -> list[str]:
-    """Decoded samples; keyword arguments as ``generate_ids`` (sources, sampler, steps, seed, ...)."""
-    return [self.decode(ids) for ids in self.generate_ids(num_samples, **kwargs)]
+    """Decoded samples; keyword arguments as ``generate_ids`` (sources, sampler, steps, seed, ...).
+    With ``data.delex``, each output's placeholders are replaced by its source's values."""
+    return self.decode_outputs(self.generate_ids(num_samples, **kwargs), kwargs.get("sources"))
+
+  def decode_outputs(self, rows, sources: Optional[Sequence[str]] = None) -> list[str]:
+    """Texts of output rows; for a seq2seq run given the ``sources`` they were generated from,
+    with ``data.delex``'s placeholders replaced by each source's values."""
+    if sources is not None and self.config.data.target_start == "in_place":
+      return [_in_place_text(self.tokenizer, s, ids) for s, ids in zip(sources, rows)]
+    texts = [self.decode(ids) for ids in rows]
+    dx = delex.of(self.config.data)
+    if dx and sources is not None:
+      texts = [dx.relex(s, t) for s, t in zip(sources, texts)]
+    return texts
 
 
 def load_run(workdir: str, step: Optional[int] = None,

@@ -517,7 +517,8 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
         if e.num_samples:
           ids = sharding.to_host(sample_fn(state.ema_params, jax.random.PRNGKey(step),
                                            *sample_inputs))
-          texts = [generate.decode_output(tok, x, config.data.task) for x in ids]
+          texts = [generate.decode_output(tok, x, config.data.task, config.data.target_start)
+                   for x in ids]
           log.write(step, samples=texts)
           for txt in texts[:3]:
             logging.info("  sample: %s", txt)

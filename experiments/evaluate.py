@@ -142,7 +142,13 @@ def _show(result: dict, outputs_path: str, n: int):
   print()
   for o in outputs:
     print(f"{o['src']}\n  -> {o['hyp']}" if "src" in o else o["hyp"])
-  if "source_bleu" in result:
+  if "blank_accuracy" in result:
+    print(f"\nThe model wrote the original word in {100 * result['blank_accuracy']:.0f}% of the "
+          f"{result['blanks']} blanks of {result['num_inputs']} {result['split']} snippets; writing "
+          f"the most common blank word of the training data ({result['blank_baseline_word']!r}) in "
+          f"every blank gets {100 * result['blank_baseline_accuracy']:.0f}%. BLEU "
+          f"{result['bleu']:.1f} (sacrebleu, 0-100, against the original snippets).")
+  elif "source_bleu" in result:
     print(f"\nBLEU {result['bleu']:.1f} on {result['num_inputs']} {result['split']} inputs "
           f"(sacrebleu, 0-100: n-gram overlap with the reference texts). The inputs themselves, "
           f"returned unchanged, score {result['source_bleu']:.1f}: an output below that loses more "

@@ -39,7 +39,7 @@ def test_fixed_target_start_does_not_move_with_the_source(n_src, target_start):
     assert ids[1: 1 + min(n_src, 8)].tolist() == src[:8]
 
 
-@pytest.mark.parametrize("target_start", packing.TARGET_STARTS)
+@pytest.mark.parametrize("target_start", packing.SOURCE_REGION_STARTS)
 @pytest.mark.parametrize("n_src,n_tgt", [(0, 0), (3, 50), (50, 3), (50, 50), (1, 1)])
 def test_truncation_never_drops_the_target(n_src, n_tgt, target_start):
   L, max_src = 16, 8
@@ -54,7 +54,7 @@ def test_truncation_never_drops_the_target(n_src, n_tgt, target_start):
   assert EOS in ids.tolist() and mask.sum() == L - used - 2
 
 
-@pytest.mark.parametrize("target_start", packing.TARGET_STARTS)
+@pytest.mark.parametrize("target_start", packing.SOURCE_REGION_STARTS)
 def test_pack_source_matches_training_layout(target_start):
   """At sampling time the source sits where it sat in training, and the target region has its size."""
   for src in (list(range(100, 130)), [100, 101]):
@@ -70,3 +70,20 @@ def test_bad_max_src_len_and_layout():
     packing.pack([1], [2], 8, 5)
   with pytest.raises(ValueError, match="target_start"):
     packing.pack([1], [2], 8, 2, "middle")
+
+
+def test_in_place_noises_only_the_slots_and_keeps_the_given_words():
+  slot = 7
+  src, tgt = [10, slot, 11, slot], [10, 20, 11, 21]
+  ids, mask = packing.pack(src, tgt, 8, 3, "in_place", slot_id=slot)
+  assert ids.tolist() == [BOS, 10, 20, 11, 21, EOS, PAD, PAD]
+  assert mask.tolist() == [0, 0, 1, 0, 1, 0, 0, 0]
+  # the sampling input: the same mask, the given words in place, the slots' values to be noised
+  s_ids, s_mask = packing.pack_source(src, 8, 3, "in_place", slot_id=slot)
+  assert s_mask.tolist() == mask.tolist()
+  assert s_ids[s_mask == 0].tolist() == ids[mask == 0].tolist()
+  assert packing.unpack(ids)[1] == tgt  # no SEP: the whole sequence is the target
+  with pytest.raises(ValueError, match="one token per word"):
+    packing.pack(src, tgt[:3], 8, 3, "in_place", slot_id=slot)
+  with pytest.raises(ValueError, match="slot word's id"):
+    packing.pack(src, tgt, 8, 3, "in_place")

@@ -15,25 +15,35 @@ autoregressive decoder's first target position does. ``aligned`` pins both ends:
 at position 1 and the target at ``max_src_len + 2`` (PAD between the source and SEP), so source token
 k and target token k are always ``max_src_len + 1`` positions apart, whatever the source's length.
 
+``in_place`` has no source region: for a source that is the target with some words replaced by a
+slot word (``rt_cloze``), the sequence is ``[BOS] target [EOS] PAD ...`` and only the slots'
+positions are noised and predicted (``target_mask`` 1 there); the given words stay clean, as a
+DiffuSeq source does. Source and target must have one token per word (the word tokenizer), and the
+output has the source's length.
+
 The source is truncated to ``max_src_len`` tokens (the same rule at training and sampling time, so the
 target region a model learned to fill has the same size when it generates). The target region runs
 from after SEP to the end: the model predicts PAD there for unused positions, which is how output
 length is chosen. An unconditional example is the special case with no source: ``[BOS] text [EOS]
 PAD...`` and ``target_mask`` all ones.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from diffusion_text.data.tokenizers import BOS, EOS, PAD, SEP
 
-TARGET_STARTS = ("after_source", "fixed", "aligned")
+TARGET_STARTS = ("after_source", "fixed", "aligned", "in_place")
+SOURCE_REGION_STARTS = ("after_source", "fixed", "aligned")  # the source has its own positions
 FIXED_STARTS = ("fixed", "aligned")  # the target starts at max_src_len + 2
 
 
 def pack(src_ids: Sequence[int], tgt_ids: Sequence[int], max_len: int, max_src_len: int,
-         target_start: str = "after_source"):
-  """Returns (ids, target_mask), int32 arrays of shape (max_len,)."""
+         target_start: str = "after_source", slot_id: Optional[int] = None):
+  """Returns (ids, target_mask), int32 arrays of shape (max_len,). ``slot_id`` (``in_place`` only)
+  is the id of the source's slot word."""
+  if target_start == "in_place":
+    return _pack_in_place(src_ids, tgt_ids, max_len, slot_id)
   if not 1 <= max_src_len <= max_len - 4:
     raise ValueError(f"max_src_len must be in [1, max_len - 4 = {max_len - 4}], got {max_src_len}")
   if target_start not in TARGET_STARTS:
@@ -50,10 +60,26 @@ def pack(src_ids: Sequence[int], tgt_ids: Sequence[int], max_len: int, max_src_l
   return ids, mask
 
 
+def _pack_in_place(src_ids, tgt_ids, max_len: int, slot_id: Optional[int]):
+  if slot_id is None:
+    raise ValueError("target_start='in_place' needs the slot word's id")
+  src = list(src_ids)[: max_len - 2]
+  tgt = list(tgt_ids)[: max_len - 2]
+  if tgt and len(tgt) != len(src):
+    raise ValueError(f"in_place: source and target must have one token per word, got "
+                     f"{len(src)} and {len(tgt)} tokens")
+  seq = [BOS] + (tgt or src) + [EOS]
+  ids = np.full((max_len,), PAD, np.int32)
+  ids[: len(seq)] = seq
+  mask = np.zeros((max_len,), np.int32)
+  mask[1: 1 + len(src)] = np.asarray(src, np.int64) == slot_id
+  return ids, mask
+
+
 def pack_source(src_ids: Sequence[int], max_len: int, max_src_len: int,
-                target_start: str = "after_source"):
+                target_start: str = "after_source", slot_id: Optional[int] = None):
   """A sampling input: the packed source with an all-PAD target region (its values are noised)."""
-  ids, mask = pack(src_ids, [], max_len, max_src_len, target_start)
+  ids, mask = pack(src_ids, [], max_len, max_src_len, target_start, slot_id)
   ids[mask == 1] = PAD
   return ids, mask
 

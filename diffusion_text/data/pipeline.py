@@ -19,7 +19,7 @@ import grain
 import numpy as np
 
 from diffusion_text import runs
-from diffusion_text.data import packing, sources, tokenizers
+from diffusion_text.data import delex, packing, sources, tokenizers
 from diffusion_text.errors import DataError
 
 VALIDATION_REPORT = "validation_report.json"  # next to the prepared TFDS data
@@ -86,14 +86,18 @@ def length_report(source, tok: tokenizers.Tokenizer, data_cfg, limit: Optional[i
   n = min(len(source), limit or len(source))
   out = {"examples": n, "target_truncated": 0, "source_truncated": 0}
   src_len = max_src_len(data_cfg)
+  texts = record_texts(data_cfg)
   for i in range(n):
-    r = source[i]
-    tgt = len(tok.encode(_text(r["tgt"])))
+    src_text, tgt_text = texts(source[i])
+    tgt = len(tok.encode(tgt_text))
     if data_cfg.task == "seq2seq":
-      src = len(tok.encode(_text(r["src"])))
+      src = len(tok.encode(src_text))
+      if data_cfg.target_start == "in_place":  # one sequence: [BOS] words [EOS]
+        src_len, room = data_cfg.max_len - 2, data_cfg.max_len - 2
+      else:
+        used = src_len if data_cfg.target_start in packing.FIXED_STARTS else min(src, src_len)
+        room = data_cfg.max_len - used - 3  # BOS, SEP, EOS
       out["source_truncated"] += src > src_len
-      used = src_len if data_cfg.target_start in packing.FIXED_STARTS else min(src, src_len)
-      room = data_cfg.max_len - used - 3  # BOS, SEP, EOS
     else:
       room = data_cfg.max_len - 2
     out["target_truncated"] += tgt > room
@@ -102,6 +106,17 @@ def length_report(source, tok: tokenizers.Tokenizer, data_cfg, limit: Optional[i
 
 def _text(x) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else x
+
+
+def record_texts(data_cfg):
+  """record -> (source text, target text) as the model reads them: ``data.delex``'s placeholders
+  in place of the chosen slot values (``delex``), the texts unchanged otherwise."""
+  dx = delex.of(data_cfg)
+
+  def texts(record) -> tuple[str, str]:
+    src, tgt = _text(record.get("src", b"")), _text(record["tgt"])
+    return (dx.source(src), dx.target(src, tgt)) if dx else (src, tgt)
+  return texts
 
 
 def split_texts(source, limit: Optional[int] = None, fields=("tgt",)) -> list[str]:
@@ -118,10 +133,16 @@ def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None,
   if from_file:
     tok = tokenizers.load_tokenizer(from_file)
   else:
+    seq2seq = data_cfg.task == "seq2seq"
+    if seq2seq and delex.of(data_cfg):
+      texts_of = record_texts(data_cfg)
+      n = min(len(train_source), data_cfg.max_train_examples or len(train_source))
+      texts = [t for i in range(n) for t in texts_of(train_source[i])]
+    else:
+      texts = split_texts(train_source, data_cfg.max_train_examples or None,
+                          ("src", "tgt") if seq2seq else ("tgt",))
     tok = tokenizers.train_tokenizer(
-        data_cfg.tokenizer,
-        split_texts(train_source, data_cfg.max_train_examples or None,
-                    ("src", "tgt") if data_cfg.task == "seq2seq" else ("tgt",)),
+        data_cfg.tokenizer, texts,
         vocab_size=data_cfg.vocab_size, min_count=data_cfg.min_count)
   if workdir:
     runs.save_tokenizer(workdir, tok)  # atomic: never a half-written tokenizer
@@ -132,28 +153,41 @@ def max_src_len(data_cfg) -> int:
   return data_cfg.max_src_len or data_cfg.max_len // 2
 
 
-def pack(data_cfg, src_ids, tgt_ids):
-  """(ids, target_mask) of a seq2seq pair under the run's layout (``packing.pack``)."""
+def slot_id(tok: tokenizers.Tokenizer, data_cfg) -> Optional[int]:
+  """The id of the slot word (``sources.SLOT``) for ``data.target_start=in_place``, else None."""
+  if data_cfg.target_start != "in_place":
+    return None
+  ids = tok.encode(sources.SLOT)
+  if len(ids) != 1 or ids[0] == tokenizers.UNK:
+    raise DataError(f"data.target_start=in_place needs the slot word {sources.SLOT!r} as one token "
+                    f"of the vocabulary (a dataset with slots, e.g. rt_cloze, and the word tokenizer)")
+  return ids[0]
+
+
+def pack(data_cfg, src_ids, tgt_ids, slot: Optional[int] = None):
+  """(ids, target_mask) of a seq2seq pair under the run's layout (``packing.pack``); ``slot`` is
+  ``slot_id``'s for ``in_place``."""
   return packing.pack(src_ids, tgt_ids, data_cfg.max_len, max_src_len(data_cfg),
-                      data_cfg.target_start)
+                      data_cfg.target_start, slot)
 
 
-def pack_source(data_cfg, src_ids):
+def pack_source(data_cfg, src_ids, slot: Optional[int] = None):
   """A sampling input for a source under the run's layout (``packing.pack_source``)."""
   return packing.pack_source(src_ids, data_cfg.max_len, max_src_len(data_cfg),
-                             data_cfg.target_start)
+                             data_cfg.target_start, slot)
 
 
 def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
   """record -> example: the whole text for ``task='lm'``, packed (src, tgt) for ``'seq2seq'``."""
   max_len = data_cfg.max_len
   seq2seq = data_cfg.task == "seq2seq"
-  src_len = max_src_len(data_cfg)
+  texts = record_texts(data_cfg)
+  slot = slot_id(tok, data_cfg) if seq2seq else None
 
   def encode(record) -> dict:
     if seq2seq:
-      ids, target_mask = pack(data_cfg, tok.encode(_text(record["src"])),
-                              tok.encode(_text(record["tgt"])))
+      src, tgt = texts(record)
+      ids, target_mask = pack(data_cfg, tok.encode(src), tok.encode(tgt), slot)
     else:
       ids = tok.encode_padded(_text(record["tgt"]), max_len)
       target_mask = np.ones((max_len,), np.int32)

@@ -1,0 +1,92 @@
+"""Copying given words: delexicalised slot values (``data.delex``: placeholders in, source values
+out) and the in-place cloze layout (``data.target_start=in_place``: only the slots are written)."""
+import numpy as np
+import pytest
+
+from configs import common
+from diffusion_text import configuration, generate
+from diffusion_text.errors import ConfigError
+from diffusion_text.data import delex, pipeline, tokenizers
+
+SRC = "name : Zizzi | Type : coffee shop | customer rating : average | near : Burger King"
+TGT = "Zizzi is a coffee shop near burger king . Zizzi 's rating is average . Zizzis"
+
+
+def test_values_become_placeholders_and_come_back():
+  dx = delex.Delexicalizer(["name", "near"])
+  assert dx.source(SRC) == ("name : <name> | Type : coffee shop | customer rating : average | "
+                            "near : <near>")
+  # every mention, case-insensitive, whole words only ("Zizzis" is another word)
+  assert dx.target(SRC, TGT) == ("<name> is a coffee shop near <near> . <name> 's rating is "
+                                 "average . Zizzis")
+  # back with the source's spelling; a placeholder of a slot the source lacks is dropped
+  assert dx.relex(SRC, dx.target(SRC, TGT)) == (
+      "Zizzi is a coffee shop near Burger King . Zizzi 's rating is average . Zizzis")
+  assert dx.relex("name : Aromi | food : Thai", "<name> is near <near> .") == "Aromi is near ."
+
+
+def test_longer_values_are_replaced_first_and_off_means_identity():
+  src = "name : The Punter | near : The Punter Inn"
+  assert delex.Delexicalizer(["name", "near"]).target(src, "The Punter Inn is by The Punter .") \
+      == "<near> is by <name> ."
+  off = delex.of(common.get_config().data)
+  assert not off and off.source(SRC) == SRC and off.relex(SRC, TGT) == TGT
+  assert delex.parse_slots(" name, family friendly ,") == ("name", "family friendly")
+  assert delex.placeholder("family friendly") == "<family_friendly>"
+
+
+def test_encoder_and_tokenizer_read_the_delexicalised_texts():
+  cfg = common.get_config().data
+  cfg.update(task="seq2seq", max_len=40, max_src_len=17, target_start="fixed", delex="name,near")
+  train = [{"src": SRC, "tgt": TGT, "index": 0, "label": -1}]
+  tok = pipeline.get_tokenizer(cfg, train)
+  assert "<name>" in tok.stoi and "Zizzi" not in tok.stoi  # the value never reaches the vocabulary
+  ex = pipeline.make_encoder(tok, cfg)(train[0])
+  tgt_ids = ex["ids"][ex["target_mask"] > 0]
+  words = tok.decode(tgt_ids).split()
+  assert words.count("<name>") == 2 and words.count("<near>") == 1
+  assert tokenizers.UNK not in ex["ids"][ex["target_mask"] == 0]  # the source is all in-vocabulary
+  # 17 source words delexicalised (19 raw): the length report counts what the model reads
+  assert pipeline.length_report(train, tok, cfg) == {"examples": 1, "source_truncated": 0,
+                                                     "target_truncated": 0}
+
+
+def test_delex_needs_a_seq2seq_task():
+  c = common.get_config()
+  c.data.delex = "name"
+  with pytest.raises(ConfigError, match="data.delex needs data.task=seq2seq"):
+    configuration.validate(c, common.get_config())
+
+
+def test_in_place_output_copies_unknown_given_words_from_the_source():
+  cfg = common.get_config().data
+  cfg.update(dataset="rt_cloze", task="seq2seq", max_len=10, target_start="in_place")
+  tok = tokenizers.WordTokenizer.train(["_ film _ slow", "the film is slow"])
+  rec = {"src": "_ zany _ slow _", "tgt": "the zany is slow .", "index": 0, "label": -1}
+  ex = pipeline.make_encoder(tok, cfg)(rec)  # "zany" and "." are not in the vocabulary
+  assert ex["target_mask"].tolist() == [0, 1, 0, 1, 0, 1, 0, 0, 0, 0]
+  out = ex["ids"].copy()
+  out[[1, 3, 5]] = [tok.stoi["the"], tok.stoi["is"], tokenizers.SEP]  # the model's slot words
+  # the given UNK word comes back from the source; a special token in a slot is dropped
+  assert generate._in_place_text(tok, rec["src"], out) == "the zany is slow"
+  with pytest.raises(Exception, match="slot word '_'"):
+    pipeline.slot_id(tokenizers.WordTokenizer.train(["the film"]), cfg)
+
+
+def test_in_place_needs_the_word_tokenizer():
+  c = common.get_config()
+  c.data.update(task="seq2seq", target_start="in_place", tokenizer="sentencepiece", vocab_size=100)
+  with pytest.raises(ConfigError, match="in_place needs data.tokenizer=word"):
+    configuration.validate(c, common.get_config())
+
+
+def test_blank_accuracy_counts_slot_positions_only():
+  from diffusion_text import evaluate
+  srcs = ["_ film _ slow _", "_ good"]
+  refs = [["the film is slow ."], ["very good"]]
+  hyps = ["the film was slow .", "good"]  # 2 of 3 blanks right; the second output lost a word
+  got = evaluate.blank_accuracy(srcs, hyps, refs, "the")
+  assert got == {"blank_accuracy": 0.5, "blank_baseline_word": "the",
+                 "blank_baseline_accuracy": 0.25, "blanks": 4}
+  train = [{"src": "_ film _", "tgt": "the film ."}, {"src": "_ cat", "tgt": "the cat"}]
+  assert evaluate.most_common_blank(train) == "the"
