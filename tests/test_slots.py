@@ -25,6 +25,16 @@ def test_values_become_placeholders_and_come_back():
   assert dx.relex("name : Aromi | food : Thai", "<name> is near <near> .") == "Aromi is near ."
 
 
+def test_a_lower_cased_mention_comes_back_lower_cased():
+  dx = delex.Delexicalizer(["food"])
+  src = "name : Aromi | food : Fast food"
+  tgt = dx.target(src, "Fast food at Aromi , the fast food place .")
+  assert tgt == "<food> at Aromi , the <food:lower> place ."
+  assert dx.relex(src, tgt) == "Fast food at Aromi , the fast food place ."
+  # a value whose first letter is already lower-case has one placeholder
+  assert dx.target("food : sushi", "Sushi and sushi") == "<food> and <food>"
+
+
 def test_longer_values_are_replaced_first_and_off_means_identity():
   src = "name : The Punter | near : The Punter Inn"
   assert delex.Delexicalizer(["name", "near"]).target(src, "The Punter Inn is by The Punter .") \

@@ -24,10 +24,15 @@ def parse_slots(spec: str) -> tuple[str, ...]:
   return tuple(s.strip() for s in spec.split(",") if s.strip())
 
 
-def placeholder(slot: str) -> str:
+def placeholder(slot: str, lower: bool = False) -> str:
   """The one-word stand-in for ``slot``'s value: ``near`` -> ``<near>``, ``family friendly`` ->
-  ``<family_friendly>``."""
-  return "<" + "_".join(slot.split()) + ">"
+  ``<family_friendly>``; ``lower``: for a mention written with its first letter lower-cased
+  (``<food:lower>`` for "fast food" where the source says "Fast food")."""
+  return "<" + "_".join(slot.split()) + (":lower" if lower else "") + ">"
+
+
+def _lower_first(value: str) -> str:
+  return value[:1].lower() + value[1:]
 
 
 def _value_pattern(value: str) -> re.Pattern:
@@ -64,20 +69,26 @@ class Delexicalizer:
 
   def target(self, src: str, tgt: str) -> str:
     """The target with every mention of a chosen slot's value (as named by ``src``) replaced by
-    the slot's placeholder; longer values first, so a value inside another is not split."""
+    the slot's placeholder (its ``lower`` form where the mention lower-cases the value's first
+    letter); longer values first, so a value inside another is not split."""
     values = self.values(src)
     for slot, value in sorted(values.items(), key=lambda kv: -len(kv[1])):
-      tgt = _value_pattern(value).sub(placeholder(slot), tgt)
+      lowered = _lower_first(value) != value
+      tgt = _value_pattern(value).sub(
+          lambda m, slot=slot, value=value, lowered=lowered: placeholder(
+              slot, lowered and m.group(0) == _lower_first(value)), tgt)
     return tgt
 
   def relex(self, src: str, hyp: str) -> str:
-    """An output with placeholders replaced by the source's values; a placeholder of a slot the
-    source does not name is dropped."""
+    """An output with placeholders replaced by the source's values (first letter lower-cased for a
+    ``lower`` placeholder); a placeholder of a slot the source does not name is dropped."""
     if not self.slots:
       return hyp
     values = self.values(src)
     for slot in self.slots:
-      hyp = hyp.replace(placeholder(slot), values.get(slot, ""))
+      value = values.get(slot, "")
+      hyp = hyp.replace(placeholder(slot, lower=True), _lower_first(value))
+      hyp = hyp.replace(placeholder(slot), value)
     return " ".join(hyp.split())
 
 
