@@ -82,8 +82,10 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
         "data.max_src_len must leave room for SEP, a target token and EOS (<= max_len - 4)")
   check(c.data.target_start in packing.TARGET_STARTS,
         f"data.target_start must be {'|'.join(packing.TARGET_STARTS)}, got {c.data.target_start!r}")
-  check(c.data.target_start != "in_place" or (c.data.tokenizer == "word" and not c.data.delex),
-        "data.target_start=in_place needs data.tokenizer=word (one token per word) and no data.delex")
+  check(c.data.target_start != "in_place" or (c.data.tokenizer == "word" and not c.data.delex
+                                               and c.model.family == "diffusion"),
+        "data.target_start=in_place needs data.tokenizer=word (one token per word), no data.delex "
+        "and model.family=diffusion (the AR baseline writes after a source region)")
   check(not c.data.delex or c.data.task == "seq2seq",
         "data.delex needs data.task=seq2seq (it replaces source slot values in the target)")
   check(c.data.tokenizer != "sentencepiece" or c.data.vocab_size > 5,

@@ -89,7 +89,7 @@ def _naive_greedy(ids, tm):
 
 
 def test_greedy_matches_a_naive_loop_in_both_layouts():
-  for target_start in packing.TARGET_STARTS:
+  for target_start in packing.SOURCE_REGION_STARTS:
     rows = [packing.pack_source(s, 12, 5, target_start) for s in ([10, 11, 12], [13], [15, 16])]
     ids, tm = (jnp.asarray(np.stack([r[k] for r in rows])) for k in (0, 1))
     np.testing.assert_array_equal(ar.greedy_decode(MODEL, PARAMS, ids, tm), _naive_greedy(ids, tm))
@@ -112,7 +112,7 @@ def test_cached_logits_equal_a_full_forward_at_every_target_position():
   """Teacher-forcing a whole sequence through the key/value cache gives, at every position, the
   logits of a full forward on the sequence (both packing layouts, rows with targets starting at
   different positions)."""
-  for target_start in packing.TARGET_STARTS:
+  for target_start in packing.SOURCE_REGION_STARTS:
     rows = [packing.pack_source(s, 12, 5, target_start) for s in ([10, 11, 12], [13], [15, 16])]
     ids0, tm = (jnp.asarray(np.stack([r[k] for r in rows])) for k in (0, 1))
     filled = jnp.where(tm > 0, jax.random.randint(jax.random.PRNGKey(1), ids0.shape, 4, 30), ids0)
@@ -125,7 +125,7 @@ def test_cached_logits_equal_a_full_forward_at_every_target_position():
 
 
 def test_cached_beam_search_equals_beam_search_on_full_forwards():
-  for target_start in packing.TARGET_STARTS:
+  for target_start in packing.SOURCE_REGION_STARTS:
     rows = [packing.pack_source(s, 12, 5, target_start) for s in ([10, 11, 12], [13], [15, 16])]
     ids, tm = (jnp.asarray(np.stack([r[k] for r in rows])) for k in (0, 1))
     np.testing.assert_array_equal(ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=3),
