@@ -133,14 +133,12 @@ def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None,
   if from_file:
     tok = tokenizers.load_tokenizer(from_file)
   else:
-    seq2seq = data_cfg.task == "seq2seq"
-    if seq2seq and delex.of(data_cfg):
+    if data_cfg.task == "seq2seq":  # source and target, as the model reads them
       texts_of = record_texts(data_cfg)
       n = min(len(train_source), data_cfg.max_train_examples or len(train_source))
       texts = [t for i in range(n) for t in texts_of(train_source[i])]
     else:
-      texts = split_texts(train_source, data_cfg.max_train_examples or None,
-                          ("src", "tgt") if seq2seq else ("tgt",))
+      texts = split_texts(train_source, data_cfg.max_train_examples or None)
     tok = tokenizers.train_tokenizer(
         data_cfg.tokenizer, texts,
         vocab_size=data_cfg.vocab_size, min_count=data_cfg.min_count)
