@@ -100,3 +100,20 @@ def test_blank_accuracy_counts_slot_positions_only():
                  "blank_baseline_accuracy": 0.25, "blanks": 4}
   train = [{"src": "_ film _", "tgt": "the film ."}, {"src": "_ cat", "tgt": "the cat"}]
   assert evaluate.most_common_blank(train) == "the"
+
+
+def test_run_outputs_come_back_with_the_source_values():
+  """``Run.decode_outputs`` (what ``generate``, ``evaluate`` and the CFG task read) relexicalises
+  each output with its own source, and packs sources delexicalised."""
+  c = common.get_config()
+  c.data.update(task="seq2seq", max_len=24, max_src_len=10, target_start="fixed", delex="name")
+  tok = tokenizers.WordTokenizer.train(["name : <name> | food : Thai", "<name> serves Thai food ."])
+  run = generate.Run(workdir="", config=c, tokenizer=tok, model=None, params={}, step=0)
+  srcs = ["name : Aromi | food : Thai", "name : The Punter | food : Thai"]
+  ids, mask = run.pack_sources(srcs)
+  assert tokenizers.UNK not in ids[0][mask[0] == 0]  # "Aromi" never reaches the model
+  tgt = tok.encode("<name> serves Thai food .")  # what the model writes for both
+  out = np.stack([pipeline.pack(c.data, tok.encode(delex.of(c.data).source(s)), tgt)[0]
+                  for s in srcs])
+  assert run.decode_outputs(out, srcs) == ["Aromi serves Thai food .", "The Punter serves Thai food ."]
+  assert run.decode_outputs(out) == ["<name> serves Thai food ."] * 2  # no sources: as written
