@@ -23,6 +23,10 @@ _STEPS = flags.DEFINE_integer("steps", 1, "Beam size (with --sampler beam).", lo
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Sources decoded at once.", lower_bound=1)
 _LIMIT = flags.DEFINE_integer("limit", 0, "Distinct train sources to decode (0 = all).",
                               lower_bound=0)
+_RECOMBINE = flags.DEFINE_integer(
+    "recombine", 0, "New train sources to add, each a new combination of the train sources' "
+    "'key : value' fields (E2E MRs), for the teacher to write.", lower_bound=0)
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of --recombine's draws.")
 _STEP = common.define_checkpoint_flag()
 flags.mark_flags_as_required(["teacher", "out"])
 
@@ -30,7 +34,8 @@ flags.mark_flags_as_required(["teacher", "out"])
 def run():
   teacher = generate.load_run(_TEACHER.value, _STEP.value)
   info = distill.distill_dataset(teacher, _OUT.value, sampler=_SAMPLER.value, steps=_STEPS.value,
-                                 batch_size=_BATCH.value, limit=_LIMIT.value)
+                                 batch_size=_BATCH.value, limit=_LIMIT.value,
+                                 recombine=_RECOMBINE.value, seed=_SEED.value)
   logging.info("distilled data in %s", _OUT.value)
   print(json.dumps(info, indent=2))
 

@@ -372,15 +372,17 @@ def _check_distillation(teacher, tmp_path):
   from diffusion_text import distill, evaluate
   out = tmp_path / "distilled"
   r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out), "--limit", "5",
-           "--batch_size", "2")
+           "--batch_size", "2", "--recombine", "3", "--seed", "1")
   assert r.returncode == 0, r.stderr[-2000:]
   info = json.load(open(out / distill.INFO_FILE))
   rows = [json.loads(l) for l in open(out / "train.jsonl")]
   data = pipeline.prepare_sources(teacher.config.data)
   srcs = [s for s, _ in evaluate.grouped_references(data["train"], 5)]
+  srcs += distill.recombine_sources(srcs, 3, seed=1)
   want = teacher.generate(sources=srcs, sampler="greedy")
   assert [(x["src"], x["trg"]) for x in rows] == [(s, w) for s, w in zip(srcs, want) if w.strip()]
-  assert info["train_sources"] == 5 and info["pairs"]["train"] == len(rows)
+  assert info["train_sources"] == 5 and info["recombined_sources"] == 3
+  assert info["pairs"]["train"] == len(rows)
   valid = [json.loads(l) for l in open(out / "valid.jsonl")]
   assert len(valid) == len(data["validation"]) == info["pairs"]["validation"]
   assert valid[0] == {"src": pipeline._text(data["validation"][0]["src"]),

@@ -1,0 +1,40 @@
+"""distill.recombine_sources: new combinations of structured sources' fields for the teacher."""
+import collections
+
+import pytest
+
+from diffusion_text import distill
+from diffusion_text.errors import UserError
+
+SOURCES = [
+    "name : Aromi | Type : pub | food : Thai | area : riverside",
+    "name : Zizzi | food : English | price : cheap",
+    "name : Aromi | Type : coffee shop | price : high | area : city centre | near : Clare Hall",
+    "name : The Mill | Type : pub | food : Thai",
+]
+
+
+def test_recombined_sources_are_new_combinations_of_the_given_fields():
+  out = distill.recombine_sources(SOURCES, 40, seed=3)
+  assert len(out) == len(set(out)) == 40 and not set(out) & set(SOURCES)
+  given = collections.defaultdict(set)
+  for s in SOURCES:
+    for k, v in distill.parse_fields(s):
+      given[k].add(v)
+  order = ["name", "Type", "food", "price", "area", "near"]  # by mean position in SOURCES
+  for s in out:
+    fields = distill.parse_fields(s)
+    keys = [k for k, _ in fields]
+    assert keys[0] == "name"  # in every source, so in every output
+    assert keys == sorted(keys, key=order.index)
+    assert all(v in given[k] for k, v in fields)
+    assert 2 <= len(fields) - 1 <= 4  # the fewest and most optional fields of SOURCES
+  assert distill.recombine_sources(SOURCES, 40, seed=3) == out
+  assert distill.recombine_sources(SOURCES, 40, seed=4) != out
+
+
+def test_recombining_unstructured_or_exhausted_sources_is_one_clear_error():
+  with pytest.raises(UserError, match="'key : value' fields"):
+    distill.recombine_sources(SOURCES + ["a plain sentence"], 3)
+  with pytest.raises(UserError, match="new combinations"):
+    distill.recombine_sources(["name : A | food : B", "name : A | food : C"], 5)
