@@ -110,6 +110,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.sample.beam_alpha = 0.0  # ar beam search: final score / length**alpha
   c.sample.clamp = False  # clamping trick (Li et al. 2022 sec. 4.2)
   c.sample.eta = 0.0  # ddim noise scale
+  c.sample.collapse_repeats = False  # keep one word of each run of a repeated word (NAT post-processing)
   c.sample.batch_size = 64
 
   c.mesh = ml_collections.ConfigDict()  # sizes; exactly one may be -1 (fill)

@@ -94,11 +94,13 @@ def _map_batches(fn, params, ids, mask, batch_size: int, seed: int) -> dict:
 
 
 def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: int, *,
-                clamp: bool = False, num_inputs: int = 0, seed: int = 0) -> str:
+                clamp: bool = False, num_inputs: int = 0, seed: int = 0,
+                collapse: bool = False) -> str:
   """File stem of an evaluation: every setting that changes the numbers is in it, so evaluations of
-  one checkpoint with other settings never overwrite each other (``_clamp``, ``_n<inputs>`` when not
-  all inputs, ``_seed<s>`` when not 0)."""
+  one checkpoint with other settings never overwrite each other (``_clamp``, ``_collapse``,
+  ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0)."""
   return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
+          + ("_collapse" if collapse else "")
           + (f"_n{num_inputs}" if num_inputs else "") + (f"_seed{seed}" if seed else ""))
 
 
@@ -143,6 +145,8 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
   result.update(split=split, num_inputs=len(hyps), mbr_samples=mbr_samples, seed=seed,
                 checkpoint_step=run.step, seconds=round(time.time() - t0, 1),
                 **{k: v for k, v in sample_kwargs.items() if v is not None})
+  if result.get("collapse") is None:
+    result["collapse"] = bool(run.config.sample.collapse_repeats)
   return result, outputs
 
 

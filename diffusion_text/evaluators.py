@@ -33,26 +33,29 @@ class Evaluator:
 
 def _generate(run: Run, *, split: str = "validation", num_inputs: int = 0, mbr_samples: int = 1,
               seed: int = 0, sampler: Optional[str] = None, steps: Optional[int] = None,
-              clamp: Optional[bool] = None, lm_teacher: Optional[str] = None) -> dict:
+              clamp: Optional[bool] = None, collapse: Optional[bool] = None,
+              lm_teacher: Optional[str] = None) -> dict:
   teacher_dir = run.config.eval.lm_teacher if lm_teacher is None else lm_teacher
   teacher = generate.load_run(teacher_dir) if teacher_dir else None
   result, outputs = evaluate.evaluate_run(run, split=split, num_inputs=num_inputs,
                                           mbr_samples=mbr_samples, seed=seed, teacher=teacher,
-                                          sampler=sampler, steps=steps, clamp=clamp)
+                                          sampler=sampler, steps=steps, clamp=clamp,
+                                          collapse=collapse)
   return {**result, "outputs": outputs}
 
 
 def _generate_stem(run: Run, **options) -> str:
   """The file stem of ``_generate(run, **options)``: options not given take ``_generate``'s
-  defaults, and a None sampler, steps or clamp the run config's ``sample`` settings."""
+  defaults, and a None sampler, steps, clamp or collapse the run config's ``sample`` settings."""
   bound = inspect.signature(_generate).bind(run, **options)
   bound.apply_defaults()
   o, c = bound.arguments, run.config
   clamp = c.sample.clamp if o["clamp"] is None else o["clamp"]
+  collapse = c.sample.collapse_repeats if o["collapse"] is None else o["collapse"]
   return evaluate.result_name(o["split"], run.step, o["sampler"] or c.sample.sampler,
                               o["steps"] or c.sample.steps or c.diffusion.num_steps,
                               o["mbr_samples"], clamp=clamp, num_inputs=o["num_inputs"],
-                              seed=o["seed"])
+                              seed=o["seed"], collapse=collapse)
 
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,

@@ -27,6 +27,14 @@ def decode_output(tok: tokenizers.Tokenizer, ids, task: str, target_start: str =
   return tok.decode(ids)
 
 
+def collapse_repeats(text: str) -> str:
+  """``text`` with each run of one repeated word kept once ("has high high ratings" -> "has high
+  ratings"): the post-processing non-autoregressive decoders use for their repeated tokens (Gu et
+  al. 2018; Lee et al. 2018)."""
+  words = text.split()
+  return " ".join(w for k, w in enumerate(words) if k == 0 or w != words[k - 1])
+
+
 def unconditional_inputs(num: int, max_len: int):
   return np.zeros((num, max_len), np.int32), np.ones((num, max_len), np.int32)
 
@@ -122,17 +130,24 @@ class Run:
   def decode(self, ids) -> str:
     return decode_output(self.tokenizer, ids, self.config.data.task, self.config.data.target_start)
 
-  def generate(self, num_samples: Optional[int] = None, **kwargs) -> list[str]:
+  def generate(self, num_samples: Optional[int] = None, collapse: Optional[bool] = None,
+               **kwargs) -> list[str]:
     """Decoded samples; keyword arguments as ``generate_ids`` (sources, sampler, steps, seed, ...).
-    With ``data.delex``, each output's placeholders are replaced by its source's values."""
-    return self.decode_outputs(self.generate_ids(num_samples, **kwargs), kwargs.get("sources"))
+    With ``data.delex``, each output's placeholders are replaced by its source's values;
+    ``collapse`` as ``decode_outputs``."""
+    return self.decode_outputs(self.generate_ids(num_samples, **kwargs), kwargs.get("sources"),
+                               collapse)
 
-  def decode_outputs(self, rows, sources: Optional[Sequence[str]] = None) -> list[str]:
+  def decode_outputs(self, rows, sources: Optional[Sequence[str]] = None,
+                     collapse: Optional[bool] = None) -> list[str]:
     """Texts of output rows; for a seq2seq run given the ``sources`` they were generated from,
-    with ``data.delex``'s placeholders replaced by each source's values."""
+    with ``data.delex``'s placeholders replaced by each source's values. ``collapse`` (default
+    ``sample.collapse_repeats``) keeps one word of each run of a repeated word."""
     if sources is not None and self.config.data.target_start == "in_place":
       return [_in_place_text(self.tokenizer, s, ids) for s, ids in zip(sources, rows)]
     texts = [self.decode(ids) for ids in rows]
+    if self.config.sample.collapse_repeats if collapse is None else collapse:
+      texts = [collapse_repeats(t) for t in texts]
     dx = delex.of(self.config.data)
     if dx and sources is not None:
       texts = [dx.relex(s, t) for s, t in zip(sources, texts)]

@@ -138,7 +138,7 @@ ADDED_KEYS = {
                   "cond_drop_prob": 0.0, "pad_weight": 1.0, "t_sampler": "uniform"},
     "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000,
              "target_start": "after_source", "delex": ""},
-    "sample": {"beam_alpha": 0.0},
+    "sample": {"beam_alpha": 0.0, "collapse_repeats": False},
     "eval": {"lm_teacher": "", "nll_t": 0},
     "train": {"skip_nonfinite_steps": False},
     "classifier": {"base_run": "", "labels": "words", "num_classes": 0, "max_t": -1},

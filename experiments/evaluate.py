@@ -66,6 +66,9 @@ _SAMPLER = flags.DEFINE_string(
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps "
                               "(recovery: 20; control tasks: 100).", lower_bound=1)
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
+_COLLAPSE = flags.DEFINE_bool(
+    "collapse_repeats", None, "Keep one word of each run of a repeated word in the outputs; "
+    "default the run's sample.collapse_repeats.")
 _SEED = flags.DEFINE_integer("seed", 0, "First sampling seed (sample k uses seed + k).")
 _OUT = flags.DEFINE_string("out", None, "Output path prefix (without extension).")
 _SHOW = flags.DEFINE_integer("show", 0, "generate: print the first N outputs (input -> output) and "
@@ -120,7 +123,8 @@ def run():
                         scan_layers=common.scan_layers(_LAYERS.value))
   options = dict(split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value,
                  seed=_SEED.value, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value,
-                 lm_teacher=_TEACHER.value, nll_t=_NLL_T.value, t0=t0, classifier=_CLF.value,
+                 collapse=_COLLAPSE.value, lm_teacher=_TEACHER.value, nll_t=_NLL_T.value, t0=t0,
+                 classifier=_CLF.value,
                  judge=_JUDGE.value, batch_size=_BATCH.value, num_targets=_NUM_TARGETS.value,
                  per_target=_PER_TARGET.value, lengths=lengths, scales=scales,
                  guidance_steps=_K.value, step_size=_STEP_SIZE.value,

@@ -24,6 +24,9 @@ _STEPS = flags.DEFINE_integer("steps", None,
                               lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
+_COLLAPSE = flags.DEFINE_bool(
+    "collapse_repeats", None, "Keep one word of each run of a repeated word; default the run's "
+    "sample.collapse_repeats.")
 _ETA = flags.DEFINE_float("eta", None, "DDIM noise scale; default the run's sample.eta.",
                           lower_bound=0)
 _STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint to load (default newest).",
@@ -41,7 +44,9 @@ def run():
                   steps=_STEPS.value or r.config.sample.steps or r.config.diffusion.num_steps,
                   seed=_SEED.value,
                   clamp=r.config.sample.clamp if _CLAMP.value is None else _CLAMP.value,
-                  eta=r.config.sample.eta if _ETA.value is None else _ETA.value)
+                  eta=r.config.sample.eta if _ETA.value is None else _ETA.value,
+                  collapse=(r.config.sample.collapse_repeats if _COLLAPSE.value is None
+                            else _COLLAPSE.value))
   t0 = time.time()
   try:
     texts = r.generate(_NUM.value, **settings)
@@ -51,6 +56,7 @@ def run():
   name = f"step{r.step}_{settings['sampler']}{settings['steps']}"
   name += "_clamp" if settings["clamp"] else ""
   name += f"_eta{settings['eta']}" if settings["eta"] else ""
+  name += "_collapse" if settings["collapse"] else ""
   out = _OUT.value or os.path.join(_WORKDIR.value, "samples", f"{name}_seed{settings['seed']}")
   meta = dict(settings, checkpoint_step=r.step, num_samples=len(texts), seconds=round(secs, 2))
   common.write_atomic(out + ".txt", "".join(t + "\n" for t in texts))

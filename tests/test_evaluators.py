@@ -22,13 +22,19 @@ def test_each_evaluator_takes_only_the_options_it_names_and_none_means_its_defau
 
 
 def test_file_stems_name_every_setting_that_changes_the_numbers():
-  config = ml_collections.ConfigDict({"sample": {"sampler": "ddim", "steps": 50, "clamp": False},
+  config = ml_collections.ConfigDict({"sample": {"sampler": "ddim", "steps": 50, "clamp": False,
+                                                 "collapse_repeats": False},
                                       "diffusion": {"num_steps": 100}})
   run = types.SimpleNamespace(step=7, config=config)
   stem = lambda name, **o: evaluators.EVALUATORS[name].file_stem(run, **o)
   assert stem("generate") == "validation_step7_ddim50_mbr1"
   assert stem("generate", split="test", sampler="ddpm", steps=200, num_inputs=3) == \
       "test_step7_ddpm200_mbr1_n3"
+  assert stem("generate", collapse=True) == "validation_step7_ddim50_mbr1_collapse"
+  config.sample.collapse_repeats = True  # the run's default names the file as well
+  assert stem("generate") == "validation_step7_ddim50_mbr1_collapse"
+  assert stem("generate", collapse=False) == "validation_step7_ddim50_mbr1"
+  config.sample.collapse_repeats = False
   assert stem("recovery") == "recovery_step7_dpm++2m20_n64"
   assert stem("recovery", split="test", seed=2, steps=4, sampler="ddim") == \
       "recovery_step7_ddim4_n64_test_seed2"

@@ -117,3 +117,19 @@ def test_run_outputs_come_back_with_the_source_values():
                   for s in srcs])
   assert run.decode_outputs(out, srcs) == ["Aromi serves Thai food .", "The Punter serves Thai food ."]
   assert run.decode_outputs(out) == ["<name> serves Thai food ."] * 2  # no sources: as written
+
+
+def test_collapse_keeps_one_word_of_each_repeated_run_before_the_values_are_copied():
+  assert generate.collapse_repeats("a friendly friendly pub pub pub .  ") == "a friendly pub ."
+  assert generate.collapse_repeats("very good , very good") == "very good , very good"
+  c = common.get_config()
+  c.data.update(task="seq2seq", max_len=24, max_src_len=10, target_start="fixed", delex="name")
+  tok = tokenizers.WordTokenizer.train(["name : <name> | food : Thai", "<name> serves Thai food ."])
+  run = generate.Run(workdir="", config=c, tokenizer=tok, model=None, params={}, step=0)
+  src = "name : The Punter | food : Thai"
+  tgt = tok.encode("<name> <name> serves serves Thai food food .")
+  out = pipeline.pack(c.data, tok.encode(delex.of(c.data).source(src)), tgt)[0][None]
+  assert run.decode_outputs(out, [src]) == ["The Punter The Punter serves serves Thai food food ."]
+  assert run.decode_outputs(out, [src], collapse=True) == ["The Punter serves Thai food ."]
+  c.sample.collapse_repeats = True  # the run's default
+  assert run.decode_outputs(out, [src]) == ["The Punter serves Thai food ."]

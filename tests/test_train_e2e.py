@@ -443,17 +443,22 @@ def test_evaluation_files_name_every_setting(s2s_run):
   once overwrote the unclamped one)."""
   from diffusion_text import evaluate
   names = {evaluate.result_name("validation", 6, "ddim", 2, 1, **kw) for kw in
-           ({}, {"clamp": True}, {"num_inputs": 2}, {"seed": 1}, {"clamp": True, "num_inputs": 2})}
-  assert len(names) == 5 and "validation_step6_ddim2_mbr1" in names
+           ({}, {"clamp": True}, {"num_inputs": 2}, {"seed": 1}, {"clamp": True, "num_inputs": 2},
+            {"collapse": True})}
+  assert len(names) == 6 and "validation_step6_ddim2_mbr1" in names
   r = _cli("experiments.evaluate", "--workdir", s2s_run, "--num_inputs", "2", "--sampler", "ddim",
-           "--steps", "2", "--clamp")
+           "--steps", "2", "--clamp", "--collapse_repeats")
   assert r.returncode == 0, r.stderr[-2000:]
   step = generate.load_run(s2s_run).step
-  name = f"validation_step{step}_ddim2_mbr1_clamp_n2.json"
+  name = f"validation_step{step}_ddim2_mbr1_clamp_collapse_n2.json"
   res = json.load(open(os.path.join(s2s_run, "eval", name)))
-  assert res["clamp"] is True and res["num_inputs"] == 2 and "outputs" not in res
+  assert res["clamp"] is True and res["collapse"] is True and res["num_inputs"] == 2
+  assert "outputs" not in res
   rows = [json.loads(l) for l in open(os.path.join(s2s_run, "eval", name[:-5] + ".jsonl"))]
   assert len(rows) == 2 and {"src", "hyp", "refs", "samples"} <= set(rows[0])
+  for row in rows:  # a tiny model repeats words; collapsed outputs never do
+    words = row["hyp"].split()
+    assert all(a != b for a, b in zip(words, words[1:]))
 
 
 def test_lm_score_prefers_real_text_to_shuffled_tokens(tmp_path, tfds_dir):
