@@ -7,18 +7,16 @@ T=2000 sqrt schedule, 12 x 768 denoiser, embedding dim 128, lr 1e-4, batch 64:
     python -m experiments.train --config configs/e2e_diffuseq.py --workdir runs/e2e_diffuseq
 
 CPU variants (4 x 128, E 16; ``:cpu`` adds self-conditioning, ``:cpu_ce`` is the recipe of
-docs/results/recipe.md). ``:cpu_ce`` trained on an AR teacher's outputs (``experiments.distill``),
-2,000 steps, on the 2-core Intel Xeon CPU: 83 min with teacher and distillation (shared with other
-jobs); E2E test BLEU 44.3 (630 MRs, DDPM 200, clamped, repeats collapsed), dev 59.9 (all 547 MRs,
-DPM-Solver++ 20):
+docs/results/recipe.md, trained on an AR teacher's outputs from ``experiments.distill``). ``:cpu_ce``,
+2,000 steps on the 2-core Intel Xeon CPU, 83 min with teacher and distillation (shared with other
+jobs): E2E test BLEU 44.3 (630 MRs, DDPM 200, clamped, repeats collapsed):
 
     python -m experiments.train --config configs/e2e_diffuseq.py:cpu_ce --workdir runs/study/hdelex3 \
         --config.train.num_train_steps=2000 \
         --config.data.dataset=jsonl:e2e_distilled --config.data.source_dir=runs/data
 
-``:ce``, the same recipe with the default 12 x 768 trunk (encoder and decoder 12 blocks each, 203M
-parameters, bf16 activations), 6,300 steps on one NVIDIA H200: 5.4 min of training; E2E test BLEU
-53.7 (630 MRs, DDPM 200), dev 64.2 (all 547 MRs, DPM-Solver++ 20), both clamped and collapsed:
+``:ce``, the recipe at the default 12 x 768 size, on one NVIDIA H200, 5.4 min of training: E2E test
+BLEU 53.7 (630 MRs, DDPM 200, clamped, repeats collapsed):
 
     python -m experiments.train --config configs/e2e_diffuseq.py:ce --workdir runs/e2e_ce \
         --config.data.dataset=jsonl:e2e_distilled --config.data.source_dir=runs/data
