@@ -35,38 +35,38 @@ def get_config(arg=None):
   c.eval.update(batch_size=64, num_batches=8, num_samples=4, sampler="ddim", sample_steps=200)
   c.sample.update(sampler="ddim", steps=200)
   if arg == "ce":
-    # the :cpu_ce recipe at the default trunk size (12 x 768, as Diffusion-LM's E2E model); E stays
-    # 16 because the recipe's noise factor (emb_scale) is per coordinate and was measured at E=16
-    c.model.update(emb_dim=16, self_cond=True, x0_head="softmax", logits_head="full", emb_norm="l2",
-                   emb_scale=0.125, arch="encoder_decoder")
-    c.data.update(target_start="fixed", delex="name,near,food")
-    c.diffusion.update(ce_weight=1.0, cond_drop_prob=0.1, pad_weight=0.1)
+    # the recipe at the default trunk size (12 x 768, as Diffusion-LM's E2E model)
+    _recipe(c)
     c.model.dtype = "bfloat16"  # an accelerator variant (bf16 is slower than float32 on CPU)
     # the recipe's 1e-3 at width 128, scaled by 128/768 (rounded)
     c.optim.update(learning_rate=2e-4, warmup_steps=500, decay="cosine", final_lr_fraction=0.05)
     c.train.update(num_train_steps=6300, eval_every_steps=6300, checkpoint_every_steps=2100,
                    ema_decay=0.999)
-    c.sample.update(clamp=True, collapse_repeats=True)
   elif arg in ("cpu", "cpu_nosc", "cpu_ce"):
     # unrolled blocks: on this CPU nn.scan's backward costs ~16% of a step (README "Performance")
     c.model.update(emb_dim=16, width=128, num_layers=4, num_heads=4, mlp_dim=512, scan_layers=False)
     c.optim.update(learning_rate=1e-3, warmup_steps=500, decay="cosine", final_lr_fraction=0.05)
     c.train.update(num_train_steps=10_000, eval_every_steps=1000, checkpoint_every_steps=1000,
                    ema_decay=0.999)
-    if arg in ("cpu", "cpu_ce"):
+    if arg == "cpu":
       c.model.self_cond = True
       c.data.target_start = "fixed"  # docs/results/recipe.md
       c.train.num_train_steps = 6000
     if arg == "cpu_ce":
-      c.model.x0_head = "softmax"
-      c.model.logits_head = "full"  # docs/results/recipe.md
-      c.model.update(emb_norm="l2", emb_scale=0.125)  # noise factor 8: docs/results/recipe.md
-      c.model.arch = "encoder_decoder"  # docs/results/recipe.md
-      c.data.delex = "name,near,food"  # values copied from the MR: docs/results/recipe.md
-      c.diffusion.update(ce_weight=1.0, cond_drop_prob=0.1, pad_weight=0.1)
-      c.sample.update(clamp=True, collapse_repeats=True)  # docs/results/recipe.md
+      _recipe(c)
       c.train.num_train_steps = 4000  # docs/results/recipe.md
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r}; use '' (default), 'ce', 'cpu', 'cpu_ce' or 'cpu_nosc'")
   c.lock()
   return c
+
+
+def _recipe(c):
+  """The levers of docs/results/recipe.md, shared by ``:cpu_ce`` and ``:ce``. E is 16 at every size:
+  the noise factor (emb_scale) is per coordinate and was measured at E = 16."""
+  c.model.update(emb_dim=16, self_cond=True, x0_head="softmax", logits_head="full",
+                 emb_norm="l2", emb_scale=0.125,  # noise factor 8
+                 arch="encoder_decoder")
+  c.data.update(target_start="fixed", delex="name,near,food")  # delex: values copied from the MR
+  c.diffusion.update(ce_weight=1.0, cond_drop_prob=0.1, pad_weight=0.1)
+  c.sample.update(clamp=True, collapse_repeats=True)
