@@ -2,7 +2,7 @@
 import ml_collections
 
 from diffusion_text import families, runs, schedules
-from diffusion_text.data import packing
+from diffusion_text.data import delex, packing
 from diffusion_text.errors import ConfigError
 
 
@@ -88,6 +88,8 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
         "and model.family=diffusion (the AR baseline writes after a source region)")
   check(not c.data.delex or c.data.task == "seq2seq",
         "data.delex needs data.task=seq2seq (it replaces source slot values in the target)")
+  kept = set(delex.parse_slots(c.data.delex_keep)) - set(delex.parse_slots(c.data.delex))
+  check(not kept, f"data.delex_keep names slots that data.delex does not: {sorted(kept)}")
   check(c.data.tokenizer != "sentencepiece" or c.data.vocab_size > 5,
         "data.vocab_size must be set (> 5) for the sentencepiece tokenizer")
   for k in ("batch_size", "num_train_steps", "log_every_steps", "eval_every_steps",

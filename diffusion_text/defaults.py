@@ -27,6 +27,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   #   target token k)
   c.data.delex = ""  # seq2seq, E2E-form sources: slots whose values become placeholder words in
   #   source and target and are copied back after generation, e.g. "name,near" (data/delex.py)
+  c.data.delex_keep = ""  # slots of data.delex whose value stays in the source after the
+  #   placeholder ("price : <price> cheap"): for values the targets often paraphrase
   c.data.max_train_examples = 0  # 0 = all; else the first N of the train split (tests)
   c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
   c.data.encode_cache = 250_000  # train examples kept encoded in memory (0 = none; 1-2 KB each)

@@ -137,7 +137,7 @@ ADDED_KEYS = {
     "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "t_power": 1.0, "ce_weight": 0.0,
                   "cond_drop_prob": 0.0, "pad_weight": 1.0, "t_sampler": "uniform"},
     "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000,
-             "target_start": "after_source", "delex": ""},
+             "target_start": "after_source", "delex": "", "delex_keep": ""},
     "sample": {"beam_alpha": 0.0, "collapse_repeats": False},
     "eval": {"lm_teacher": "", "nll_t": 0},
     "train": {"skip_nonfinite_steps": False},

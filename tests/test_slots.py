@@ -45,6 +45,21 @@ def test_longer_values_are_replaced_first_and_off_means_identity():
   assert delex.placeholder("family friendly") == "<family_friendly>"
 
 
+def test_a_kept_slot_shows_its_value_beside_the_placeholder():
+  # a paraphrased mention ("averagely rated") stays as written; the model still reads the value
+  dx = delex.Delexicalizer(["name", "customer rating"], keep=["customer rating"])
+  assert dx.source(SRC) == ("name : <name> | Type : coffee shop | customer rating : "
+                            "<customer_rating> average | near : Burger King")
+  assert dx.target(SRC, "Zizzi is average , averagely rated .") == (
+      "<name> is <customer_rating> , averagely rated .")
+  assert dx.relex(SRC, "<name> is <customer_rating> .") == "Zizzi is average ."
+  cfg = common.get_config().data
+  cfg.update(delex="name,customer rating", delex_keep="customer rating")
+  assert delex.of(cfg).source(SRC) == dx.source(SRC)
+  with pytest.raises(ValueError, match="near"):
+    delex.Delexicalizer(["name"], keep=["near"])
+
+
 def test_encoder_and_tokenizer_read_the_delexicalised_texts():
   cfg = common.get_config().data
   cfg.update(task="seq2seq", max_len=40, max_src_len=17, target_start="fixed", delex="name,near")
@@ -65,6 +80,10 @@ def test_delex_needs_a_seq2seq_task():
   c = common.get_config()
   c.data.delex = "name"
   with pytest.raises(ConfigError, match="data.delex needs data.task=seq2seq"):
+    configuration.validate(c, common.get_config())
+  c.data.update(task="seq2seq", delex_keep="name,price")
+  with pytest.raises(ConfigError, match=r"data.delex_keep names slots that data.delex does not: "
+                                        r"\['price'\]"):
     configuration.validate(c, common.get_config())
 
 

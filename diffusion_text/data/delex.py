@@ -42,10 +42,19 @@ def _value_pattern(value: str) -> re.Pattern:
 
 
 class Delexicalizer:
-  """Replaces the values of ``slots`` by placeholders in (source, target) and back in outputs."""
+  """Replaces the values of ``slots`` by placeholders in (source, target) and back in outputs.
 
-  def __init__(self, slots: Sequence[str]):
+  ``keep``: slots (of ``slots``) whose value stays in the source after its placeholder
+  (``price : <price> moderate``), for slots that the targets often paraphrase rather than copy
+  ("moderately priced"): a copied mention is still one placeholder to write, and the model still
+  reads the value it must paraphrase."""
+
+  def __init__(self, slots: Sequence[str], keep: Sequence[str] = ()):
     self.slots = tuple(slots)
+    self.keep = tuple(keep)
+    if not set(self.keep) <= set(self.slots):
+      raise ValueError(f"kept slots {sorted(set(self.keep) - set(self.slots))} are not "
+                       f"delexicalised slots {list(self.slots)}")
 
   def __bool__(self) -> bool:
     return bool(self.slots)
@@ -62,8 +71,10 @@ class Delexicalizer:
     parts = []
     for part in src.split("|"):
       key, sep, value = part.partition(":")
-      if sep and " ".join(key.split()) in self.slots and value.strip():
-        part = f"{key}: {placeholder(' '.join(key.split()))}" + (" " if part.endswith(" ") else "")
+      slot = " ".join(key.split())
+      if sep and slot in self.slots and value.strip():
+        kept = " " + " ".join(value.split()) if slot in self.keep else ""
+        part = f"{key}: {placeholder(slot)}{kept}" + (" " if part.endswith(" ") else "")
       parts.append(part)
     return "|".join(parts)
 
@@ -93,5 +104,6 @@ class Delexicalizer:
 
 
 def of(data_cfg) -> Delexicalizer:
-  """The run's delexicaliser (``data.delex``; empty = none)."""
-  return Delexicalizer(parse_slots(data_cfg.get("delex", "")))
+  """The run's delexicaliser (``data.delex``, ``data.delex_keep``; empty = none)."""
+  return Delexicalizer(parse_slots(data_cfg.get("delex", "")),
+                       parse_slots(data_cfg.get("delex_keep", "")))
