@@ -121,3 +121,4 @@ def test_ce_is_the_cpu_recipe_at_the_default_trunk_size():
       elif section not in ("optim", "train", "eval"):
         assert value == cpu_ce[section][key], f"{section}.{key}"
   assert ce["model"]["dtype"] == "bfloat16" and ce["model"]["width"] == 768
+  assert _load(path, "cpu").to_dict() == cpu_ce  # the CPU default is the recipe (cpu_ce: its old name)
