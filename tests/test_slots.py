@@ -82,8 +82,8 @@ def test_delex_needs_a_seq2seq_task():
   with pytest.raises(ConfigError, match="data.delex needs data.task=seq2seq"):
     configuration.validate(c, common.get_config())
   c.data.update(task="seq2seq", delex_keep="name,price")
-  with pytest.raises(ConfigError, match=r"data.delex_keep names slots that data.delex does not: "
-                                        r"\['price'\]"):
+  with pytest.raises(ConfigError, match=r"data.delex_keep: kept slots \['price'\] are not among "
+                                        r"the delexicalised slots \['name'\]"):
     configuration.validate(c, common.get_config())
 
 

@@ -53,8 +53,8 @@ class Delexicalizer:
     self.slots = tuple(slots)
     self.keep = tuple(keep)
     if not set(self.keep) <= set(self.slots):
-      raise ValueError(f"kept slots {sorted(set(self.keep) - set(self.slots))} are not "
-                       f"delexicalised slots {list(self.slots)}")
+      raise ValueError(f"kept slots {sorted(set(self.keep) - set(self.slots))} are not among "
+                       f"the delexicalised slots {list(self.slots)}")
 
   def __bool__(self) -> bool:
     return bool(self.slots)
