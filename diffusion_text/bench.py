@@ -363,9 +363,10 @@ def part_pipeline(quick: bool, data) -> dict:
   """Input pipeline alone, with the data config ``data`` (the command line passes that of
   ``configs/e2e_diffuseq.py:cpu_nosc`` with the target at a fixed position): sequences/s of
   seq2seq batches (64 x L 96) in the first epoch (read + tokenize + pack every record) and the
-  second (from the encode cache, ``data.encode_cache``). Records come from the prepared E2E MR->text TFDS train split when the E2E
-  files are in ``$DIFFUSION_TEXT_DATA_DIR``, else from E2E-like synthetic records held in memory
-  (20-word source, 25-word target), which skips the TFDS read and so runs faster."""
+  second (from the encode cache, ``data.encode_cache``). Records come from the prepared E2E
+  MR->text TFDS train split when the E2E files are in ``$DIFFUSION_TEXT_DATA_DIR``, else from
+  E2E-like synthetic records held in memory (20-word source, 25-word target), which skips the TFDS
+  read and so runs faster."""
   import numpy as np
   from diffusion_text.data import pipeline, tokenizers
   c = data
