@@ -32,6 +32,7 @@ from diffusion_text.generate import Run
 
 SPLIT_FILES = {"train": "train.jsonl", "validation": "valid.jsonl", "test": "test.jsonl"}
 INFO_FILE = "distill.json"
+HELDOUT_FILE = "heldout.jsonl"
 
 
 FIELD_SEP, KEY_SEP = " | ", " : "
@@ -53,6 +54,16 @@ def recombine_sources(sources: list[str], num: int, seed: int = 0) -> list[str]:
   each key's value from its occurrences in the sources (so values keep their frequencies). Keys
   keep the sources' order. No output repeats a given source or another output.
   """
+  out = []
+  for text in _new_combinations(sources, seed, max_tries=100 * num + 1000):
+    out.append(text)
+    if len(out) == num:
+      return out
+  raise UserError(f"only {len(out)} of {num} new combinations found; ask for fewer")
+
+
+def _new_combinations(sources: list[str], seed: int, max_tries: int):
+  """``recombine_sources``' draws, one at a time, until ``max_tries`` draws have been made."""
   parsed = [parse_fields(s) for s in sources]
   bad = [s for s, p in zip(sources, parsed) if p is None]
   if bad:
@@ -70,19 +81,48 @@ def recombine_sources(sources: list[str], num: int, seed: int = 0) -> list[str]:
   counts = [len(f) - len(required) for f in parsed]
   lo, hi = min(counts), max(counts)
   rng = random.Random(seed)
-  seen, out = set(sources), []
-  tries = 0
-  while len(out) < num:
-    tries += 1
-    if tries > 100 * num + 1000:
-      raise UserError(f"only {len(out)} of {num} new combinations found; ask for fewer")
+  seen = set(sources)
+  for _ in range(max_tries):
     keys = set(rng.sample(optional, rng.randint(lo, hi)))
     text = FIELD_SEP.join(f"{k}{KEY_SEP}{rng.choice(values[k])}" for k in order
                           if k in keys or k in required)
     if text not in seen:
       seen.add(text)
-      out.append(text)
-  return out
+      yield text
+
+
+def skeleton(source: str, ignore=()) -> tuple:
+  """A structured source's fields with the values of the keys in ``ignore`` left out (the keys
+  stay): two sources with one skeleton differ only in those values (E2E: the name, near and food
+  values that ``data.delex`` copies from the source)."""
+  fields = parse_fields(source)
+  if fields is None:
+    raise UserError(f"not a source of 'key : value' fields joined by ' | ': {source!r}")
+  return tuple(sorted((k, None if k in ignore else v) for k, v in fields))
+
+
+def heldout_sources(sources: list[str], num: int, seed: int, ignore=()) -> list[str]:
+  """``num`` new combinations of the sources' fields (``recombine_sources``) whose skeleton (with
+  the values of ``ignore`` left out) is none of ``sources``': inputs a model trained on
+  ``sources`` has never seen in any form but those values. E2E's test set is of that kind (64%
+  of its MRs, with name, near and food left out), its dev set is not (0%)."""
+  seen = {skeleton(s, ignore) for s in sources}
+  out, taken = [], set()
+  for candidate in _new_combinations(sources, seed, max_tries=1000 * num + 10_000):
+    key = skeleton(candidate, ignore)
+    if key not in seen and key not in taken:
+      taken.add(key)
+      out.append(candidate)
+      if len(out) == num:
+        return out
+  raise UserError(f"only {len(out)} of {num} held-out combinations found; ask for fewer")
+
+
+def mentions_values(source: str, text: str, keys) -> bool:
+  """Whether ``text`` holds, case-insensitively and verbatim, the value of each of ``keys`` that
+  the structured ``source`` gives."""
+  low = text.lower()
+  return all(v.lower() in low for k, v in parse_fields(source) or () if k in keys)
 
 
 def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: int,
@@ -109,13 +149,19 @@ def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: in
 
 def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", steps: int = 1,
                     batch_size: int = 256, limit: int = 0, recombine: int = 0,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, require_values=(), heldout: int = 0,
+                    heldout_ignore=()) -> dict:
   """Writes ``out_dir/{train,valid,test}.jsonl`` and ``distill.json``; returns the latter.
 
   ``limit`` (0 = all) keeps the first N distinct train sources (tests, quick looks);
   ``recombine`` adds that many new combinations of their fields (``recombine_sources``, drawn with
-  ``seed``) to what the teacher decodes. The directory is written under a temporary name and
-  renamed at the end, so it is never half-written.
+  ``seed``) to what the teacher decodes; with ``require_values``, a recombined source is kept only
+  if the teacher's output mentions the values of those keys (``mentions_values``). ``heldout``
+  draws that many combinations none of the train or recombined sources has the skeleton of
+  (``heldout_sources`` with ``heldout_ignore``, seed ``seed + 1``) and writes them with the
+  teacher's outputs (filtered the same way) as ``heldout.jsonl``: a selection set for
+  generalisation to unseen combinations, scored with ``evaluate --inputs``. The directory is
+  written under a temporary name and renamed at the end, so it is never half-written.
   """
   if teacher.config.model.family != "ar" or not teacher.is_seq2seq:
     raise UserError(f"{teacher.workdir} is not a seq2seq AR run (model.family=ar, "
@@ -126,25 +172,35 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
   data = pipeline.prepare_sources(teacher.config.data)
   groups = evaluate.grouped_references(data["train"], limit or None)
   sources = [src for src, _ in groups]
+  num_train = len(sources)
   if recombine:
     sources += recombine_sources(sources, recombine, seed)
-  outputs = teacher_outputs(teacher, sources, sampler=sampler, steps=steps, batch_size=batch_size)
+  held = heldout_sources(sources, heldout, seed + 1, heldout_ignore) if heldout else []
+  outputs = teacher_outputs(teacher, sources + held, sampler=sampler, steps=steps,
+                            batch_size=batch_size)
   empty = sum(not o.strip() for o in outputs)
-  rows = {"train": [(s, o) for s, o in zip(sources, outputs) if o.strip()]}
+  keep = [bool(o.strip()) and (i < num_train or mentions_values(s, o, require_values))
+          for i, (s, o) in enumerate(zip(sources + held, outputs))]
+  pairs = list(zip(sources + held, outputs, keep))
+  rows = {"train": [(s, o) for s, o, k in pairs[:len(sources)] if k]}
+  if heldout:
+    rows["heldout"] = [(s, o) for s, o, k in pairs[len(sources):] if k]
   for split in ("validation", "test"):
     src = data[split]
     rows[split] = [(pipeline._text(src[i]["src"]), pipeline._text(src[i]["tgt"]))
                    for i in range(len(src))]
   info = {"teacher": os.path.abspath(teacher.workdir), "teacher_step": teacher.step,
           "teacher_dataset": teacher.config.data.dataset, "sampler": sampler, "steps": steps,
-          "train_sources": len(sources) - recombine, "recombined_sources": recombine,
-          "seed": seed, "empty_outputs_dropped": empty,
+          "train_sources": num_train, "recombined_sources": recombine,
+          "seed": seed, "empty_outputs_dropped": empty, "require_values": list(require_values),
+          "recombined_kept": sum(k for _, _, k in pairs[num_train:len(sources)]),
+          "heldout_sources": heldout, "heldout_ignore": list(heldout_ignore),
           "pairs": {split: len(r) for split, r in rows.items()},
           "seconds": round(time.time() - t0, 1)}
   tmp = out_dir.rstrip("/") + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  for split, name in SPLIT_FILES.items():
+  for split, name in {**SPLIT_FILES, **({"heldout": HELDOUT_FILE} if heldout else {})}.items():
     with open(os.path.join(tmp, name), "w") as f:
       f.writelines(json.dumps({"src": s, "trg": t}) + "\n" for s, t in rows[split])
   with open(os.path.join(tmp, INFO_FILE), "w") as f:

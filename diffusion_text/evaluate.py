@@ -5,6 +5,8 @@ MRs with several references each, scored as the E2E challenge does). Uncondition
 diversity and length of ``num_inputs`` samples.
 """
 import collections
+import json
+import os
 import time
 from typing import Optional
 
@@ -104,15 +106,40 @@ def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: in
           + (f"_n{num_inputs}" if num_inputs else "") + (f"_seed{seed}" if seed else ""))
 
 
+def read_inputs(path: str) -> list[dict]:
+  """Records of a JSON Lines file of ``{"src": ..., "trg": ...}`` pairs (DiffuSeq's format), as a
+  data source for ``grouped_references``. Raises ValueError naming ``file:line`` on a bad line."""
+  if not os.path.isfile(path):
+    raise ValueError(f"inputs file not found: {path}")
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        r = json.loads(line)
+        out.append({"src": r["src"], "tgt": r["trg"]})
+      except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}:{n}: not a JSON object with 'src' and 'trg' ({e})") from e
+  if not out:
+    raise ValueError(f"{path} holds no pairs")
+  return out
+
+
 def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                  mbr_samples: int = 1, seed: int = 0, teacher: Optional[Run] = None,
-                 **sample_kwargs) -> tuple[dict, list[dict]]:
-  """(metrics, per-input outputs) for ``run`` on ``split``; ``sample_kwargs`` go to ``generate``.
-  With an AR ``teacher`` run, also the lm-score of the outputs."""
+                 inputs: Optional[str] = None, **sample_kwargs) -> tuple[dict, list[dict]]:
+  """(metrics, per-input outputs) for ``run`` on ``split``, or on the pairs of the JSON Lines file
+  ``inputs`` (seq2seq runs) instead; ``sample_kwargs`` go to ``generate``. With an AR ``teacher``
+  run, also the lm-score of the outputs."""
   t0 = time.time()
+  if inputs is not None and not run.is_seq2seq:
+    raise ValueError("inputs (a file of src/trg pairs) needs a seq2seq run")
   if run.is_seq2seq:
     data = pipeline.prepare_sources(run.config.data)
-    if split not in data:
+    if inputs is not None:
+      data = {**data, split: read_inputs(inputs)}
+    elif split not in data:
       raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
     groups = grouped_references(data[split], num_inputs or None)
     srcs = [g[0] for g in groups]
@@ -142,6 +169,8 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     if teacher is not None:
       result.update(lm_score(teacher, hyps))
       result["real_lm_score"] = lm_score(teacher, real)["lm_score"]
+  if inputs is not None:
+    result["inputs"] = os.path.abspath(inputs)
   result.update(split=split, num_inputs=len(hyps), mbr_samples=mbr_samples, seed=seed,
                 checkpoint_step=run.step, seconds=round(time.time() - t0, 1),
                 **{k: v for k, v in sample_kwargs.items() if v is not None})

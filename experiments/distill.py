@@ -26,7 +26,17 @@ _LIMIT = flags.DEFINE_integer("limit", 0, "Distinct train sources to decode (0 =
 _RECOMBINE = flags.DEFINE_integer(
     "recombine", 0, "New train sources to add, each a new combination of the train sources' "
     "'key : value' fields (E2E MRs), for the teacher to write.", lower_bound=0)
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of --recombine's draws.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of --recombine's draws (--heldout's: seed + 1).")
+_REQUIRE = flags.DEFINE_list(
+    "require_values", [], "Keep a recombined source only if the teacher's output mentions the "
+    "values of these keys verbatim (e.g. name,near,food,Type,area).")
+_HELDOUT = flags.DEFINE_integer(
+    "heldout", 0, "Also write heldout.jsonl: this many new combinations whose fields, apart from "
+    "the values of --heldout_ignore, no train or recombined source has, with the teacher's "
+    "outputs; score a student on it with `evaluate --inputs`.", lower_bound=0)
+_HELDOUT_IGNORE = flags.DEFINE_list(
+    "heldout_ignore", [], "Keys whose values do not make a combination new (the copied slots, "
+    "e.g. name,near,food).")
 _STEP = common.define_checkpoint_flag()
 flags.mark_flags_as_required(["teacher", "out"])
 
@@ -35,7 +45,9 @@ def run():
   teacher = generate.load_run(_TEACHER.value, _STEP.value)
   info = distill.distill_dataset(teacher, _OUT.value, sampler=_SAMPLER.value, steps=_STEPS.value,
                                  batch_size=_BATCH.value, limit=_LIMIT.value,
-                                 recombine=_RECOMBINE.value, seed=_SEED.value)
+                                 recombine=_RECOMBINE.value, seed=_SEED.value,
+                                 require_values=tuple(_REQUIRE.value), heldout=_HELDOUT.value,
+                                 heldout_ignore=tuple(_HELDOUT_IGNORE.value))
   logging.info("distilled data in %s", _OUT.value)
   print(json.dumps(info, indent=2))
 

@@ -54,6 +54,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experi
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation", "test", "train"],
                            "Split (semantic: whose most frequent field values are the targets; "
                            "choose guidance settings on train, report on validation).")
+_INPUTS = flags.DEFINE_string(
+    "inputs", None, "generate: score on this JSON Lines file of {\"src\", \"trg\"} pairs "
+    "(references grouped by source) instead of --split; seq2seq runs.")
 _NUM = flags.DEFINE_integer(
     "num_inputs", None, "Distinct inputs to evaluate; default all (0), recovery: 64, infill and "
     "cfg: 100.",
@@ -116,6 +119,8 @@ def run():
   except ValueError as e:
     raise common.UserError(f"--evaluators/--t0/--lengths/--scales: {e}") from e
   common.check_out("--out", _OUT.value)
+  if _INPUTS.value is not None and names != ["generate"]:
+    raise common.UserError("--inputs is an option of the generate evaluator alone")
   if _OUT.value and len(names) > 1:
     raise common.UserError("--out names one result; give one evaluator, or leave --out unset "
                            "so that each writes its own file")
@@ -123,7 +128,7 @@ def run():
                         scan_layers=common.scan_layers(_LAYERS.value))
   options = dict(split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value,
                  seed=_SEED.value, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value,
-                 collapse=_COLLAPSE.value, lm_teacher=_TEACHER.value, nll_t=_NLL_T.value, t0=t0,
+                 collapse=_COLLAPSE.value, lm_teacher=_TEACHER.value, inputs=_INPUTS.value, nll_t=_NLL_T.value, t0=t0,
                  classifier=_CLF.value,
                  judge=_JUDGE.value, batch_size=_BATCH.value, num_targets=_NUM_TARGETS.value,
                  per_target=_PER_TARGET.value, lengths=lengths, scales=scales,

@@ -38,3 +38,35 @@ def test_recombining_unstructured_or_exhausted_sources_is_one_clear_error():
     distill.recombine_sources(SOURCES + ["a plain sentence"], 3)
   with pytest.raises(UserError, match="new combinations"):
     distill.recombine_sources(["name : A | food : B", "name : A | food : C"], 5)
+
+
+def test_skeleton_ignores_only_the_named_values():
+  a = "name : Aromi | Type : pub | food : Thai | area : riverside"
+  b = "name : Zizzi | Type : pub | food : English | area : riverside"
+  assert distill.skeleton(a, ("name", "food")) == distill.skeleton(b, ("name", "food"))
+  assert distill.skeleton(a, ("name",)) != distill.skeleton(b, ("name",))
+  # a key present or absent still makes another skeleton
+  assert distill.skeleton(a, ("name", "food")) != distill.skeleton(
+      "name : Aromi | Type : pub | area : riverside", ("name", "food"))
+  with pytest.raises(UserError, match="'key : value' fields"):
+    distill.skeleton("a plain sentence")
+
+
+def test_heldout_sources_are_new_skeletons_not_only_new_values():
+  ignore = ("name", "near")
+  out = distill.heldout_sources(SOURCES, 10, seed=0, ignore=ignore)
+  seen = {distill.skeleton(s, ignore) for s in SOURCES}
+  keys = [distill.skeleton(s, ignore) for s in out]
+  assert len(out) == 10 and len(set(keys)) == 10 and not set(keys) & seen
+  assert distill.heldout_sources(SOURCES, 10, seed=0, ignore=ignore) == out
+  with pytest.raises(UserError, match="held-out combinations"):
+    distill.heldout_sources(["name : A | food : B", "name : C | food : D"], 3, seed=0,
+                            ignore=("name",))
+
+
+def test_mentions_values_checks_the_named_keys_case_insensitively():
+  src = "name : Aromi | Type : coffee shop | area : city centre"
+  assert distill.mentions_values(src, "Aromi is a Coffee Shop in the city centre .",
+                                 ("name", "Type", "area", "food"))  # no food given: no check
+  assert not distill.mentions_values(src, "Aromi is a pub in the city centre .", ("Type",))
+  assert distill.mentions_values(src, "anything", ())

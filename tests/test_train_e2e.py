@@ -390,6 +390,22 @@ def _check_distillation(teacher, tmp_path):
   again = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out))
   assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].startswith("error:")
   assert "exists" in again.stderr
+  # --require_values drops recombined pairs whose output misses a value; --heldout writes new
+  # skeletons (unseen apart from the ignored values) with the teacher's outputs
+  out2 = tmp_path / "distilled_heldout"
+  r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out2), "--limit", "5",
+           "--batch_size", "2", "--recombine", "3", "--seed", "1", "--require_values", "name",
+           "--heldout", "2", "--heldout_ignore", "name")
+  assert r.returncode == 0, r.stderr[-2000:]
+  info2 = json.load(open(out2 / distill.INFO_FILE))
+  rows2 = [(x["src"], x["trg"]) for x in map(json.loads, open(out2 / "train.jsonl"))]
+  kept = [(s, w) for s, w in zip(srcs, want) if w.strip()
+          and (s in srcs[:5] or distill.mentions_values(s, w, ("name",)))]
+  assert rows2 == kept and info2["recombined_kept"] == len(kept) - 5
+  held = [json.loads(l) for l in open(out2 / distill.HELDOUT_FILE)]
+  assert len(held) == info2["pairs"]["heldout"] <= 2
+  train_keys = {distill.skeleton(s, ("name",)) for s in srcs}
+  assert all(distill.skeleton(h["src"], ("name",)) not in train_keys for h in held)
 
 
 def test_steps_study_writes_table_json_and_plot(s2s_run, tmp_path):
@@ -459,6 +475,35 @@ def test_evaluation_files_name_every_setting(s2s_run):
   for row in rows:  # a tiny model repeats words; collapsed outputs never do
     words = row["hyp"].split()
     assert all(a != b for a, b in zip(words, words[1:]))
+
+
+def test_evaluate_inputs_scores_a_file_of_pairs_with_grouped_references(s2s_run, tmp_path):
+  """``--inputs``: any JSON Lines file of src/trg pairs (a held-out set of new MRs) is scored like
+  a split, its references grouped by source, under a file name of its own; a bad line or another
+  evaluator is one error line."""
+  pairs = [("name : Aromi | food : Thai", "Aromi serves Thai food ."),
+           ("name : Aromi | food : Thai", "Thai food at Aromi ."),
+           ("name : The Eagle | area : riverside", "The Eagle is by the river .")]
+  path = tmp_path / "new_mrs.jsonl"
+  path.write_text("".join(json.dumps({"src": s, "trg": t}) + "\n" for s, t in pairs))
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--inputs", str(path), "--sampler",
+           "ddim", "--steps", "2")
+  assert r.returncode == 0, r.stderr[-2000:]
+  step = generate.load_run(s2s_run).step
+  found = sorted(f for f in os.listdir(os.path.join(s2s_run, "eval"))
+                 if f.startswith(f"inputs-new_mrs_step{step}_ddim2_mbr1"))
+  assert [os.path.splitext(f)[1] for f in found] == [".json", ".jsonl"]
+  res = json.load(open(os.path.join(s2s_run, "eval", found[0])))
+  assert res["num_inputs"] == 2 and res["inputs"] == str(path)
+  rows = [json.loads(l) for l in open(os.path.join(s2s_run, "eval", found[1]))]
+  assert [row["refs"] for row in rows] == [[pairs[0][1], pairs[1][1]], [pairs[2][1]]]
+  path.write_text(path.read_text() + "not json\n")
+  bad = _cli("experiments.evaluate", "--workdir", s2s_run, "--inputs", str(path))
+  assert bad.returncode != 0
+  assert bad.stderr.strip().splitlines()[-1].startswith(f"error: {path}:4:")
+  other = _cli("experiments.evaluate", "--workdir", s2s_run, "--inputs", str(path),
+               "--evaluators", "nll")
+  assert other.returncode != 0 and "generate evaluator" in other.stderr.strip().splitlines()[-1]
 
 
 def test_lm_score_prefers_real_text_to_shuffled_tokens(tmp_path, tfds_dir):
