@@ -8,15 +8,14 @@ with beam search (for this family ``--steps`` is the beam size).
     python -m experiments.evaluate --workdir runs/e2e_ar_cpu2 --split validation --sampler beam --steps 4
     python -m experiments.evaluate --workdir runs/e2e_ar_cpu2 --split test --sampler beam --steps 4
 
-Measured (``:cpu``, 2-core AMD EPYC CPU shared with one other run): 1,200 steps in 34 min; dev BLEU
-(547 MRs, multi-reference) 68.0 greedy (ROUGE-L 68.0) and 70.1 beam 4; test BLEU 65.3 beam 4 (630 MRs,
-20 min to decode beside a training run). docs/results.md.
+Measured (``:cpu``, 2-core AMD EPYC CPU): 1,200 steps in 34 min; test BLEU 65.3 beam 4 (630 MRs,
+multi-reference). docs/results.md.
 """
 from configs import e2e_diffuseq
 
 
 def get_config(arg=None):
-  # the CPU run used DiffuSeq's CPU sizes and schedule before self-conditioning was added there
+  # the CPU variant: the 4 x 128 sizes and schedule of e2e_diffuseq.py:cpu_nosc
   c = e2e_diffuseq.get_config("cpu_nosc" if arg == "cpu" else arg)
   with c.unlocked():
     c.model.family = "ar"

@@ -9,8 +9,7 @@ T=2000 sqrt schedule, 12 x 768 denoiser, embedding dim 128, lr 1e-4, batch 64:
 CPU variants (4 x 128, E 16): ``:cpu`` (also ``:cpu_ce``) is the recipe of docs/results/recipe.md,
 trained on an AR teacher's outputs from ``experiments.distill``; ``:cpu_nosc`` is DiffuSeq's
 objective. ``:cpu``, 4,000 steps on the 2-core Intel Xeon CPU, about 82 min alone with teacher and
-distillation (the run took 110 min beside other jobs): E2E test BLEU 48.5 (630 MRs, DDPM 200,
-clamped, repeats collapsed):
+distillation: E2E test BLEU 48.5 (630 MRs, DDPM 200, clamped, repeats collapsed):
 
     python -m experiments.train --config configs/e2e_diffuseq.py:cpu --workdir runs/study/s4000 \
         --config.data.dataset=jsonl:e2e_distilled --config.data.source_dir=runs/data

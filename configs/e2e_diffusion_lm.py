@@ -2,7 +2,7 @@
 
 Paper (default, ``get_config()``): T=2000 sqrt schedule, embedding dim 16, BERT-base-sized denoiser
 (12 layers, width 768), lr 1e-4 with linear decay, batch 64, L=64, 200k steps, EMA 0.9999, word
-vocabulary of words seen >= 10 times (855 entries here; the paper reports 821).
+vocabulary of words seen >= 10 times.
 
     python -m experiments.train --config configs/e2e_diffusion_lm.py --workdir runs/e2e_paper
 
@@ -12,8 +12,7 @@ higher learning rate.
     python -m experiments.train --config configs/e2e_diffusion_lm.py:cpu --workdir runs/e2e_cpu
 
 Measured on a 2-core AMD EPYC CPU (Zen 3, float32), ``:cpu``, full E2E train split (42,061
-sentences): 951k parameters, 6,000 steps in 4,779 s (2.1-2.2 steps/s = 8,900 tokens/s when alone;
-other jobs shared the cores for part of the run); eval loss 0.173 (mse 0.159, rounding 0.014).
+sentences): 951k parameters, 6,000 steps in 4,779 s; eval loss 0.173 (mse 0.159, rounding 0.014).
 Samples and the loss curve: docs/results.md.
 """
 from configs import common

@@ -99,7 +99,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
     check(c.train[k] >= 1, f"train.{k} must be >= 1")
   check(0.0 <= c.train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)")
   check(c.optim.learning_rate > 0, "optim.learning_rate must be > 0")
-  # every other numeric key: its meaningful range (issue 20's audit of config values)
+  # every other numeric key: its meaningful range
   for k in ("emb_dim", "width", "num_layers", "num_heads", "mlp_dim"):
     check(c.model[k] >= 1, f"model.{k} must be >= 1")
   check(c.model.emb_init_std > 0, "model.emb_init_std must be > 0")

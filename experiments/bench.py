@@ -27,8 +27,8 @@ _FULL_TRAJ = flags.DEFINE_bool(
 
 def _part_pipeline(quick: bool) -> dict:
   """``bench.part_pipeline`` on the data config of ``configs/e2e_diffuseq.py:cpu_nosc`` with the
-  target at a fixed position: ``:cpu``'s data config before ``:cpu`` became the recipe (no copied
-  slot values), so the pipeline numbers stay comparable."""
+  target at a fixed position (no copied slot values), so the pipeline numbers stay comparable
+  with docs/performance.md."""
   from configs import e2e_diffuseq
   data = e2e_diffuseq.get_config("cpu_nosc").data
   data.target_start = "fixed"
