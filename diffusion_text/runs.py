@@ -10,6 +10,9 @@ host, start time). The kernel drops the lock when the holder dies, so a lock fil
 killed process is taken over with a warning; a live holder makes a second writer fail with one line
 naming it. ``move_aside`` implements ``--restart``: the run's files go into
 ``WORKDIR/previous-<UTC time>/``, never deleted.
+
+``MetricsLog`` appends the training's scalars to ``metrics.jsonl`` (the record) and TensorBoard
+event files; ``read_metrics_lines`` reads the record back, tolerating a torn last line.
 """
 import fcntl
 import json
@@ -29,6 +32,9 @@ CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 LOCK_FILE = "run.lock"
 PREVIOUS_PREFIX = "previous-"
+METRICS_FILE = "metrics.jsonl"
+REWOUND_FILE = "metrics.rewound.jsonl"  # lines of steps a resumed run redid
+TENSORBOARD_DIR = "tensorboard"  # the same scalars as TensorBoard event files (tensorboardX)
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -202,3 +208,83 @@ def config_differences(saved: dict, requested: dict, include_resumable: bool = F
   keys = sorted(set(a) | set(b))
   return [k for k in keys if a.get(k) != b.get(k) and (include_resumable or not any(
       k == r or (r.endswith(".") and k.startswith(r)) for r in RESUMABLE_KEYS))]
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes the resolved ``config`` to ``WORKDIR/CONFIG_FILE`` (atomically)."""
+  write_atomic(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2))
+
+
+# ------------------------------------------------------------------------------------- metrics
+
+class MetricsLog:
+  """Appends JSON lines, each with one ``write`` call on an O_APPEND descriptor (a line lands whole
+  or, if the process dies inside the call, as a torn last line); on resume, moves lines from steps
+  after the restored checkpoint to ``REWOUND_FILE`` and drops a torn last line with a warning.
+
+  The numeric values also go to TensorBoard event files in ``TENSORBOARD_DIR`` (tensorboardX: no
+  TensorFlow needed to write them), with a purge step on resume so TensorBoard drops the events of
+  steps the run redoes. ``metrics.jsonl`` stays the record; events may lag by ``flush_secs``."""
+
+  def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self.enabled = enabled
+    if enabled and os.path.exists(self.path):
+      lines = read_metrics_lines(self.path)
+      keep = [l for l in lines if json.loads(l).get("step", 0) <= resume_step]
+      if len(keep) < len(lines):  # steps the resumed run redoes: kept aside, never deleted
+        dropped = os.path.join(workdir, REWOUND_FILE)
+        with open(dropped, "a") as f:
+          f.write("".join(l for l in lines if json.loads(l).get("step", 0) > resume_step))
+        logging.warning("%s: %d lines after step %d, which the run redoes, moved to %s",
+                        self.path, len(lines) - len(keep), resume_step, dropped)
+      write_atomic(self.path, "".join(keep))
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=resume_step + 1,
+                               flush_secs=10)
+
+  def write(self, step: int, **values) -> None:
+    if not self.enabled:
+      return
+    line = json.dumps({"step": int(step), "time": round(time.time(), 3), **values}) + "\n"
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      os.write(fd, line.encode())
+    finally:
+      os.close(fd)
+    for k, v in values.items():
+      if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+        self._tb.add_scalar(k, float(v), int(step))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+      self._tb = None
+
+
+def read_metrics_lines(path: str) -> list[str]:
+  """The JSON lines of a metrics file. A last line that does not parse (the process was killed
+  while writing it) is dropped with a warning; a bad line before it is a CheckpointError naming it."""
+  with open(path) as f:
+    lines = [l if l.endswith("\n") else l + "\n" for l in f if l.strip()]
+  good = []
+  for n, line in enumerate(lines, 1):
+    try:
+      json.loads(line)
+    except json.JSONDecodeError as e:
+      if n == len(lines):
+        logging.warning("%s: dropping a torn last line (%d): %s", path, n, line[:80].strip())
+        break
+      raise CheckpointError(f"{path}:{n}: not a JSON line ({e})") from e
+    good.append(line)
+  return good
+
+
+def history_step(workdir: str) -> int:
+  """The last step ``metrics.jsonl`` records (0 if none)."""
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return 0
+  return max((json.loads(l).get("step", 0) for l in read_metrics_lines(path)), default=0)

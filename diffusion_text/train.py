@@ -27,9 +27,6 @@ from diffusion_text import train_state as ts
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError, DataError, NumericsError
 
-METRICS_FILE = "metrics.jsonl"
-REWOUND_FILE = "metrics.rewound.jsonl"  # lines of steps a resumed run redid
-TENSORBOARD_DIR = "tensorboard"  # the same scalars as TensorBoard event files (tensorboardX)
 def _term_sums(terms: dict) -> dict:
   """Weighted sums of per-example terms plus the count, so averages over batches are exact."""
   w = terms["weight"]
@@ -120,71 +117,6 @@ def make_accuracy_step(model, config):
   return jax.jit(lambda params, batch, rng: decoding.one_step_accuracy(
       model, params, config, diffusion, rng, batch["ids"], batch["target_mask"],
       batch["pad_mask"]))
-
-
-class MetricsLog:
-  """Appends JSON lines, each with one ``write`` call on an O_APPEND descriptor (a line lands whole
-  or, if the process dies inside the call, as a torn last line); on resume, moves lines from steps
-  after the restored checkpoint to ``REWOUND_FILE`` and drops a torn last line with a warning.
-
-  The numeric values also go to TensorBoard event files in ``TENSORBOARD_DIR`` (tensorboardX: no
-  TensorFlow needed to write them), with a purge step on resume so TensorBoard drops the events of
-  steps the run redoes. ``metrics.jsonl`` stays the record; events may lag by ``flush_secs``."""
-
-  def __init__(self, workdir: str, resume_step: int, enabled: bool = True):
-    self.path = os.path.join(workdir, METRICS_FILE)
-    self.enabled = enabled
-    if enabled and os.path.exists(self.path):
-      lines = read_metrics_lines(self.path)
-      keep = [l for l in lines if json.loads(l).get("step", 0) <= resume_step]
-      if len(keep) < len(lines):  # steps the resumed run redoes: kept aside, never deleted
-        dropped = os.path.join(workdir, REWOUND_FILE)
-        with open(dropped, "a") as f:
-          f.write("".join(l for l in lines if json.loads(l).get("step", 0) > resume_step))
-        logging.warning("%s: %d lines after step %d, which the run redoes, moved to %s",
-                        self.path, len(lines) - len(keep), resume_step, dropped)
-      runs.write_atomic(self.path, "".join(keep))
-    self._tb = None
-    if enabled:
-      from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR), purge_step=resume_step + 1,
-                               flush_secs=10)
-
-  def write(self, step: int, **values) -> None:
-    if not self.enabled:
-      return
-    line = json.dumps({"step": int(step), "time": round(time.time(), 3), **values}) + "\n"
-    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-      os.write(fd, line.encode())
-    finally:
-      os.close(fd)
-    for k, v in values.items():
-      if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
-        self._tb.add_scalar(k, float(v), int(step))
-
-  def close(self) -> None:
-    if self._tb is not None:
-      self._tb.close()
-      self._tb = None
-
-
-def read_metrics_lines(path: str) -> list[str]:
-  """The JSON lines of a metrics file. A last line that does not parse (the process was killed
-  while writing it) is dropped with a warning; a bad line before it is a CheckpointError naming it."""
-  with open(path) as f:
-    lines = [l if l.endswith("\n") else l + "\n" for l in f if l.strip()]
-  good = []
-  for n, line in enumerate(lines, 1):
-    try:
-      json.loads(line)
-    except json.JSONDecodeError as e:
-      if n == len(lines):
-        logging.warning("%s: dropping a torn last line (%d): %s", path, n, line[:80].strip())
-        break
-      raise CheckpointError(f"{path}:{n}: not a JSON line ({e})") from e
-    good.append(line)
-  return good
 
 
 def _fmt(scalars: dict) -> str:
@@ -325,14 +257,6 @@ def _has_checkpoints(ckpt_dir: str) -> bool:
   return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
 
 
-def _history_step(workdir: str) -> int:
-  """The last step ``metrics.jsonl`` records (0 if none)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return 0
-  return max((json.loads(l).get("step", 0) for l in read_metrics_lines(path)), default=0)
-
-
 def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_step, resume,
                         allow_config_change, restart) -> dict:
   if resume not in RESUME_MODES:
@@ -378,15 +302,15 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
   # the first checkpoint is recomputed exactly by a fresh start (its lines go to metrics.rewound).
   quarantined = os.path.join(workdir, checkpointing.QUARANTINE_DIR)
   if not restart and not _has_checkpoints(ckpt_dir) and (
-      _history_step(workdir) >= config.train.checkpoint_every_steps
+      runs.history_step(workdir) >= config.train.checkpoint_every_steps
       or (os.path.isdir(quarantined) and os.listdir(quarantined))):
     raise CheckpointError(
-        f"{workdir} holds the history of a run up to step {_history_step(workdir)} "
-        f"({METRICS_FILE}) but no checkpoint to resume from; --restart moves its files to "
+        f"{workdir} holds the history of a run up to step {runs.history_step(workdir)} "
+        f"({runs.METRICS_FILE}) but no checkpoint to resume from; --restart moves its files to "
         f"{workdir}/{runs.PREVIOUS_PREFIX}<time>/ and starts over")
   os.makedirs(workdir, exist_ok=True)
   if is_main and not os.path.exists(config_path):
-    runs.write_atomic(config_path, config.to_json(indent=2))
+    runs.write_config(workdir, config)
   tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None,
                                from_file=families.tokenizer_file(config))
   model_cfg = families.model_config(config, tok.vocab_size)
@@ -431,8 +355,8 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
       start = int(state.step)
       logging.info("resumed %s at step %d (checkpoint %d)", workdir, start, restored)
     if is_main and changed:  # after the restore: a resume that fails leaves config.json as it was
-      runs.write_atomic(config_path, config.to_json(indent=2))
-    log = MetricsLog(workdir, start, enabled=is_main)
+      runs.write_config(workdir, config)
+    log = runs.MetricsLog(workdir, start, enabled=is_main)
     scope.callback(log.close)
     if start == 0:
       lengths = pipeline.length_report(sources["train"], tok, config.data,

@@ -230,18 +230,18 @@ def test_metrics_log_tolerates_a_torn_last_line(tmp_path, caplog):
   """A process killed while appending leaves a torn last line: resume drops it with a warning and
   keeps every whole line up to the restored step; a bad line before the last is refused."""
   from diffusion_text import train
-  path = tmp_path / train.METRICS_FILE
+  path = tmp_path / runs.METRICS_FILE
   whole = [json.dumps({"step": s, "x": s}) + "\n" for s in (1, 2, 3)]
   path.write_text("".join(whole) + '{"step": 4, "x"')
-  log = train.MetricsLog(str(tmp_path), resume_step=2)
+  log = runs.MetricsLog(str(tmp_path), resume_step=2)
   assert path.read_text() == "".join(whole[:2])
   assert "torn last line" in caplog.text
-  assert (tmp_path / train.REWOUND_FILE).read_text() == whole[2]  # redone steps: kept aside
+  assert (tmp_path / runs.REWOUND_FILE).read_text() == whole[2]  # redone steps: kept aside
   log.write(3, x=3.0)
   assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [1, 2, 3]
   path.write_text(whole[0] + "garbage\n" + whole[1])
   with pytest.raises(CheckpointError, match=r"metrics.jsonl:2"):
-    train.MetricsLog(str(tmp_path), resume_step=5)
+    runs.MetricsLog(str(tmp_path), resume_step=5)
 
 
 def test_one_writer_per_run_directory(tmp_path, caplog):
