@@ -104,8 +104,9 @@ def skeleton(source: str, ignore=()) -> tuple:
 def heldout_sources(sources: list[str], num: int, seed: int, ignore=()) -> list[str]:
   """``num`` new combinations of the sources' fields (``recombine_sources``) whose skeleton (with
   the values of ``ignore`` left out) is none of ``sources``': inputs a model trained on
-  ``sources`` has never seen in any form but those values. E2E's test set is of that kind (64%
-  of its MRs, with name, near and food left out), its dev set is not (0%)."""
+  ``sources`` has never seen in any form but those values. E2E's test set is of that kind (with
+  name, near and food left out, none of its 630 MRs has a train MR's skeleton); 82% of its dev
+  set's 547 MRs are not."""
   seen = {skeleton(s, ignore) for s in sources}
   out, taken = [], set()
   for candidate in _new_combinations(sources, seed, max_tries=1000 * num + 10_000):
