@@ -11,8 +11,9 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import checkpointing, embeddings, generate, metrics, runs, train
+from diffusion_text import checkpointing, embeddings, generate, metrics, train
 from diffusion_text.runs import load_config, load_tokenizer
+from diffusion_text import runs as run_files
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError
 
@@ -623,10 +624,10 @@ def test_metrics_are_also_tensorboard_events(runs):
   """Every numeric value of metrics.jsonl is a TensorBoard scalar at its step (float32), in event
   files written without TensorFlow; the resumed run's file agrees with the uninterrupted one's."""
   for w in runs[:2]:
-    lines = [json.loads(l) for l in open(os.path.join(w, runs.METRICS_FILE))]
+    lines = [json.loads(l) for l in open(os.path.join(w, run_files.METRICS_FILE))]
     want = {(k, d["step"]): v for d in lines for k, v in d.items()
             if k not in ("step", "time") and isinstance(v, (int, float))}
-    got = _tensorboard_scalars(os.path.join(w, runs.TENSORBOARD_DIR))
+    got = _tensorboard_scalars(os.path.join(w, run_files.TENSORBOARD_DIR))
     assert any(k == "train/loss" for k, _ in want)
     for key, v in want.items():
       if key[0] not in ("steps_per_sec", "tokens_per_sec"):
