@@ -1,20 +1,25 @@
 """The one diffusion decoding path: packed ids in, packed ids out.
 
 Every caller that turns noise (or a noised input) into words goes through ``decode_ids``: a family's
-decoder (evaluation, ``Run.generate``), guided and classifier-free guided generation (``control``)
-and the recovery diagnostic (``evaluate.recovery``), so all of them read the same normalised table
-and round the same way.
+decoder (evaluation, ``Run.generate``), guided and classifier-free guided generation (the control
+tasks, through ``make_decoder``) and the recovery diagnostic (``evaluate.recovery``), so all of them
+read the same normalised table and round the same way. It takes the guidance terms, a
+classifier-free guidance scale, a timestep grid and a start state; ``control`` holds the terms
+and the inputs (infilling, length).
 
 Rounding: a model with word logits (``x0_head="softmax"`` or ``logits_head="full"``) names each word
 by the argmax of its own logits at t = 1 on the final vectors; a model without them rounds to the
 nearest embedding (Li et al. 2022, sec. 4.2).
 """
-from typing import Callable, Optional
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 
-from diffusion_text import embeddings, process, samplers
+from diffusion_text import batching, embeddings, losses, process, samplers
 
 
 def has_logits(config) -> bool:
@@ -38,26 +43,107 @@ def round_ids(model, params, config, x0_BxLxE, ids_BxL, target_mask_BxL):
   return jnp.where(target_mask_BxL > 0, new, ids_BxL)
 
 
+# ------------------------------------------------------------------------------ guidance
+
+@dataclasses.dataclass(frozen=True)
+class Guidance:
+  """Guidance terms (``control.Term``) and the ascent that follows them (Li et al. 2022, sec. 5.2;
+  ``control``'s docstring)."""
+  terms: tuple = ()
+  num_steps: int = 3  # K gradient steps per sampler step
+  step_size: float = 0.1  # Adagrad learning rate
+  fluency_weight: float = 0.01  # lambda: weight of log q(x | proposal)
+
+
+def score(terms: Sequence[Any], x_BxLxE, t_B, args: Sequence[Any]):
+  """Weighted sum of the terms, (B,)."""
+  total = jnp.zeros(x_BxLxE.shape[:1], jnp.float32)
+  for term, a in zip(terms, args):
+    total = total + term.weight * term.fn(x_BxLxE, t_B, a)
+  return total
+
+
+def make_guide_fn(guidance: Guidance, diffusion: process.Diffusion, args: Sequence[Any]):
+  """The ``guide_fn(x_s, t, s)`` hook of ``samplers.sample`` for these terms and per-row ``args``."""
+  ab = diffusion.alpha_bar
+  floor = 1.0 - ab[1]
+  opt = optax.adagrad(guidance.step_size)
+
+  def guide(x_s, t, s):
+    _, _, var = process.posterior_coefficients(ab[t], ab[s])
+    v = jnp.maximum(var, floor)
+    s_B = jnp.full(x_s.shape[:1], s, jnp.int32)
+
+    def objective(x):
+      fluency = jnp.sum((x - x_s) ** 2) / (2.0 * v)
+      return jnp.sum(score(guidance.terms, x, s_B, args)) - guidance.fluency_weight * fluency
+
+    x, state = x_s, opt.init(x_s)
+    for _ in range(guidance.num_steps):
+      g = jax.grad(objective)(x)
+      updates, state = opt.update(jax.tree_util.tree_map(jnp.negative, g), state)  # ascend
+      x = optax.apply_updates(x, updates)
+    return x
+
+  return guide
+
+
+# ------------------------------------------------------------------------- classifier-free guidance
+
+def cfg_denoiser(denoise_fn: Callable, emb_VxE, ids_BxL, target_mask_BxL, scale: float):
+  """Classifier-free guided ``denoise_fn(z, t, x_sc)`` for packed seq2seq rows (one 2B batch).
+
+  The null branch sees the null condition at every source position of both its inputs: the noisy
+  state and the self-conditioning estimate (which the sampler re-anchors to the real source), as in
+  training, where condition dropout replaces the source before the first estimate is made."""
+  x_null = embeddings.embed(emb_VxE, losses.null_source(ids_BxL, target_mask_BxL))
+
+  def f(z, t_B, x_sc):
+    z_null = process.apply_mask(z, x_null, target_mask_BxL)
+    x_sc_null = process.apply_mask(x_sc, x_null, target_mask_BxL)
+    both = denoise_fn(jnp.concatenate([z, z_null]), jnp.concatenate([t_B, t_B]),
+                      jnp.concatenate([x_sc, x_sc_null]))
+    x_c, x_u = jnp.split(both, 2)
+    return x_u + scale * (x_c - x_u)
+  return f
+
+
 def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL, target_mask_BxL,
                *, sampler: str = "ddpm", steps: Optional[int] = None, clamp: bool = False,
-               eta: float = 0.0, guide_fn: Optional[Callable] = None,
-               wrap_denoiser: Optional[Callable] = None, grid=None, x_init_BxLxE=None):
+               eta: float = 0.0, guidance: Optional["Guidance"] = None, term_args: Sequence = (),
+               cfg_scale: Optional[float] = None, grid=None, x_init_BxLxE=None):
   """Samples the mask-1 positions of packed ``ids`` (the others are held at their embeddings: a
   seq2seq source, infilling context) and rounds them to words. Traceable; callers jit it.
 
-  ``wrap_denoiser(denoise, emb_VxE) -> denoise`` changes the denoiser (classifier-free guidance);
-  ``guide_fn``, ``grid`` and ``x_init_BxLxE`` are ``samplers.sample``'s.
+  ``guidance``: its terms (with one per-row pytree of ``term_args`` each) steer every sampler step
+  (``make_guide_fn``); ``cfg_scale``: classifier-free guidance (``cfg_denoiser``); ``grid``: the
+  timesteps to visit (default: ``steps`` evenly spaced); ``x_init_BxLxE``: the start state (default:
+  Gaussian noise at T).
   """
   emb = embeddings.table(params, config.model)
   denoise = denoiser_of(model, params)
-  if wrap_denoiser is not None:
-    denoise = wrap_denoiser(denoise, emb)
+  if cfg_scale is not None:
+    denoise = cfg_denoiser(denoise, emb, ids_BxL, target_mask_BxL, cfg_scale)
+  guide_fn = (make_guide_fn(guidance, diffusion, term_args) if guidance and guidance.terms
+              else None)
   x_cond = embeddings.embed(emb, ids_BxL)
   x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,
                        sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
                        mask_BxL=target_mask_BxL, guide_fn=guide_fn, grid=grid,
                        x_init_BxLxE=x_init_BxLxE)
   return round_ids(model, params, config, x0, ids_BxL, target_mask_BxL)
+
+
+def one_step_ids(model, params, config, z_BxLxE, t_B):
+  """The words one denoiser call reads from ``z_t`` with no self-conditioning input: the argmax of
+  its logits, or the nearest embedding to x0_hat for a model without logits. Traceable."""
+  x_sc = jnp.zeros_like(z_BxLxE)
+  if has_logits(config):
+    _, logits = model.apply({"params": params}, z_BxLxE, t_B, x_sc, deterministic=True,
+                            return_logits=True)
+    return jnp.argmax(logits, -1).astype(jnp.int32)
+  x0_hat = model.apply({"params": params}, z_BxLxE, t_B, x_sc, deterministic=True)
+  return embeddings.round_to_ids(embeddings.table(params, config.model), x0_hat)
 
 
 ACCURACY_T_FRACTIONS = (0.5, 0.75, 0.9, 0.95, 1.0)
@@ -80,13 +166,43 @@ def one_step_accuracy(model, params, config, diffusion: process.Diffusion, rng, 
     eps = jax.random.normal(jax.random.fold_in(rng, i), x0.shape)
     t_B = jnp.full((ids_BxL.shape[0],), t, jnp.int32)
     z = process.q_sample(x0, diffusion.alpha_bar[t_B], eps, target_mask_BxL)
-    x_sc = jnp.zeros_like(z)
-    if has_logits(config):
-      _, logits = model.apply({"params": params}, z, t_B, x_sc, deterministic=True,
-                              return_logits=True)
-      pred = jnp.argmax(logits, -1)
-    else:
-      pred = embeddings.round_to_ids(emb, model.apply({"params": params}, z, t_B, x_sc,
-                                                      deterministic=True))
+    pred = one_step_ids(model, params, config, z, t_B)
     out[f"token_acc_t{t}"] = (jnp.sum((pred == ids_BxL) & words), jnp.sum(words))
   return out
+
+
+# ------------------------------------------------------------------------------ runs
+
+def make_decoder(run, *, guidance: Optional[Guidance] = None, cfg_scale: Optional[float] = None,
+                 sampler: str = "ddpm", steps: Optional[int] = None, clamp: bool = False,
+                 eta: float = 0.0):
+  """Jitted ``(rng, ids_BxL, mask_BxL, term_args) -> ids_BxL`` for a diffusion ``run``: mask-1
+  positions generated (guided by ``guidance`` and/or classifier-free ``cfg_scale``), the others held
+  at ``ids``. ``term_args`` is a tuple with one per-row pytree per guidance term."""
+  if run.config.model.family != "diffusion":
+    raise ValueError("guidance needs a diffusion run")
+  if cfg_scale is not None and run.config.diffusion.cond_drop_prob <= 0:
+    raise ValueError(f"{run.workdir} was not trained with condition dropout "
+                     "(diffusion.cond_drop_prob = 0): classifier-free guidance has no null model")
+  diffusion, model, params = run.diffusion, run.model, run.params
+
+  @jax.jit
+  def decode(rng, ids_BxL, mask_BxL, term_args):
+    return decode_ids(model, params, run.config, diffusion, rng, ids_BxL, mask_BxL,
+                      sampler=sampler, steps=steps, clamp=clamp, eta=eta, guidance=guidance,
+                      term_args=term_args, cfg_scale=cfg_scale)
+
+  return decode
+
+
+def generate_ids(decode, ids_NxL, mask_NxL, term_args=(), *, batch_size: int = 64, seed: int = 0):
+  """Runs ``decode`` over N rows in batches (the last one padded to keep one compiled shape)."""
+  batch_size = min(batch_size, len(ids_NxL))
+  leaves, treedef = jax.tree_util.tree_flatten(term_args)
+  out = []
+  for start, n, (ids, mask, *args) in batching.padded_batches(batch_size, ids_NxL, mask_NxL,
+                                                              *leaves):
+    args = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(a) for a in args])
+    out.append(np.asarray(decode(jax.random.fold_in(jax.random.PRNGKey(seed), start // batch_size),
+                                 jnp.asarray(ids), jnp.asarray(mask), args))[:n])
+  return np.concatenate(out)

@@ -236,10 +236,10 @@ def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed
   """BLEU of sampling from q(x_t0 | x0) back to 0, against the target it started from, per t0
   (the ``recovery`` evaluator): where along the chain a model stops being able to write the text.
 
-  Each row also scores the denoiser's own one-step word prediction at t0 (argmax of its logits, no
-  self-conditioning input): ``one_step_bleu`` and ``token_acc`` (on the target's non-PAD positions).
-  When the trajectory's BLEU falls below the one-step BLEU, the sampler loses a plan the model had
-  read from x_t0; when both are low, the model cannot read the plan at that noise level.
+  Each row also scores the denoiser's own one-step word prediction at t0
+  (``decoding.one_step_ids``): ``one_step_bleu`` and ``token_acc`` (on the target's non-PAD
+  positions). When the trajectory's BLEU falls below the one-step BLEU, the sampler loses a plan the
+  model had read from x_t0; when both are low, the model cannot read the plan at that noise level.
   """
   source = pipeline.prepare_sources(run.config.data)[split]
   encode = pipeline.make_encoder(run.tokenizer, run.config.data)
@@ -263,8 +263,7 @@ def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed
                                          grid=grid, x_init_BxLxE=z))
     hyps = [run.decode(r) for r in got]
     t_B = jnp.full((len(rows),), t0, jnp.int32)
-    _, logits = run.model.apply({"params": run.params}, z, t_B, jnp.zeros_like(z), return_logits=True)
-    pred = jnp.argmax(logits, -1)
+    pred = decoding.one_step_ids(run.model, run.params, run.config, z, t_B)
     one = np.asarray(jnp.where(mask > 0, pred, ids))
     words = (mask > 0) & (ids != tokenizers.PAD)
     acc = float(jnp.sum((pred == ids) & words) / jnp.maximum(jnp.sum(words), 1))
