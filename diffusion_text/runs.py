@@ -37,13 +37,13 @@ REWOUND_FILE = "metrics.rewound.jsonl"  # lines of steps a resumed run redid
 TENSORBOARD_DIR = "tensorboard"  # the same scalars as TensorBoard event files (tensorboardX)
 
 
-def write_atomic(path: str, text: str) -> None:
-  """Writes ``path`` through a temporary file in the same folder and a rename, so a reader (or a
-  process killed mid-write) never leaves or sees a half-written file."""
+def write_atomic(path: str, data: str | bytes) -> None:
+  """Writes ``path`` (text as UTF-8, or bytes) through a temporary file in the same folder and a
+  rename, so a reader (or a process killed mid-write) never leaves or sees a half-written file."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
+  with open(tmp, "wb") as f:
+    f.write(data.encode("utf-8") if isinstance(data, str) else data)
   os.replace(tmp, path)
 
 

@@ -8,6 +8,7 @@ Writes ``<out>.json`` (every point with its settings), ``<out>.md`` (a table) an
 labelled by their workdir and whether they use self-conditioning. Select on the dev split; the test
 split is for the final numbers only.
 """
+import io
 import json
 import os
 
@@ -59,8 +60,10 @@ def plot(points: list[dict], path: str) -> None:
   ax.grid(True, alpha=0.3)
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path + ".tmp.png", dpi=120)
-  os.replace(path + ".tmp.png", path)
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=120)
+  plt.close(fig)
+  common.write_atomic(path, png.getvalue())
 
 
 def run():

@@ -244,6 +244,23 @@ def test_metrics_log_tolerates_a_torn_last_line(tmp_path, caplog):
     runs.MetricsLog(str(tmp_path), resume_step=5)
 
 
+def test_write_atomic_replaces_whole_files_of_text_or_bytes(tmp_path, monkeypatch):
+  """Text (UTF-8) and bytes land whole, with no temporary file left beside them; a write that fails
+  before its rename leaves the old file as it was."""
+  path = tmp_path / "sub" / "f.txt"
+  runs.write_atomic(str(path), "é\n")
+  assert path.read_bytes() == "é\n".encode("utf-8")
+  runs.write_atomic(str(path), b"\x89PNG")
+  assert path.read_bytes() == b"\x89PNG" and os.listdir(path.parent) == ["f.txt"]
+
+  def fail(*_):
+    raise OSError("disk full")
+  monkeypatch.setattr(os, "replace", fail)
+  with pytest.raises(OSError):
+    runs.write_atomic(str(path), b"new")
+  assert path.read_bytes() == b"\x89PNG"
+
+
 def test_one_writer_per_run_directory(tmp_path, caplog):
   """A live holder of the lock makes a second writer fail naming it; a lock file left by a dead
   process (unlocked but not emptied) is taken over with a warning; a clean release leaves none."""
