@@ -17,6 +17,7 @@ import numpy as np
 from diffusion_text import (batching, decoding, embeddings, likelihood, mbr, metrics, process,
                             sharding, train)
 from diffusion_text.data import pipeline, sources, tokenizers
+from diffusion_text.errors import DataError
 from diffusion_text.generate import Run
 
 
@@ -177,6 +178,62 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
   if result.get("collapse") is None:
     result["collapse"] = bool(run.config.sample.collapse_repeats)
   return result, outputs
+
+
+E2E_VERBATIM_KEYS = ("name", "near", "food", "Type", "area")  # values a text names word for word
+
+
+def read_results(path: str) -> list[dict]:
+  """The per-input lines (``src``, ``hyp``, ``refs``) of an evaluation's ``.jsonl``; a line that is
+  not one raises ``DataError`` naming ``path:line``."""
+  if not os.path.isfile(path):
+    raise DataError(f"results file not found: {path}")
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      try:
+        row = json.loads(line)
+        ok = (isinstance(row, dict) and isinstance(row.get("src"), str)
+              and isinstance(row.get("hyp"), str) and isinstance(row.get("refs"), list)
+              and len(row["refs"]) > 0)
+      except json.JSONDecodeError:
+        ok = False
+      if not ok:
+        raise DataError(f"{path}:{n}: not an evaluation line with 'src', 'hyp' and 'refs'")
+      rows.append(row)
+  if not rows:
+    raise DataError(f"{path} holds no results")
+  return rows
+
+
+def e2e_breakdown(rows) -> dict:
+  """An E2E MR->text evaluation's lines (``src``, ``hyp``, ``refs``) taken apart: corpus BLEU against
+  all references by the MR's number of fields; for each slot whose value a text names word for word
+  (``E2E_VERBATIM_KEYS``), the share of outputs that name it (case-insensitive); the mean length in
+  words of the outputs and of the references."""
+  by_fields = collections.defaultdict(list)
+  named, having = collections.Counter(), collections.Counter()
+  for r in rows:
+    fields = dict(sources.e2e_mr_fields(r["src"]))
+    by_fields[len(fields)].append(r)
+    hyp = " ".join(r["hyp"].lower().split())
+    for key in E2E_VERBATIM_KEYS:
+      if key in fields:
+        having[key] += 1
+        named[key] += " ".join(fields[key].lower().split()) in hyp
+  bleu = {n: metrics.bleu([r["hyp"] for r in g], [r["refs"] for r in g])
+          for n, g in sorted(by_fields.items())}
+  return {
+      "inputs": len(rows),
+      "bleu_by_fields": {n: {"inputs": len(by_fields[n]), "bleu": b["bleu"]}
+                         for n, b in bleu.items()},
+      "bleu_signature": next(iter(bleu.values()))["bleu_signature"],
+      "value_named": {k: {"inputs": having[k], "share": named[k] / having[k]}
+                      for k in E2E_VERBATIM_KEYS if having[k]},
+      "words": float(np.mean([len(r["hyp"].split()) for r in rows])),
+      "reference_words": float(np.mean([np.mean([len(t.split()) for t in r["refs"]])
+                                        for r in rows])),
+  }
 
 
 def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: int = 16,
