@@ -8,14 +8,16 @@ T=2000 sqrt schedule, 12 x 768 denoiser, embedding dim 128, lr 1e-4, batch 64:
 
 CPU variants (4 x 128, E 16): ``:cpu`` (also ``:cpu_ce``) is the recipe of docs/results/recipe.md,
 trained on an AR teacher's outputs from ``experiments.distill``; ``:cpu_nosc`` is DiffuSeq's
-objective. ``:cpu``, 4,000 steps on the 2-core Intel Xeon CPU, about 92 min alone with teacher and
-distillation: E2E test BLEU 50.5 (630 MRs, DDPM 200, clamped, repeats collapsed):
+objective. ``:cpu``, 4,000 steps on the 2-core Intel Xeon CPU, 81 min alone with teacher and
+distillation: E2E test BLEU 62.7 (630 MRs, DDPM 200, clamped, repeats collapsed):
 
-    python -m experiments.distill --teacher runs/ar_teacher --out runs/data/e2e_distilled_r15kf \
+    python -m experiments.train --config configs/e2e_ar_baseline.py:cpu --workdir runs/ar_delex \
+        --config.data.delex=name,near,food --stop_at_step 1200
+    python -m experiments.distill --teacher runs/ar_delex --out runs/data/e2e_dB_r15kf \
         --recombine 15000 --seed 0 --require_values name,near,food,Type,area \
         --heldout 500 --heldout_ignore name,near,food
-    python -m experiments.train --config configs/e2e_diffuseq.py:cpu --workdir runs/study/r15kf \
-        --config.data.dataset=jsonl:e2e_distilled_r15kf --config.data.source_dir=runs/data
+    python -m experiments.train --config configs/e2e_diffuseq.py:cpu --workdir runs/study/tB_r15kf \
+        --config.data.dataset=jsonl:e2e_dB_r15kf --config.data.source_dir=runs/data
 
 ``:ce``, the recipe at the default 12 x 768 size, on one NVIDIA H200, 5.4 min of training: E2E test
 BLEU 53.7 (630 MRs, DDPM 200, clamped, repeats collapsed):
