@@ -1,13 +1,16 @@
 r"""Sequence-level distillation data from an AR teacher (``diffusion_text.distill``).
 
     python -m experiments.train --config configs/e2e_ar_baseline.py:cpu --workdir runs/ar_teacher \
-        --config.train.num_train_steps=1000
-    python -m experiments.distill --teacher runs/ar_teacher --out data/e2e_distilled
+        --config.data.delex=name,near,food --stop_at_step 1200
+    python -m experiments.distill --teacher runs/ar_teacher --out data/e2e_distilled \
+        --recombine 15000 --require_values name,near,food,Type,area
     python -m experiments.train --config configs/e2e_diffuseq.py:cpu --workdir runs/student \
         --config.data.dataset=jsonl:e2e_distilled --config.data.source_dir=data
 
-``train.jsonl`` holds the teacher's output for every distinct train source; ``valid.jsonl`` and
-``test.jsonl`` the real references.
+``train.jsonl`` holds the teacher's output for every distinct train source (and for the recombined
+ones it names every required value of); ``valid.jsonl`` and ``test.jsonl`` the real references. A
+teacher trained with ``data.delex`` writes the source's values back into its texts. The recipe of
+docs/results/recipe.md (2-core Intel Xeon CPU, 81 min with teacher and student): test BLEU 62.7.
 """
 import json
 
