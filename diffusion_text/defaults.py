@@ -100,18 +100,18 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.eval.batch_size = 64
   c.eval.num_batches = 8  # held-out batches per evaluation
   c.eval.num_samples = 8  # decoded samples logged per evaluation (0 = none)
-  c.eval.sampler = "ddim"  # ddpm | ddim | dpm++2m (diffusion); greedy | beam (ar)
+  c.eval.sampler = "ddim"  # ddpm | ddim | dpm++2m (diffusion); greedy | beam | sample (ar)
   c.eval.sample_steps = 100  # sampler steps for the logged samples (ar + beam: the beam size)
   c.eval.nll_t = 0  # > 0: held-out bits/token at every eval (ELBO with this many stratified t; AR exact)
   c.eval.lm_teacher = ""  # workdir of an AR run (same data/tokenizer): lm-score of evaluated outputs
   c.eval.clamp = False  # clamping trick during sampling (see README: it needs a well-trained model)
 
   c.sample = ml_collections.ConfigDict()  # defaults of experiments/sample.py and Run.generate
-  c.sample.sampler = "ddpm"  # ddpm | ddim | dpm++2m (diffusion); greedy | beam (ar)
+  c.sample.sampler = "ddpm"  # ddpm | ddim | dpm++2m (diffusion); greedy | beam | sample (ar)
   c.sample.steps = 0  # 0 = T (full chain); for ar + beam: the beam size
   c.sample.beam_alpha = 0.0  # ar beam search: final score / length**alpha
   c.sample.clamp = False  # clamping trick (Li et al. 2022 sec. 4.2)
-  c.sample.eta = 0.0  # ddim noise scale
+  c.sample.eta = 0.0  # ddim noise scale; ar sample: softmax temperature (0 = greedy)
   c.sample.collapse_repeats = False  # keep one word of each run of a repeated word (NAT post-processing)
   c.sample.batch_size = 64
 

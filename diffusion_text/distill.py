@@ -127,8 +127,10 @@ def mentions_values(source: str, text: str, keys) -> bool:
 
 
 def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: int,
-                    batch_size: int = 256, chunk: int = 1024) -> list[str]:
-  """The teacher's decode of each source. Sources are decoded in order of token length, so each
+                    batch_size: int = 256, chunk: int = 1024, eta: float = 0.0,
+                    seed: int = 0) -> list[str]:
+  """The teacher's decode of each source (``sampler="sample"``: drawn at temperature ``eta`` with
+  ``seed``; each chunk folds its index into the seed). Sources are decoded in order of token length, so each
   batch's position loop starts and stops together (``ar._positions_loop``); the result is in the
   given order. Progress is logged every ``chunk`` sources."""
   lengths = [len(teacher.tokenizer.encode(s)) for s in sources]
@@ -138,7 +140,7 @@ def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: in
   for start in range(0, len(order), chunk):
     idx = order[start:start + chunk]
     texts = teacher.generate(sources=[sources[i] for i in idx], sampler=sampler, steps=steps,
-                             batch_size=batch_size)
+                             batch_size=batch_size, eta=eta, seed=seed * 100_003 + start)
     for i, t in zip(idx, texts):
       out[i] = t
     done = min(start + chunk, len(order))
@@ -151,9 +153,10 @@ def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: in
 def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", steps: int = 1,
                     batch_size: int = 256, limit: int = 0, recombine: int = 0,
                     seed: int = 0, require_values=(), heldout: int = 0,
-                    heldout_ignore=()) -> dict:
+                    heldout_ignore=(), eta: float = 0.0) -> dict:
   """Writes ``out_dir/{train,valid,test}.jsonl`` and ``distill.json``; returns the latter.
 
+  ``sampler="sample"`` draws each output at softmax temperature ``eta`` (seeded by ``seed``).
   ``limit`` (0 = all) keeps the first N distinct train sources (tests, quick looks);
   ``recombine`` adds that many new combinations of their fields (``recombine_sources``, drawn with
   ``seed``) to what the teacher decodes; with ``require_values``, a recombined source is kept only
@@ -178,7 +181,7 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
     sources += recombine_sources(sources, recombine, seed)
   held = heldout_sources(sources, heldout, seed + 1, heldout_ignore) if heldout else []
   outputs = teacher_outputs(teacher, sources + held, sampler=sampler, steps=steps,
-                            batch_size=batch_size)
+                            batch_size=batch_size, eta=eta, seed=seed)
   empty = sum(not o.strip() for o in outputs)
   keep = [bool(o.strip()) and (i < num_train or mentions_values(s, o, require_values))
           for i, (s, o) in enumerate(zip(sources + held, outputs))]
@@ -192,6 +195,7 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
                    for i in range(len(src))]
   info = {"teacher": os.path.abspath(teacher.workdir), "teacher_step": teacher.step,
           "teacher_dataset": teacher.config.data.dataset, "sampler": sampler, "steps": steps,
+          "eta": eta,
           "train_sources": num_train, "recombined_sources": recombine,
           "seed": seed, "empty_outputs_dropped": empty, "require_values": list(require_values),
           "recombined_kept": sum(k for _, _, k in pairs[num_train:len(sources)]),

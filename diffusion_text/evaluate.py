@@ -98,13 +98,14 @@ def _map_batches(fn, params, ids, mask, batch_size: int, seed: int) -> dict:
 
 def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: int, *,
                 clamp: bool = False, num_inputs: int = 0, seed: int = 0,
-                collapse: bool = False) -> str:
+                collapse: bool = False, eta: float = 0.0) -> str:
   """File stem of an evaluation: every setting that changes the numbers is in it, so evaluations of
   one checkpoint with other settings never overwrite each other (``_clamp``, ``_collapse``,
-  ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0)."""
+  ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when not 0)."""
   return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
           + ("_collapse" if collapse else "")
-          + (f"_n{num_inputs}" if num_inputs else "") + (f"_seed{seed}" if seed else ""))
+          + (f"_n{num_inputs}" if num_inputs else "") + (f"_seed{seed}" if seed else "")
+          + (f"_eta{eta:g}" if eta else ""))
 
 
 def read_inputs(path: str) -> list[dict]:
@@ -132,7 +133,8 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                  inputs: Optional[str] = None, **sample_kwargs) -> tuple[dict, list[dict]]:
   """(metrics, per-input outputs) for ``run`` on ``split``, or on the pairs of the JSON Lines file
   ``inputs`` (seq2seq runs) instead; ``sample_kwargs`` go to ``generate``. With an AR ``teacher``
-  run, also the lm-score of the outputs."""
+  run, also the lm-score of the outputs (for a seq2seq run with it, ``corpus_self_bleu``: the
+  outputs' self-BLEU against each other, the diversity measure of unconditional samples)."""
   t0 = time.time()
   if inputs is not None and not run.is_seq2seq:
     raise ValueError("inputs (a file of src/trg pairs) needs a seq2seq run")
@@ -157,6 +159,8 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                for s, h, r, c in zip(srcs, hyps, refs, samples)]
     if teacher is not None:
       result.update(lm_score(teacher, hyps, srcs if teacher.is_seq2seq else None))
+      # fluency beside diversity across inputs, as for unconditional samples (plan-then-write)
+      result["corpus_self_bleu"] = metrics.self_bleu([hyps])["self_bleu"]
   else:
     n = num_inputs or 64
     hyps = run.generate(n, seed=seed, **sample_kwargs)

@@ -34,14 +34,15 @@ class Evaluator:
 def _generate(run: Run, *, split: str = "validation", num_inputs: int = 0, mbr_samples: int = 1,
               seed: int = 0, sampler: Optional[str] = None, steps: Optional[int] = None,
               clamp: Optional[bool] = None, collapse: Optional[bool] = None,
-              lm_teacher: Optional[str] = None, inputs: Optional[str] = None) -> dict:
+              lm_teacher: Optional[str] = None, inputs: Optional[str] = None,
+              eta: Optional[float] = None) -> dict:
   teacher_dir = run.config.eval.lm_teacher if lm_teacher is None else lm_teacher
   teacher = generate.load_run(teacher_dir) if teacher_dir else None
   result, outputs = evaluate.evaluate_run(run, split=_split_name(split, inputs),
                                           num_inputs=num_inputs, inputs=inputs,
                                           mbr_samples=mbr_samples, seed=seed, teacher=teacher,
                                           sampler=sampler, steps=steps, clamp=clamp,
-                                          collapse=collapse)
+                                          collapse=collapse, eta=eta)
   return {**result, "outputs": outputs}
 
 
@@ -61,10 +62,11 @@ def _generate_stem(run: Run, **options) -> str:
   o, c = bound.arguments, run.config
   clamp = c.sample.clamp if o["clamp"] is None else o["clamp"]
   collapse = c.sample.collapse_repeats if o["collapse"] is None else o["collapse"]
+  eta = c.sample.eta if o["eta"] is None else o["eta"]
   return evaluate.result_name(_split_name(o["split"], o["inputs"]), run.step, o["sampler"] or c.sample.sampler,
                               o["steps"] or c.sample.steps or c.diffusion.num_steps,
                               o["mbr_samples"], clamp=clamp, num_inputs=o["num_inputs"],
-                              seed=o["seed"], collapse=collapse)
+                              seed=o["seed"], collapse=collapse, eta=eta)
 
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,

@@ -126,12 +126,15 @@ def _ar_terms(model, params, batch, rng, config, deterministic, context=None):
 
 
 def _ar_decoder(model, config, sampler, steps, clamp, eta):
-  del clamp, eta
-  beam = max(int(steps or 1), 1) if sampler == "beam" else 1  # for AR, `steps` is the beam size
+  """greedy, beam (``steps`` is the beam size) or sample (ancestral, ``eta`` is the softmax
+  temperature: the decoder's noise scale, as DDIM's eta is a diffusion sampler's)."""
+  del clamp
+  beam = max(int(steps or 1), 1) if sampler == "beam" else 1
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL):
-    del rng
+    if sampler == "sample":
+      return ar.sample_decode(model, params, ids_BxL, target_mask_BxL, rng, float(eta))
     if beam == 1:
       return ar.greedy_decode(model, params, ids_BxL, target_mask_BxL)
     return ar.beam_decode(model, params, ids_BxL, target_mask_BxL, beam,
@@ -145,7 +148,7 @@ FAMILIES = {
                         loss_terms=_diffusion_terms, make_decoder=_diffusion_decoder,
                         decoders=tuple(sorted(samplers.SAMPLERS))),
     "ar": Family(build=ar.ARTransformer, init_params=ar.init_params, loss_terms=_ar_terms,
-                 make_decoder=_ar_decoder, decoders=("beam", "greedy")),
+                 make_decoder=_ar_decoder, decoders=("beam", "greedy", "sample")),
     # attribute classifier on a diffusion run's noisy embeddings (classifier guidance); no decoder
     "classifier": Family(build=classifier.NoisyClassifier, init_params=classifier.init_params,
                          loss_terms=classifier.loss_terms, make_decoder=classifier.no_decoder,

@@ -21,7 +21,10 @@ from experiments import common
 
 _TEACHER = flags.DEFINE_string("teacher", None, "Workdir of a trained seq2seq AR run.")
 _OUT = flags.DEFINE_string("out", None, "New directory for {train,valid,test}.jsonl.")
-_SAMPLER = flags.DEFINE_enum("sampler", "greedy", ["greedy", "beam"], "Teacher decoding.")
+_SAMPLER = flags.DEFINE_enum("sampler", "greedy", ["greedy", "beam", "sample"],
+                             "Teacher decoding (sample: ancestral, at temperature --eta).")
+_ETA = flags.DEFINE_float("eta", 0.0, "Softmax temperature of --sampler sample (0 = greedy).",
+                          lower_bound=0.0)
 _STEPS = flags.DEFINE_integer("steps", 1, "Beam size (with --sampler beam).", lower_bound=1)
 _BATCH = flags.DEFINE_integer("batch_size", 256, "Sources decoded at once.", lower_bound=1)
 _LIMIT = flags.DEFINE_integer("limit", 0, "Distinct train sources to decode (0 = all).",
@@ -50,7 +53,7 @@ def run():
                                  batch_size=_BATCH.value, limit=_LIMIT.value,
                                  recombine=_RECOMBINE.value, seed=_SEED.value,
                                  require_values=tuple(_REQUIRE.value), heldout=_HELDOUT.value,
-                                 heldout_ignore=tuple(_HELDOUT_IGNORE.value))
+                                 heldout_ignore=tuple(_HELDOUT_IGNORE.value), eta=_ETA.value)
   logging.info("distilled data in %s", _OUT.value)
   print(json.dumps(info, indent=2))
 

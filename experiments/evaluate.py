@@ -64,11 +64,14 @@ _NUM = flags.DEFINE_integer(
 _MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR decoding.",
                             lower_bound=1)
 _SAMPLER = flags.DEFINE_string(
-    "sampler", None, "ddpm|ddim|dpm++2m (diffusion), greedy|beam (ar); default: the run's "
+    "sampler", None, "ddpm|ddim|dpm++2m (diffusion), greedy|beam|sample (ar); default: the run's "
     "sample.sampler (recovery: dpm++2m; control tasks: ddpm).")
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps "
                               "(recovery: 20; control tasks: 100).", lower_bound=1)
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
+_ETA = flags.DEFINE_float("eta", None, "generate: the decoder's noise scale (DDIM's eta; the AR "
+                          "sampler's softmax temperature); default the run's sample.eta.",
+                          lower_bound=0.0)
 _COLLAPSE = flags.DEFINE_bool(
     "collapse_repeats", None, "Keep one word of each run of a repeated word in the outputs; "
     "default the run's sample.collapse_repeats.")
@@ -128,6 +131,7 @@ def run():
                         scan_layers=common.scan_layers(_LAYERS.value))
   options = dict(split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value,
                  seed=_SEED.value, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value,
+                 eta=_ETA.value,
                  collapse=_COLLAPSE.value, lm_teacher=_TEACHER.value, inputs=_INPUTS.value, nll_t=_NLL_T.value, t0=t0,
                  classifier=_CLF.value,
                  judge=_JUDGE.value, batch_size=_BATCH.value, num_targets=_NUM_TARGETS.value,

@@ -18,7 +18,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experi
 _NUM = flags.DEFINE_integer("num_samples", 16, "Number of samples.", lower_bound=1)
 _SAMPLER = flags.DEFINE_string(
     "sampler", None,
-    "ddpm|ddim|dpm++2m (diffusion), greedy|beam (ar); default: the run's sample.sampler.")
+    "ddpm|ddim|dpm++2m (diffusion), greedy|beam|sample (ar); default: the run's sample.sampler.")
 _STEPS = flags.DEFINE_integer("steps", None,
                               "Sampler steps in [1, T]; default the run's sample.steps.",
                               lower_bound=1)

@@ -23,7 +23,7 @@ def test_each_evaluator_takes_only_the_options_it_names_and_none_means_its_defau
 
 def test_file_stems_name_every_setting_that_changes_the_numbers():
   config = ml_collections.ConfigDict({"sample": {"sampler": "ddim", "steps": 50, "clamp": False,
-                                                 "collapse_repeats": False},
+                                                 "collapse_repeats": False, "eta": 0.0},
                                       "diffusion": {"num_steps": 100}})
   run = types.SimpleNamespace(step=7, config=config)
   stem = lambda name, **o: evaluators.EVALUATORS[name].file_stem(run, **o)
@@ -35,6 +35,12 @@ def test_file_stems_name_every_setting_that_changes_the_numbers():
   assert stem("generate") == "validation_step7_ddim50_mbr1_collapse"
   assert stem("generate", collapse=False) == "validation_step7_ddim50_mbr1"
   config.sample.collapse_repeats = False
+  # the decoder's noise scale (DDIM's eta, the AR sampler's temperature), given or the run's
+  assert stem("generate", sampler="sample", eta=0.7) == "validation_step7_sample50_mbr1_eta0.7"
+  config.sample.eta = 1.0
+  assert stem("generate") == "validation_step7_ddim50_mbr1_eta1"
+  assert stem("generate", eta=0.0) == "validation_step7_ddim50_mbr1"
+  config.sample.eta = 0.0
   assert stem("recovery") == "recovery_step7_dpm++2m20_n64"
   assert stem("recovery", split="test", seed=2, steps=4, sampler="ddim") == \
       "recovery_step7_ddim4_n64_test_seed2"

@@ -11,7 +11,7 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import checkpointing, embeddings, generate, metrics, train
+from diffusion_text import checkpointing, embeddings, evaluators, generate, metrics, train
 from diffusion_text.runs import load_config, load_tokenizer
 from diffusion_text import runs as run_files
 from diffusion_text.data import pipeline
@@ -359,6 +359,13 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   np.testing.assert_array_equal(run.generate_ids(sources=srcs, sampler="beam", steps=1), greedy)
   result, _ = evaluate.evaluate_run(run, split="validation", num_inputs=2, sampler="beam", steps=2)
   assert 0 <= result["bleu"] <= 100
+  # ancestral sampling at a temperature (eta): seeded, and the evaluation's file says its eta
+  drawn = run.generate_ids(sources=srcs * 8, sampler="sample", eta=1.0, seed=3)
+  np.testing.assert_array_equal(
+      drawn, run.generate_ids(sources=srcs * 8, sampler="sample", eta=1.0, seed=3))
+  assert len({tuple(row) for row in drawn}) > 1
+  assert evaluators.EVALUATORS["generate"].file_stem(
+      run, sampler="sample", eta=0.7, num_inputs=2).endswith("_n2_eta0.7")
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any("train/nll" in d for d in lines) and any("eval/nll" in d for d in lines)
   assert any(d.get("eval/nll_bits_per_token", 0) > 0 for d in lines)
@@ -407,6 +414,14 @@ def _check_distillation(teacher, tmp_path):
   assert len(held) == info2["pairs"]["heldout"] <= 2
   train_keys = {distill.skeleton(s, ("name",)) for s in srcs}
   assert all(distill.skeleton(h["src"], ("name",)) not in train_keys for h in held)
+  # a sampled teacher: its temperature is recorded, and the same seed writes the same data
+  sampled = [tmp_path / f"distilled_sampled{k}" for k in (0, 1)]
+  for o in sampled:
+    r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(o), "--limit", "5",
+             "--sampler", "sample", "--eta", "1.0", "--seed", "2")
+    assert r.returncode == 0, r.stderr[-2000:]
+  assert json.load(open(sampled[0] / distill.INFO_FILE))["eta"] == 1.0
+  assert (sampled[0] / "train.jsonl").read_text() == (sampled[1] / "train.jsonl").read_text()
 
 
 def test_steps_study_writes_table_json_and_plot(s2s_run, tmp_path):
@@ -532,9 +547,10 @@ def test_lm_score_prefers_real_text_to_shuffled_tokens(tmp_path, tfds_dir):
     evaluate.lm_score(teacher, texts)
 
 
-def test_unconditional_evaluation_scores_samples_beside_real_text(runs, tmp_path):
+def test_unconditional_evaluation_scores_samples_beside_real_text(runs, s2s_run, tmp_path):
   """An unconditional run's evaluation reports its samples' lm-score, dist-1 and self-BLEU beside
-  the same measures of as many distinct real texts of the split, under the same AR LM teacher."""
+  the same measures of as many distinct real texts of the split, under the same AR LM teacher; a
+  seq2seq run's outputs get the same lm-score and self-BLEU across inputs (plan-then-write)."""
   from diffusion_text import evaluate, metrics
   cfg = tiny.get_config("ar")
   with cfg.unlocked():
@@ -552,6 +568,12 @@ def test_unconditional_evaluation_scores_samples_beside_real_text(runs, tmp_path
   assert result["real_dist_1"] == pytest.approx(metrics.dist_n(real, 1))
   assert result["real_self_bleu"] == pytest.approx(metrics.self_bleu([real])["self_bleu"])
   assert result["lm_score"] > 1.0 and 0.0 <= result["self_bleu"] <= 100.0
+  s2s = generate.load_run(s2s_run)
+  result, outputs = evaluate.evaluate_run(s2s, num_inputs=4, teacher=teacher, steps=4)
+  hyps = [o["hyp"] for o in outputs]
+  assert result["lm_score"] == pytest.approx(evaluate.lm_score(teacher, hyps)["lm_score"])
+  assert result["corpus_self_bleu"] == pytest.approx(metrics.self_bleu([hyps])["self_bleu"])
+  assert result["dist_1"] == pytest.approx(metrics.dist_n(hyps, 1))
 
 
 def test_recovery_diagnostic_scores_each_start_level(s2s_run):

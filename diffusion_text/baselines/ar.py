@@ -156,13 +156,24 @@ class _FullForward:
 
 def greedy_decode(model, params, ids_BxL, target_mask_BxL, cache: bool = True):
   """Fills target positions left to right with the most likely token; PAD after EOS."""
+  return sample_decode(model, params, ids_BxL, target_mask_BxL, None, 0.0, cache)
+
+
+def sample_decode(model, params, ids_BxL, target_mask_BxL, rng, temperature: float,
+                  cache: bool = True):
+  """Fills target positions left to right with a token drawn from softmax(logits / temperature)
+  (ancestral sampling; temperature 0 is greedy decoding); PAD after EOS."""
   ids = jnp.where(target_mask_BxL > 0, PAD, ids_BxL)
   cached = (_Cached if cache else _FullForward)(model, params)
 
   def body(carry, i):
     ids, done, state = carry
     logits, state = cached.logits(state, ids, i)
-    nxt = jnp.argmax(logits, -1).astype(jnp.int32)
+    if temperature > 0:
+      nxt = jax.random.categorical(jax.random.fold_in(rng, i), logits / temperature, -1)
+    else:
+      nxt = jnp.argmax(logits, -1)
+    nxt = nxt.astype(jnp.int32)
     write = target_mask_BxL[:, i] > 0
     tok = jnp.where(done, PAD, nxt)
     ids = ids.at[:, i].set(jnp.where(write, tok, ids[:, i]))
