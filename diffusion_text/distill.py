@@ -129,8 +129,8 @@ def mentions_values(source: str, text: str, keys) -> bool:
 def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: int,
                     batch_size: int = 256, chunk: int = 1024, eta: float = 0.0,
                     seed: int = 0) -> list[str]:
-  """The teacher's decode of each source (``sampler="sample"``: drawn at temperature ``eta`` with
-  ``seed``; each chunk folds its index into the seed). Sources are decoded in order of token length, so each
+  """The teacher's decode of each source (``sampler="sample"``: drawn at temperature ``eta``; the
+  chunk from source ``start`` on is seeded ``seed + start``). Sources are decoded in order of token length, so each
   batch's position loop starts and stops together (``ar._positions_loop``); the result is in the
   given order. Progress is logged every ``chunk`` sources."""
   lengths = [len(teacher.tokenizer.encode(s)) for s in sources]
@@ -140,7 +140,7 @@ def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: in
   for start in range(0, len(order), chunk):
     idx = order[start:start + chunk]
     texts = teacher.generate(sources=[sources[i] for i in idx], sampler=sampler, steps=steps,
-                             batch_size=batch_size, eta=eta, seed=seed * 100_003 + start)
+                             batch_size=batch_size, eta=eta, seed=seed + start)
     for i, t in zip(idx, texts):
       out[i] = t
     done = min(start + chunk, len(order))
