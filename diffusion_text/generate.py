@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffusion_text import batching, checkpointing, families, process, runs, sharding
+from diffusion_text import batching, checkpointing, exported, families, process, runs, sharding
 from diffusion_text import train_state as ts
 from diffusion_text.data import delex, packing, pipeline, sources, tokenizers
 from diffusion_text.errors import CheckpointError
@@ -164,6 +164,7 @@ def load_run(workdir: str, step: Optional[int] = None,
   ``scan_layers`` (default: as trained) runs the blocks scanned or unrolled whatever layout the run
   was trained with; the parameters are converted exactly (``denoiser.convert_layout``). On XLA:CPU an
   unrolled model trains faster and a scanned one samples faster (README "Performance").
+  ``workdir`` may also be an exported run (``diffusion_text.exported``): its one step is loaded.
   """
   config = runs.load_config(workdir)
   tok = runs.load_tokenizer(workdir)
@@ -172,6 +173,15 @@ def load_run(workdir: str, step: Optional[int] = None,
   model_cfg = families.model_config(config, tok.vocab_size)
   family = families.family_of(config)
   mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  if exported.is_exported(workdir):
+    info = exported.read_info(workdir)
+    if step is not None and step != info["step"]:
+      raise CheckpointError(f"{workdir} is an export of step {info['step']} alone, not {step}")
+    params = exported.load_params(workdir, family.init_params, model_cfg, mesh,
+                                  sharding.axis_rules(config))
+    return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
+               params=params, step=int(info["step"]), mesh=mesh,
+               context=family.setup(config, load_run))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
