@@ -36,7 +36,10 @@ def test_file_stems_name_every_setting_that_changes_the_numbers():
   assert stem("generate", collapse=False) == "validation_step7_ddim50_mbr1"
   config.sample.collapse_repeats = False
   # the decoder's noise scale (DDIM's eta, the AR sampler's temperature), given or the run's
-  assert stem("generate", sampler="sample", eta=0.7) == "validation_step7_sample50_mbr1_eta0.7"
+  assert stem("generate", sampler="sample", eta=0.7) == "validation_step7_sample_mbr1_eta0.7"
+  # greedy and sampled AR decoding take no steps, so none are named; beam's steps are its width
+  assert stem("generate", sampler="greedy") == "validation_step7_greedy_mbr1"
+  assert stem("generate", sampler="beam", steps=4) == "validation_step7_beam4_mbr1"
   config.sample.eta = 1.0
   assert stem("generate") == "validation_step7_ddim50_mbr1_eta1"
   assert stem("generate", eta=0.0) == "validation_step7_ddim50_mbr1"
