@@ -21,8 +21,8 @@ import ml_collections
 import optax
 import numpy as np
 
-from diffusion_text import (checkpointing, decoding, families, generate, likelihood, losses,
-                            optim, runs, sharding)
+from diffusion_text import (checkpointing, decoding, exported, families, generate, likelihood,
+                            losses, optim, runs, sharding)
 from diffusion_text import train_state as ts
 from diffusion_text.data import pipeline
 from diffusion_text.errors import CheckpointError, DataError, NumericsError
@@ -263,6 +263,9 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
     raise CheckpointError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise CheckpointError(f"--workdir {workdir} exists and is not a directory")
+  if exported.is_exported(workdir):  # even with --restart: a shipped model is not a run to move
+    raise CheckpointError(f"--workdir {workdir} is an exported run (parameters for sampling, no "
+                          "training state); train in a new directory")
   is_main = jax.process_index() == 0
   config_path = os.path.join(workdir, runs.CONFIG_FILE)
   ckpt_dir = os.path.join(workdir, "checkpoints")

@@ -97,6 +97,11 @@ def test_corrupt_or_foreign_exports_are_refused(trained, tmp_path):
   with pytest.raises(CheckpointError, match="does not hold this config's parameters"):
     generate.load_run(str(tmp_path / "o"))
   assert sorted(os.listdir(tmp_path)) == ["e", "o"]  # no temporary directory left behind
+  before = sorted(os.listdir(out))
+  for restart in (False, True):  # training into an export is refused, nothing written or moved
+    with pytest.raises(CheckpointError, match="is an exported run"):
+      train.train_and_evaluate(tiny.get_config("seq2seq"), out, restart=restart)
+  assert sorted(os.listdir(out)) == before
 
 
 def test_export_cli_writes_once_and_refuses_to_overwrite(trained, tmp_path):
