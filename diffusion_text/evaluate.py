@@ -8,7 +8,7 @@ import collections
 import json
 import os
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -133,6 +133,18 @@ def read_inputs(path: str) -> list[dict]:
   return out
 
 
+def human_yardstick(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict:
+  """A person's text beside the outputs, on the inputs with two or more references: the outputs'
+  BLEU and their first reference's, both against the other references (``human_inputs`` of them);
+  {} when no input has two."""
+  keep = [i for i, r in enumerate(refs) if len(r) > 1]
+  if not keep:
+    return {}
+  others = [refs[i][1:] for i in keep]
+  return {"human_inputs": len(keep),
+          "bleu_vs_other_refs": metrics.bleu([hyps[i] for i in keep], others)["bleu"],
+          "human_bleu_vs_other_refs": metrics.bleu([refs[i][0] for i in keep], others)["bleu"]}
+
 def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                  mbr_samples: int = 1, seed: int = 0, teacher: Optional[Run] = None,
                  inputs: Optional[str] = None, **sample_kwargs) -> tuple[dict, list[dict]]:
@@ -158,6 +170,7 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     hyps = mbr.mbr_decode(samples)
     result = metrics.evaluate_texts(hyps, refs, samples)
     result["source_bleu"] = metrics.bleu(srcs, refs)["bleu"]  # the input returned unchanged
+    result.update(human_yardstick(hyps, refs))
     if run.config.data.target_start == "in_place":
       result.update(blank_accuracy(srcs, hyps, refs, most_common_blank(data["train"])))
     outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}

@@ -44,6 +44,7 @@ Every evaluator is ``diffusion_text.evaluators.EVALUATORS[name]``; several may r
 evaluator's own default.
 """
 import json
+import os
 
 from absl import flags, logging
 
@@ -162,10 +163,19 @@ def _show(result: dict, outputs_path: str, n: int):
           f"every blank gets {100 * result['blank_baseline_accuracy']:.0f}%. BLEU "
           f"{result['bleu']:.1f} (sacrebleu, 0-100, against the original snippets).")
   elif "source_bleu" in result:
-    print(f"\nBLEU {result['bleu']:.1f} on {result['num_inputs']} {result['split']} inputs "
-          f"(sacrebleu, 0-100: n-gram overlap with the reference texts). The inputs themselves, "
-          f"returned unchanged, score {result['source_bleu']:.1f}: an output below that loses more "
-          f"of the reference than the model adds.")
+    where = (os.path.basename(result["inputs"]) if result.get("inputs")
+             else f"the {result['split']} split")
+    print(f"\nBLEU {result['bleu']:.1f} on {result['num_inputs']} inputs of {where} (sacrebleu, "
+          f"0-100: n-gram overlap with the reference texts). The inputs themselves, returned "
+          f"unchanged, score {result['source_bleu']:.1f}: an output below that loses more of the "
+          f"reference than the model adds.")
+    if "human_bleu_vs_other_refs" in result:
+      print(f"Beside a person's text: on the {result['human_inputs']} inputs with two or more "
+            f"references, scored against all but the first, the outputs get "
+            f"{result['bleu_vs_other_refs']:.1f} and the first reference gets "
+            f"{result['human_bleu_vs_other_refs']:.1f}. A score near a person's means the outputs "
+            f"are as close to the references as a person's text is; BLEU rewards the most common "
+            f"wording, so a higher one does not mean better writing.")
 
 
 if __name__ == "__main__":

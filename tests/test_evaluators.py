@@ -50,3 +50,20 @@ def test_file_stems_name_every_setting_that_changes_the_numbers():
   assert stem("nll", split="test") == "test_step7_nll" and stem("loss") == "validation_step7_loss"
   assert stem("nll", num_inputs=5, nll_t=99, seed=1) == "validation_step7_nll_n5_t99_seed1"
   assert len({stem("recovery", seed=s) for s in (0, 1)}) == 2
+
+
+def test_human_yardstick_scores_the_outputs_and_a_reference_against_the_other_references():
+  from diffusion_text import evaluate, metrics
+  refs = [["a cheap pub near the river .", "a pub by the river , cheap .", "cheap pub , river ."],
+          ["only one reference here ."],
+          ["the eagle is a coffee shop .", "eagle : a coffee shop ."]]
+  hyps = ["a pub near the river .", "whatever", refs[2][0]]
+  got = evaluate.human_yardstick(hyps, refs)
+  others = [refs[0][1:], refs[2][1:]]
+  assert got["human_inputs"] == 2  # the input with one reference has no other to score against
+  assert got["bleu_vs_other_refs"] == metrics.bleu([hyps[0], hyps[2]], others)["bleu"]
+  assert got["human_bleu_vs_other_refs"] == metrics.bleu([refs[0][0], refs[2][0]], others)["bleu"]
+  # an output that is the first reference scores what the person does
+  same = evaluate.human_yardstick([r[0] for r in refs], refs)
+  assert same["bleu_vs_other_refs"] == same["human_bleu_vs_other_refs"]
+  assert evaluate.human_yardstick(["x"], [["only one"]]) == {}
