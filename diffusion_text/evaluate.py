@@ -145,6 +145,7 @@ def human_yardstick(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict:
           "bleu_vs_other_refs": metrics.bleu([hyps[i] for i in keep], others)["bleu"],
           "human_bleu_vs_other_refs": metrics.bleu([refs[i][0] for i in keep], others)["bleu"]}
 
+
 def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                  mbr_samples: int = 1, seed: int = 0, teacher: Optional[Run] = None,
                  inputs: Optional[str] = None, **sample_kwargs) -> tuple[dict, list[dict]]:
@@ -156,7 +157,10 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
   if inputs is not None and not run.is_seq2seq:
     raise ValueError("inputs (a file of src/trg pairs) needs a seq2seq run")
   if run.is_seq2seq:
-    data = pipeline.prepare_sources(run.config.data)
+    in_place = run.config.data.target_start == "in_place"
+    # with inputs, the run's own data is read only for the cloze's baseline word (its train split):
+    # a shipped model's training data need not be there
+    data = {} if inputs is not None and not in_place else pipeline.prepare_sources(run.config.data)
     if inputs is not None:
       data = {**data, split: read_inputs(inputs)}
     elif split not in data:
@@ -171,7 +175,7 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     result = metrics.evaluate_texts(hyps, refs, samples)
     result["source_bleu"] = metrics.bleu(srcs, refs)["bleu"]  # the input returned unchanged
     result.update(human_yardstick(hyps, refs))
-    if run.config.data.target_start == "in_place":
+    if in_place:
       result.update(blank_accuracy(srcs, hyps, refs, most_common_blank(data["train"])))
     outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}
                for s, h, r, c in zip(srcs, hyps, refs, samples)]

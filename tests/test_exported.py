@@ -12,7 +12,7 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_e2e
-from diffusion_text import exported, generate, metrics, train
+from diffusion_text import evaluate, exported, generate, metrics, train
 from diffusion_text.errors import CheckpointError, UserError
 
 pytestmark = pytest.mark.slow
@@ -119,10 +119,16 @@ def test_export_cli_writes_once_and_refuses_to_overwrite(trained, tmp_path):
   assert open(os.path.join(out, exported.PARAMS_FILE), "rb").read() == before
 
 
-def test_the_shipped_model_writes_e2e_sentences():
+def test_the_shipped_model_writes_e2e_sentences(tmp_path, monkeypatch):
   """``make demo``'s model: on the first 16 MRs of its inputs (E2E test), DPM-Solver++ 20 steps,
-  every output names the restaurant and the outputs score BLEU >= 50 against the references."""
+  every output names the restaurant and the outputs score BLEU >= 50 against the references. The
+  evaluation reads no data but the inputs (run from an empty directory, no data dir)."""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("DIFFUSION_TEXT_DATA_DIR", str(tmp_path / "none"))
   run = generate.load_run(os.path.join(PRETRAINED, "e2e_recipe"))
+  result, _ = evaluate.evaluate_run(run, split="inputs", num_inputs=4, sampler="dpm++2m", steps=5,
+                                    inputs=os.path.join(PRETRAINED, "e2e_test100.jsonl"))
+  assert result["num_inputs"] == 4 and result["human_inputs"] == 4
   refs = {}
   with open(os.path.join(PRETRAINED, "e2e_test100.jsonl"), encoding="utf-8") as f:
     for line in f:
