@@ -2,6 +2,7 @@
 import os
 import re
 import sys
+import warnings
 
 from absl import app, flags, logging
 
@@ -66,6 +67,11 @@ def quiet_libraries(debug: bool = False):
     threading.excepthook = thread_failed
 
     sys.unraisablehook = _unraisable
+    # the coroutines of an aborted asynchronous checkpoint write (orbax's write_fragment, after a
+    # full disk) are dropped unawaited at exit; Python's warning about them would follow the
+    # error: line (--debug shows it)
+    warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited",
+                            category=RuntimeWarning)
 
 
 def _unraisable(args):

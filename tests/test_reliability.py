@@ -372,3 +372,18 @@ def test_ignored_exceptions_are_one_warning_except_asyncio_shutdown_leftovers(ca
                                         exc_value=OSError("disk full")))
   assert len(caplog.records) == 1
   assert "exception ignored in Writer.__del__: OSError: disk full" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_unawaited_coroutines_of_an_aborted_write_print_nothing_after_the_error_line(debug):
+  """An asynchronous checkpoint write aborted by a full disk leaves orbax's coroutines unawaited;
+  Python's RuntimeWarning about them, printed at exit, would follow the ``error:`` line. Without
+  --debug the CLIs drop it; with --debug it is shown."""
+  code = ("from experiments import common\n"
+          f"common.quiet_libraries({debug})\n"
+          "async def write_fragment():\n  pass\n"
+          "c = write_fragment()\ndel c\n"
+          "print('error: disk full')\n")
+  p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "error: disk full"
+  assert ("was never awaited" in p.stderr) == debug, p.stderr
