@@ -39,7 +39,6 @@ test-notebooks: install
 bench: install
 	$(PY) -m experiments.bench --output $${OUTPUT:-runs/bench.json}
 
-# Train a small model on the default dataset (review snippets fetched from PyPI) and print samples.
 # The recipe's E2E model (shipped in diffusion_text/pretrained) writes texts for 100 test MRs.
 demo: install
 	$(PY) -m experiments.evaluate --workdir diffusion_text/pretrained/e2e_recipe \
