@@ -1,10 +1,10 @@
 """The demo: the function words and punctuation of movie-review sentences, written around their
 given content words (``rt_cloze`` with ``data.target_start=in_place``: only the blanks are noised).
 
-``make demo-train`` runs:
+``make demo`` runs:
 
-    python -m experiments.train --config configs/demo.py --workdir runs/demo_train
-    python -m experiments.evaluate --workdir runs/demo_train --num_inputs 100 --show 8
+    python -m experiments.train --config configs/demo.py --workdir runs/demo
+    python -m experiments.evaluate --workdir runs/demo --num_inputs 100 --show 8
 
 On the 2-core Intel Xeon CPU, alone: 7 min 45 s for both, data preparation included. The model writes
 the original word in 23% of 626 validation blanks; the most common blank word ('.') in every blank

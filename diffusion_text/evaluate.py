@@ -159,7 +159,7 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
   if run.is_seq2seq:
     in_place = run.config.data.target_start == "in_place"
     # with inputs, the run's own data is read only for the cloze's baseline word (its train split):
-    # a shipped model's training data need not be there
+    # an exported model's training data need not be there
     data = {} if inputs is not None and not in_place else pipeline.prepare_sources(run.config.data)
     if inputs is not None:
       data = {**data, split: read_inputs(inputs)}

@@ -263,7 +263,7 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
     raise CheckpointError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise CheckpointError(f"--workdir {workdir} exists and is not a directory")
-  if exported.is_exported(workdir):  # even with --restart: a shipped model is not a run to move
+  if exported.is_exported(workdir):  # even with --restart: an export is not a run to move
     raise CheckpointError(f"--workdir {workdir} is an exported run (parameters for sampling, no "
                           "training state); train in a new directory")
   is_main = jax.process_index() == 0
