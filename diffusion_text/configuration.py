@@ -33,6 +33,8 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
     check(0 <= c.sample.steps <= c.diffusion.num_steps,
           f"sample.steps must be in [0, diffusion.num_steps={c.diffusion.num_steps}]")
   check(c.model.width % c.model.num_heads == 0, "model.width must be divisible by model.num_heads")
+  check(not c.model.get("rope", False) or (c.model.width // c.model.num_heads) % 2 == 0,
+        "model.rope needs an even head width (model.width / model.num_heads)")
   check(0.0 < c.diffusion.self_cond_prob <= 1.0, "diffusion.self_cond_prob must be in (0, 1]")
   check(0.0 < c.diffusion.t_power <= 4.0, "diffusion.t_power must be in (0, 4]")
   check(c.diffusion.t_sampler in ("uniform", "loss_aware", "warped"),

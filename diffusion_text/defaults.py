@@ -54,6 +54,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   # encoder_decoder: separate (a position table per stack) | shared (one table: target word k starts
   # from source word k's position vector when data.target_start=aligned)
   c.model.positions = "separate"
+  c.model.rope = False  # rotary position embeddings in every self-attention (on top of the tables)
   c.model.logits_head = "tied"  # word logits: tied (h . EMB^T, rank E) | full (Dense(V) on the trunk)
   c.model.emb_norm = "none"  # embedding rows as read: none | l2 (norm sqrt(E)) | layernorm (no affine)
   c.model.emb_scale = 1.0  # with emb_norm: per-coordinate RMS of the rows (1/F = noise factor F)

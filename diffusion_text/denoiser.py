@@ -52,6 +52,11 @@ class ModelConfig:
   # region index j reads row j, target index k reads row k + 1, so with data.target_start=aligned
   # source token k and target token k start from the same position vector)
   positions: str = "separate"
+  # rotary position embeddings (Su et al. 2021) on the queries and keys of every self-attention, on
+  # top of the learned position tables: attention scores then depend on the offset between two
+  # positions from the first step, which the learned tables (initialised near zero) take many steps
+  # to express
+  rope: bool = False
 
 
 def _p(init, names):
@@ -64,6 +69,28 @@ ACT_AXES = ("act_batch", "act_len", "act_emb")
 def constrain(x_BxLxD):
   """Activation sharding by logical names; a no-op unless traced under ``sharding.mesh_context``."""
   return sharding.constrain(x_BxLxD, ACT_AXES)
+
+
+def rotary(x_BxLxHxK, pos_L, max_period: float = 10_000.0):
+  """Rotary position embedding: each pair (x_i, x_{i+K/2}) of every head's K-dim vector turned by
+  ``pos * max_period^(-2i/K)``, so that ``rotary(q, m) . rotary(k, n)`` depends on m - n only."""
+  half = x_BxLxHxK.shape[-1] // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  ang = jnp.asarray(pos_L, jnp.float32)[:, None] * freqs[None]  # (L, K/2)
+  cos, sin = jnp.cos(ang)[None, :, None], jnp.sin(ang)[None, :, None]
+  x1, x2 = x_BxLxHxK[..., :half], x_BxLxHxK[..., half:]
+  x1, x2 = x1.astype(jnp.float32), x2.astype(jnp.float32)
+  return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).astype(x_BxLxHxK.dtype)
+
+
+def _self_attention_qkv(cfg: "ModelConfig", h_BxLxD, start=0):
+  """Query, key and value projections of a self-attention over positions ``start .. start+L-1``
+  (rotated by ``rotary`` when ``cfg.rope``), created in the calling module's scope."""
+  q, k, v = [_heads(cfg, h_BxLxD, n) for n in ("query", "key", "value")]
+  if cfg.rope:
+    pos_L = start + jnp.arange(h_BxLxD.shape[1])
+    q, k = rotary(q, pos_L), rotary(k, pos_L)
+  return [q, k, v]
 
 
 def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0):
@@ -89,7 +116,7 @@ class Block(nn.Module):
   def __call__(self, x_BxLxD, mask_Bx1xLxL, cache=None):
     cfg = self.cfg
     h = layer_norm(cfg, "ln_attn")(x_BxLxD)
-    qkv = [_heads(cfg, h, n) for n in ("query", "key", "value")]
+    qkv = _self_attention_qkv(cfg, h, 0 if cache is None else cache[2])
     kv = None
     if cache is not None:
       k_cache, v_cache, start, write_B = cache
@@ -115,7 +142,7 @@ class CrossBlock(nn.Module):
     cfg = self.cfg
     drop = lambda v: nn.Dropout(cfg.dropout)(v, deterministic=self.deterministic)
     h = layer_norm(cfg, "ln_attn")(x_BxLxD)
-    a = jax.nn.dot_product_attention(*[_heads(cfg, h, n) for n in ("query", "key", "value")])
+    a = jax.nn.dot_product_attention(*_self_attention_qkv(cfg, h))
     x_BxLxD = x_BxLxD + drop(_merge_heads(cfg, a, "attn_out"))
     h = layer_norm(cfg, "ln_cross")(x_BxLxD)
     a = jax.nn.dot_product_attention(_heads(cfg, h, "cross_query"),

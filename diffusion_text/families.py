@@ -28,7 +28,8 @@ def model_config(config, vocab_size: int) -> denoiser.ModelConfig:
       emb_norm=m.emb_norm, emb_scale=m.emb_scale, logits_head=m.logits_head,
       num_labels=num_labels,
       src_len=(config.data.max_src_len or config.data.max_len // 2) + 2
-      if m.get("arch") == "encoder_decoder" else 0, positions=m.get("positions", "separate"))
+      if m.get("arch") == "encoder_decoder" else 0, positions=m.get("positions", "separate"),
+      rope=m.get("rope", False))
 
 
 def diffusion_of(config) -> process.Diffusion:

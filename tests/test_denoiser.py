@@ -114,3 +114,31 @@ def test_layout_conversion_is_exact_both_ways():
   # a tree already in the wanted layout is unchanged
   assert jax.tree.structure(denoiser.convert_layout(stacked, True, CFG.num_layers)) == \
       jax.tree.structure(stacked)
+
+
+def test_rotary_scores_depend_on_the_offset_only_and_keep_norms():
+  q = jax.random.normal(jax.random.PRNGKey(0), (1, 1, 2, 8))
+  k = jax.random.normal(jax.random.PRNGKey(1), (1, 1, 2, 8))
+  score = lambda m, n: jnp.sum(denoiser.rotary(q, jnp.array([m])) * denoiser.rotary(k, jnp.array([n])), -1)
+  np.testing.assert_allclose(score(3, 1), score(12, 10), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(score(0, 0), jnp.sum(q * k, -1), rtol=1e-6)
+  assert not np.allclose(score(3, 1), score(1, 3))
+  np.testing.assert_allclose(jnp.linalg.norm(denoiser.rotary(q, jnp.array([7])), axis=-1),
+                             jnp.linalg.norm(q, axis=-1), rtol=1e-6)
+
+
+def test_rope_adds_no_parameters_and_tells_apart_words_the_tables_cannot():
+  """With the learned position table at zero, a plain Transformer is permutation-equivariant: the
+  same word at two positions gets the same output. Rotary embeddings alone break that."""
+  cfg = denoiser.ModelConfig(**{**CFG.__dict__, "rope": True, "dropout": 0.0})
+  params = nn.meta.unbox(denoiser.init_params(cfg, jax.random.PRNGKey(1)))
+  plain = nn.meta.unbox(denoiser.init_params(
+      denoiser.ModelConfig(**{**CFG.__dict__, "dropout": 0.0}), jax.random.PRNGKey(1)))
+  assert jax.tree.structure(params) == jax.tree.structure(plain)
+  params["denoiser"]["pos_emb"] = jnp.zeros_like(params["denoiser"]["pos_emb"])
+  z = jax.random.normal(jax.random.PRNGKey(2), (1, 8, 4))
+  z = z.at[0, 5].set(z[0, 2])  # one vector at positions 2 and 5
+  t = jnp.array([500])
+  out = lambda c: denoiser.DiffusionLM(c).apply({"params": params}, z, t)
+  np.testing.assert_allclose(out(CFG)[0, 2], out(CFG)[0, 5], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(out(cfg)[0, 2], out(cfg)[0, 5], atol=1e-4)
