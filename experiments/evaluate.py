@@ -160,7 +160,10 @@ def _show(result: dict, outputs_path: str, n: int):
     print(f"\nThe model wrote the original word in {100 * result['blank_accuracy']:.0f}% of the "
           f"{result['blanks']} blanks of {result['num_inputs']} {result['split']} snippets; writing "
           f"the most common blank word of the training data ({result['blank_baseline_word']!r}) in "
-          f"every blank gets {100 * result['blank_baseline_accuracy']:.0f}%. BLEU "
+          f"every blank gets {100 * result['blank_baseline_accuracy']:.0f}%"
+          + (f", and writing the word the training data most often has between the same two "
+             f"neighbours gets {100 * result['blank_neighbour_accuracy']:.0f}%"
+             if "blank_neighbour_accuracy" in result else "") + ". BLEU "
           f"{result['bleu']:.1f} (sacrebleu, 0-100, against the original snippets).")
   elif "source_bleu" in result:
     where = (os.path.basename(result["inputs"]) if result.get("inputs")

@@ -121,6 +121,23 @@ def test_blank_accuracy_counts_slot_positions_only():
   assert evaluate.most_common_blank(train) == "the"
 
 
+def test_neighbour_filler_backs_off_from_both_neighbours_to_one_to_the_most_common_word():
+  from diffusion_text import evaluate
+  train = [{"src": "_ film _", "tgt": "a film ."}, {"src": "_ film _", "tgt": "a film ."},
+           {"src": "good _ movie", "tgt": "good , movie"}, {"src": "bad _ movie", "tgt": "bad , movie"},
+           {"src": "_ cat", "tgt": "the cat"}, {"src": "_ cat", "tgt": "the cat"},
+           {"src": "_ cow", "tgt": "the cow"}, {"src": "_ cat", "tgt": "one cat"}]
+  fill = evaluate.NeighbourFiller(train)
+  assert fill.fallback == "the"
+  assert fill("_ film _".split(), 0) == "a"   # (<s>, film) seen twice
+  assert fill("_ film _".split(), 2) == "."   # (film, </s>) seen twice
+  assert fill("nice _ movie".split(), 1) == ","  # (nice, movie) and nice unseen; movie: ","
+  assert fill("_ cat".split(), 0) == "the"    # (<s>, cat): "the" twice, "one" once
+  assert fill("xx _ yy".split(), 1) == "the"  # no context seen: the most common blank word
+  got = evaluate.blank_accuracy(["_ film _"], ["a film !"], [["a film ."]], "the", fill)
+  assert got["blank_accuracy"] == 0.5 and got["blank_neighbour_accuracy"] == 1.0
+
+
 def test_run_outputs_come_back_with_the_source_values():
   """``Run.decode_outputs`` (what ``generate``, ``evaluate`` and the CFG task read) relexicalises
   each output with its own source, and packs sources delexicalised."""
