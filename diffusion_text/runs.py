@@ -138,7 +138,7 @@ RESUMABLE_KEYS = ("train.num_train_steps", "train.log_every_steps", "train.eval_
 # Keys added after runs were first written, with the value that reproduces what older code did.
 ADDED_KEYS = {
     "model": {"family": "diffusion", "arch": "single_stack", "positions": "separate",
-              "self_cond": False,
+              "self_cond": False, "rope": False,
               "x0_head": "linear", "logits_head": "tied", "emb_norm": "none", "emb_scale": 1.0},
     "diffusion": {"self_cond_prob": 0.5, "absorb_prob": 0.0, "t_power": 1.0, "ce_weight": 0.0,
                   "cond_drop_prob": 0.0, "pad_weight": 1.0, "t_sampler": "uniform"},

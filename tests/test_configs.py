@@ -108,6 +108,19 @@ def test_hand_edited_config_json_is_one_clear_error(tmp_path):
     load([1, 2])
 
 
+def test_a_run_saved_by_older_code_loads_with_the_old_behaviour(tmp_path):
+  """``fixtures/run_config_bb51855.json`` is ``configs/tiny.py`` as the code of commit bb51855 saved
+  it, before ``model.rope``. It must load, with every key added since at the value that reproduces
+  what that code did (``runs.ADDED_KEYS``): a key added to ``defaults`` without an entry there
+  fails here instead of on a user's old run."""
+  import shutil
+  from diffusion_text import runs
+  shutil.copy(pathlib.Path(__file__).parent / "fixtures" / "run_config_bb51855.json",
+              tmp_path / runs.CONFIG_FILE)
+  config = runs.load_config(str(tmp_path))
+  assert config.model.rope is False and config.model.positions == "separate"
+
+
 def test_ce_is_the_cpu_recipe_at_the_default_trunk_size():
   """``:ce`` takes every lever of ``:cpu_ce`` and only the default config's trunk size (plus bf16 and
   the optimizer and step counts that go with it): a change to the recipe must reach both."""
