@@ -48,7 +48,8 @@ def tfds_dir(tmp_path_factory):
   return d
 
 
-def require_e2e():
+def require_synthetic_e2e():
+  """Fails the test when the synthetic E2E-format fixture that conftest writes is missing."""
   if not (E2E_DIR / "src1_train.txt").exists():
     pytest.fail(f"the synthetic E2E fixture is missing from {E2E_DIR} (conftest writes it)")
 

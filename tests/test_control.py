@@ -167,9 +167,9 @@ def test_guided_decoder_keeps_infilling_context_tokens():
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory, tfds_dir):
   from configs import tiny
-  from conftest import require_e2e
+  from conftest import require_synthetic_e2e
   from diffusion_text import train
-  require_e2e()
+  require_synthetic_e2e()
   root = tmp_path_factory.mktemp("control")
   lm, clf, s2s = str(root / "lm"), str(root / "clf"), str(root / "cfg")
   train.train_and_evaluate(tiny.get_config(), lm)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from conftest import E2E_DIR, FIXTURE_DATA_DIR, require_e2e, require_files
+from conftest import E2E_DIR, FIXTURE_DATA_DIR, require_synthetic_e2e, require_files
 from diffusion_text.data import pipeline, sources, tokenizers
 from diffusion_text.errors import DataError
 
@@ -23,7 +23,7 @@ E2E_FILES = [f"e2e/diffusion_lm_format/{f}" for f in sources.E2E_SPLIT_FILES.val
 def test_e2e_fixture_files_read():
   """The suite's synthetic E2E-format fixture (tests/e2e_fixture.py): 264/150/150 lines, one
   reference per train MR, 13 and 22 distinct held-out MRs; the reader accepts every line."""
-  require_e2e()
+  require_synthetic_e2e()
   lines = {s: sources.read_e2e_lines(str(E2E_DIR / f)) for s, f in sources.E2E_SPLIT_FILES.items()}
   assert {s: len(v) for s, v in lines.items()} == {"train": 264, "validation": 150, "test": 150}
   distinct = {s: len({r[0] if isinstance(r, tuple) else r["src"] for r in v}) for s, v in lines.items()}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from conftest import ROOT, require_e2e
+from conftest import ROOT, require_synthetic_e2e
 from diffusion_text import evaluate, exported, generate, train
 from diffusion_text.errors import CheckpointError, UserError
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tfds_dir):
   """A tiny seq2seq run with checkpoints at steps 3 and 6."""
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path_factory.mktemp("exp") / "run")
   c = tiny.get_config("seq2seq")
   with c.unlocked():

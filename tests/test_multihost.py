@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, require_e2e
+from conftest import ROOT, require_synthetic_e2e
 from diffusion_text import generate
 
 pytestmark = pytest.mark.multihost
@@ -67,7 +67,7 @@ def _losses(workdir):
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, tfds_dir):
-  require_e2e()
+  require_synthetic_e2e()
   w = tmp_path_factory.mktemp("single") / "run"
   _train(w)
   return w

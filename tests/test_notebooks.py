@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import ROOT, require_e2e
+from conftest import ROOT, require_synthetic_e2e
 
 pytestmark = pytest.mark.notebooks
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -47,7 +47,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, tfds_dir, monkeypatch):
     # hence the same bytes everywhere; no excerpt could pass that check).
     monkeypatch.delenv("DIFFUSION_TEXT_DATA_DIR")
   else:
-    require_e2e()  # the synthetic E2E fixture (conftest)
+    require_synthetic_e2e()  # the synthetic E2E fixture (conftest)
   nb = _run(path, TINY[path.name], tmp_path / "run")
   outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
   assert not [o for o in outputs if o.get("output_type") == "error"]

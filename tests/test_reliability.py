@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from configs import tiny
-from conftest import ROOT, require_e2e
+from conftest import ROOT, require_synthetic_e2e
 from diffusion_text import generate, runs, train
 from diffusion_text.data import packing, tokenizers
 from diffusion_text.errors import CheckpointError, NumericsError
@@ -33,7 +33,7 @@ def _cfg(**overrides):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tfds_dir, sig):
   """SIGTERM, or a first Ctrl-C, checkpoints the current step and exits 0."""
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "term")
   cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py", "--workdir", w,
          "--config.train.num_train_steps=100000", "--config.train.log_every_steps=1",
@@ -54,7 +54,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tfds_dir, sig):
 
 def test_nonfinite_loss_stops_with_the_step_and_batch(tmp_path, tfds_dir):
   """A learning rate of 1e38 makes the params overflow after the first update."""
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "nan")
   with pytest.raises(NumericsError, match=r"non-finite .*at step 2"):
     train.train_and_evaluate(_cfg(**{"optim.learning_rate": 1e38, "optim.warmup_steps": 0}), w)
@@ -64,7 +64,7 @@ def test_nonfinite_loss_stops_with_the_step_and_batch(tmp_path, tfds_dir):
 
 
 def test_skip_nonfinite_steps_keeps_training(tmp_path, tfds_dir):
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "skip")
   train.train_and_evaluate(_cfg(**{"optim.learning_rate": 1e38, "optim.warmup_steps": 0,
                                    "train.skip_nonfinite_steps": True,
@@ -76,7 +76,7 @@ def test_skip_nonfinite_steps_keeps_training(tmp_path, tfds_dir):
 
 
 def test_unreadable_checkpoint_and_latest_valid(tmp_path, tfds_dir):
-  require_e2e()
+  require_synthetic_e2e()
   ref, w = str(tmp_path / "ref"), str(tmp_path / "w")
   cfg = _cfg(**{"eval.num_samples": 0})
   train.train_and_evaluate(cfg, ref)
@@ -99,7 +99,7 @@ def test_unreadable_checkpoint_and_latest_valid(tmp_path, tfds_dir):
 
 
 def test_config_change_needs_the_override(tmp_path, tfds_dir):
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "cfg")
   train.train_and_evaluate(_cfg(**{"eval.num_samples": 0}), w, stop_at_step=3)
   changed = _cfg(**{"eval.num_samples": 0, "optim.learning_rate": 5e-4})
@@ -151,7 +151,7 @@ def test_sigkill_at_random_points_resumes_exactly(tmp_path, tfds_dir):
   """SIGKILL (no chance to save) at 10 random points, resuming each time: the final state equals an
   uninterrupted run's. A checkpoint (asynchronous) every step and an evaluation with samples every
   5 steps, so the kills land inside train steps, checkpoint writes and evaluations."""
-  require_e2e()
+  require_synthetic_e2e()
   rng = np.random.default_rng(0)
   ref, w = str(tmp_path / "ref"), str(tmp_path / "killed")
   flags = ["--config.train.num_train_steps=150", "--config.train.checkpoint_every_steps=1",
@@ -194,7 +194,7 @@ def test_checkpoint_write_failure_stops_training_with_a_clear_error(tmp_path, tf
 
   By hand on a 300 KiB tmpfs, the real disk-full case reached the same error path
   (orbax: "RESOURCE_EXHAUSTED ... No space left on device")."""
-  require_e2e()
+  require_synthetic_e2e()
   import orbax.checkpoint as ocp
   w = str(tmp_path / "full")
   real_check = ocp.CheckpointManager.check_for_errors
@@ -285,7 +285,7 @@ def test_one_writer_per_run_directory(tmp_path, caplog):
 def test_two_training_commands_on_one_workdir(tmp_path, tfds_dir):
   """The second of two identical training commands exits non-zero with one line naming the
   first, and the first run's history is intact."""
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "two")
   cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py", "--workdir", w,
          "--config.train.num_train_steps=100000", "--config.train.log_every_steps=1",
@@ -310,7 +310,7 @@ def test_two_training_commands_on_one_workdir(tmp_path, tfds_dir):
 def test_history_is_never_truncated(tmp_path, tfds_dir):
   """With its checkpoints gone, a run directory's history is refused rather than started over;
   --restart moves the old files aside and starts a new run."""
-  require_e2e()
+  require_synthetic_e2e()
   import shutil
   w = str(tmp_path / "hist")
   cfg = _cfg(**{"eval.num_samples": 0})
@@ -332,7 +332,7 @@ def test_bad_batch_split_is_refused_before_anything_is_written(tmp_path, tfds_di
   """A batch that does not divide over the devices fails before the workdir exists, so the
   corrected command is not refused as a config change."""
   from diffusion_text.errors import ConfigError
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "batch")
   n = jax.device_count()
   with pytest.raises(ConfigError, match=rf"train.batch_size={n + 1} does not divide"):
@@ -344,7 +344,7 @@ def test_full_disk_is_one_error_line(tmp_path, tfds_dir):
   """Training with a 300 KiB limit on any file it writes (``ulimit -f``; the checkpoint of 1.6M
   parameters exceeds it, as on a full disk) exits non-zero with the ``error:`` line last and no traceback from
   the CLI or from orbax's background writers, and what was written before is whole."""
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "full")
   cmd = [sys.executable, "-m", "experiments.train", "--config", "configs/tiny.py", "--workdir", w,
          "--config.eval.num_samples=0", "--config.model.width=256", "--config.model.mlp_dim=1024"]

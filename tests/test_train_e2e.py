@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from conftest import ROOT, require_e2e
+from conftest import ROOT, require_synthetic_e2e
 from diffusion_text import checkpointing, embeddings, evaluators, generate, metrics, train
 from diffusion_text.runs import load_config, load_tokenizer
 from diffusion_text import runs as run_files
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tfds_dir):
   """One uninterrupted run and one stopped at step 3 and resumed (in-process)."""
-  require_e2e()
+  require_synthetic_e2e()
   root = tmp_path_factory.mktemp("runs")
   full, resumed = str(root / "full"), str(root / "resumed")
   train.train_and_evaluate(tiny.get_config(), full)
@@ -73,7 +73,7 @@ def test_adaptive_t_sampler_resumes_bit_identical(tmp_path, tfds_dir, sampler):
   """``diffusion.t_sampler=loss_aware|warped``: the per-t loss history is part of the checkpointed
   state, so a run stopped after the sampler left its uniform warm-up and resumed draws the same t
   and ends bit-identical to an uninterrupted one; by then the draw is no longer uniform."""
-  require_e2e()
+  require_synthetic_e2e()
 
   def config():
     c = tiny.get_config()
@@ -117,7 +117,7 @@ def test_resume_in_the_other_block_layout(tmp_path, tfds_dir):
   trajectory is not the uninterrupted one's.)"""
   from diffusion_text import checkpointing, denoiser, families, optim, sharding
   from diffusion_text import train_state as ts
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "relayout")
   train.train_and_evaluate(tiny.get_config(), w, stop_at_step=3)
   c = tiny.get_config()
@@ -212,7 +212,7 @@ def test_cli_sample_writes_text_and_settings(runs, tmp_path):
 
 
 def test_cli_train_then_sample(tmp_path, tfds_dir):
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path / "cli")
   r = _cli("experiments.train", "--config", "configs/tiny.py", "--workdir", w,
            "--config.train.num_train_steps=2", "--config.eval.num_samples=0")
@@ -275,7 +275,7 @@ def test_cli_out_under_a_file_fails_before_any_work(tmp_path, module):
 
 
 def test_cli_workdir_that_is_a_file(tmp_path, tfds_dir):
-  require_e2e()
+  require_synthetic_e2e()
   f = tmp_path / "a_file"
   f.write_text("x")
   r = _cli("experiments.train", "--config", "configs/tiny.py", "--workdir", str(f))
@@ -290,7 +290,7 @@ def test_cli_sample_on_non_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def s2s_run(tmp_path_factory, tfds_dir):
-  require_e2e()
+  require_synthetic_e2e()
   w = str(tmp_path_factory.mktemp("runs") / "s2s")
   train.train_and_evaluate(tiny.get_config("seq2seq"), w)
   return w
@@ -312,7 +312,7 @@ def test_seq2seq_sampling_keeps_source_bit_identical(s2s_run):
 def test_encoder_decoder_denoiser_trains_and_samples(tmp_path, tfds_dir):
   """``model.arch=encoder_decoder`` through the whole pipeline: training (CE, condition dropout),
   checkpoint, sampling with the source held bit-identical, and the held-out evaluation."""
-  require_e2e()
+  require_synthetic_e2e()
   c = tiny.get_config("cfg")
   c.unlock()
   c.model.update(arch="encoder_decoder", logits_head="full")
@@ -349,7 +349,7 @@ def test_seq2seq_evaluation_with_mbr(s2s_run):
 
 def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   """The AR baseline goes through the same loop, checkpoints and evaluation."""
-  require_e2e()
+  require_synthetic_e2e()
   from diffusion_text import evaluate
   w = str(tmp_path / "ar")
   train.train_and_evaluate(tiny.get_config("ar"), w)
@@ -525,7 +525,7 @@ def test_evaluate_inputs_scores_a_file_of_pairs_with_grouped_references(s2s_run,
 def test_lm_score_prefers_real_text_to_shuffled_tokens(tmp_path, tfds_dir):
   """A teacher trained for a short while on E2E: real MR->text pairs score a lower perplexity than
   the same texts with their words shuffled."""
-  require_e2e()
+  require_synthetic_e2e()
   from diffusion_text import evaluate
   cfg = tiny.get_config("ar")
   with cfg.unlocked():
