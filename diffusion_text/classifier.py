@@ -182,8 +182,8 @@ def judge(run, texts) -> np.ndarray:
                          for _, n, (b,) in batching.padded_batches(min(64, len(ids)), ids)])
 
 
-def no_decoder(model, config, sampler, steps, clamp, eta):
-  del model, config, sampler, steps, clamp, eta
+def no_decoder(model, config, sampler, steps, clamp, eta, commit=False):
+  del model, config, sampler, steps, clamp, eta, commit
 
   def decode(*_):
     raise ValueError("a classifier run does not generate text; guide a diffusion run with it "

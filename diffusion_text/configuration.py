@@ -46,6 +46,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
         f"model.x0_head must be linear|softmax, got {c.model.x0_head!r}")
   check(c.diffusion.ce_weight >= 0.0, "diffusion.ce_weight must be >= 0")
   check(0.0 <= c.diffusion.cond_drop_prob < 1.0, "diffusion.cond_drop_prob must be in [0, 1)")
+  check(0.0 <= c.diffusion.reveal_prob <= 1.0, "diffusion.reveal_prob must be in [0, 1]")
   check(c.diffusion.cond_drop_prob == 0.0 or c.data.task == "seq2seq",
         "diffusion.cond_drop_prob needs data.task=seq2seq (it drops the source)")
   if c.model.family == "classifier":

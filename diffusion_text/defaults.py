@@ -70,6 +70,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.diffusion.absorb_prob = 0.0  # soft absorbing state (DiffuSeq-v2): max replacement rate (at t=T)
   c.diffusion.ce_weight = 0.0  # weight of the denoiser's cross-entropy on the clean words (CDCD-style)
   c.diffusion.cond_drop_prob = 0.0  # seq2seq: source dropped to the null condition (classifier-free)
+  c.diffusion.reveal_prob = 0.0  # share of examples with a random share of target words given clean
 
   c.classifier = ml_collections.ConfigDict()  # model.family = classifier (classifier guidance)
   c.classifier.base_run = ""  # workdir of the diffusion LM whose frozen embeddings it reads
@@ -112,6 +113,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.sample.steps = 0  # 0 = T (full chain); for ar + beam: the beam size
   c.sample.beam_alpha = 0.0  # ar beam search: final score / length**alpha
   c.sample.clamp = False  # clamping trick (Li et al. 2022 sec. 4.2)
+  c.sample.commit = False  # fix generated words a group per step, most confident first (samplers)
   c.sample.eta = 0.0  # ddim noise scale; ar sample: softmax temperature (0 = greedy)
   c.sample.collapse_repeats = False  # keep one word of each run of a repeated word (NAT post-processing)
   c.sample.batch_size = 64

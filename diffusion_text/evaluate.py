@@ -141,14 +141,14 @@ STEPLESS_SAMPLERS = ("greedy", "sample")  # AR decoders; beam's steps are its wi
 
 def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: int, *,
                 clamp: bool = False, num_inputs: int = 0, seed: int = 0,
-                collapse: bool = False, eta: float = 0.0) -> str:
+                collapse: bool = False, eta: float = 0.0, commit: bool = False) -> str:
   """File stem of an evaluation: every setting that changes the numbers is in it, so evaluations of
-  one checkpoint with other settings never overwrite each other (``_clamp``, ``_collapse``,
-  ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when not 0). The AR
+  one checkpoint with other settings never overwrite each other (``_clamp``, ``_commit``,
+  ``_collapse``, ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when not 0). The AR
   decoders that take no steps (``STEPLESS_SAMPLERS``) carry none in the name."""
   steps = "" if sampler in STEPLESS_SAMPLERS else steps
   return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
-          + ("_collapse" if collapse else "")
+          + ("_commit" if commit else "") + ("_collapse" if collapse else "")
           + (f"_n{num_inputs}" if num_inputs else "") + (f"_seed{seed}" if seed else "")
           + (f"_eta{eta:g}" if eta else ""))
 

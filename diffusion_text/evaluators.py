@@ -35,14 +35,14 @@ def _generate(run: Run, *, split: str = "validation", num_inputs: int = 0, mbr_s
               seed: int = 0, sampler: Optional[str] = None, steps: Optional[int] = None,
               clamp: Optional[bool] = None, collapse: Optional[bool] = None,
               lm_teacher: Optional[str] = None, inputs: Optional[str] = None,
-              eta: Optional[float] = None) -> dict:
+              eta: Optional[float] = None, commit: Optional[bool] = None) -> dict:
   teacher_dir = run.config.eval.lm_teacher if lm_teacher is None else lm_teacher
   teacher = generate.load_run(teacher_dir) if teacher_dir else None
   result, outputs = evaluate.evaluate_run(run, split=_split_name(split, inputs),
                                           num_inputs=num_inputs, inputs=inputs,
                                           mbr_samples=mbr_samples, seed=seed, teacher=teacher,
                                           sampler=sampler, steps=steps, clamp=clamp,
-                                          collapse=collapse, eta=eta)
+                                          collapse=collapse, eta=eta, commit=commit)
   return {**result, "outputs": outputs}
 
 
@@ -56,17 +56,18 @@ def _split_name(split: str, inputs: Optional[str]) -> str:
 
 def _generate_stem(run: Run, **options) -> str:
   """The file stem of ``_generate(run, **options)``: options not given take ``_generate``'s
-  defaults, and a None sampler, steps, clamp or collapse the run config's ``sample`` settings."""
+  defaults, and a None sampler, steps, clamp, collapse, eta or commit the run config's ``sample`` settings."""
   bound = inspect.signature(_generate).bind(run, **options)
   bound.apply_defaults()
   o, c = bound.arguments, run.config
   clamp = c.sample.clamp if o["clamp"] is None else o["clamp"]
   collapse = c.sample.collapse_repeats if o["collapse"] is None else o["collapse"]
   eta = c.sample.eta if o["eta"] is None else o["eta"]
+  commit = c.sample.commit if o["commit"] is None else o["commit"]
   return evaluate.result_name(_split_name(o["split"], o["inputs"]), run.step, o["sampler"] or c.sample.sampler,
                               o["steps"] or c.sample.steps or c.diffusion.num_steps,
                               o["mbr_samples"], clamp=clamp, num_inputs=o["num_inputs"],
-                              seed=o["seed"], collapse=collapse, eta=eta)
+                              seed=o["seed"], collapse=collapse, eta=eta, commit=commit)
 
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,

@@ -41,7 +41,7 @@ class Family:
   build: Callable          # ModelConfig -> nn.Module
   init_params: Callable    # (ModelConfig, rng) -> boxed params
   loss_terms: Callable     # (model, params, batch, rng, config, deterministic, context) -> {name: (B,)}
-  make_decoder: Callable   # (model, config, sampler, steps, clamp, eta) -> jitted decode fn
+  make_decoder: Callable   # (model, config, sampler, steps, clamp, eta, commit=False) -> jitted fn
   decoders: tuple          # names accepted as eval.sampler / sample.sampler
   # (config, load_run) -> what the loss needs from outside the run, read once before training (a
   # classifier's frozen base run); None for self-contained families
@@ -58,6 +58,7 @@ T_DRAW, T_LOSS = "t_draw", "t_loss"
 def _diffusion_terms(model, params, batch, rng, config, deterministic, context=None):
   del context
   rng_loss, rng_dropout, rng_cond = jax.random.split(rng, 3)
+  rng_reveal = jax.random.fold_in(rng, 7)
   d = config.diffusion
   denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc,
                                            deterministic=deterministic,
@@ -67,7 +68,10 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic, context=N
   ids = batch["ids"]
   if d.cond_drop_prob > 0 and not deterministic:  # held-out loss stays the conditional one
     ids = losses.drop_condition(ids, batch["target_mask"], rng_cond, d.cond_drop_prob)
-  t = losses.diffusion_lm_loss(denoise, emb, ids, batch["target_mask"],
+  target_mask = batch["target_mask"]
+  if d.reveal_prob > 0 and not deterministic:  # held-out loss stays the plain one
+    target_mask = losses.reveal_targets(target_mask, batch["pad_mask"], rng_reveal, d.reveal_prob)
+  t = losses.diffusion_lm_loss(denoise, emb, ids, target_mask,
                                batch["pad_mask"], diffusion_of(config), rng_loss,
                                loss_on_pad=config.diffusion.loss_on_pad,
                                pad_weight=1.0 if deterministic else d.pad_weight,
@@ -102,15 +106,17 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic, context=N
   return terms
 
 
-def _diffusion_decoder(model, config, sampler, steps, clamp, eta):
+def _diffusion_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   """Jitted ``(params, rng, ids_BxL, target_mask_BxL) -> ids_BxL``: positions with mask 0 are held
-  at the embeddings of ``ids`` (a seq2seq source); mask-1 positions are generated."""
+  at the embeddings of ``ids`` (a seq2seq source); mask-1 positions are generated (``commit``:
+  ``samplers.sample``)."""
   diffusion = diffusion_of(config)
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL):
     return decoding.decode_ids(model, params, config, diffusion, rng, ids_BxL, target_mask_BxL,
-                               sampler=sampler, steps=steps, clamp=clamp, eta=eta)
+                               sampler=sampler, steps=steps, clamp=clamp, eta=eta,
+                               commit=commit)
 
   return decode
 
@@ -126,10 +132,10 @@ def _ar_terms(model, params, batch, rng, config, deterministic, context=None):
   return {"loss": nll, "nll": nll, "weight": weight}
 
 
-def _ar_decoder(model, config, sampler, steps, clamp, eta):
+def _ar_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   """greedy, beam (``steps`` is the beam size) or sample (ancestral, ``eta`` is the softmax
   temperature: the decoder's noise scale, as DDIM's eta is a diffusion sampler's)."""
-  del clamp
+  del clamp, commit
   beam = max(int(steps or 1), 1) if sampler == "beam" else 1
 
   @jax.jit

@@ -70,11 +70,11 @@ class Run:
   def diffusion(self) -> process.Diffusion:
     return families.diffusion_of(self.config)
 
-  def _sample_fn(self, sampler, steps, clamp, eta):
-    key = (sampler, steps, clamp, eta)
+  def _sample_fn(self, sampler, steps, clamp, eta, commit=False):
+    key = (sampler, steps, clamp, eta, commit)
     if key not in self._compiled:
       self._compiled[key] = families.family_of(self.config).make_decoder(
-          self.model, self.config, sampler, steps, clamp, eta)
+          self.model, self.config, sampler, steps, clamp, eta, commit=commit)
     return self._compiled[key]
 
   @property
@@ -92,7 +92,7 @@ class Run:
   def generate_ids(self, num_samples: Optional[int] = None, *, sources: Optional[Sequence[str]] = None,
                    sampler: Optional[str] = None, steps: Optional[int] = None, seed: int = 0,
                    clamp: Optional[bool] = None, eta: Optional[float] = None,
-                   batch_size: Optional[int] = None) -> np.ndarray:
+                   batch_size: Optional[int] = None, commit: Optional[bool] = None) -> np.ndarray:
     """Packed output ids, (N, L): ``num_samples`` unconditional samples, or one per source."""
     if self.is_seq2seq != (sources is not None):
       raise ValueError("a seq2seq run needs `sources`; an unconditional run takes `num_samples`"
@@ -107,6 +107,7 @@ class Run:
     steps = steps or s.steps or self.diffusion.num_steps
     clamp = s.clamp if clamp is None else clamp
     eta = s.eta if eta is None else eta
+    commit = s.commit if commit is None else commit
     mesh = self.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
     batch_size = min(batch_size or s.batch_size, num)
@@ -116,7 +117,9 @@ class Run:
       raise ValueError(f"unknown sampler {sampler!r} for this model; choose one of {decoders}")
     if self.config.model.family == "diffusion":
       process.timestep_grid(self.diffusion.num_steps, steps)  # validates steps
-    fn = self._sample_fn(sampler, int(steps), bool(clamp), float(eta))
+    elif commit:
+      raise ValueError("commit is an option of the diffusion samplers")
+    fn = self._sample_fn(sampler, int(steps), bool(clamp), float(eta), bool(commit))
     rng = jax.random.PRNGKey(seed)
     out = []
     for start, n, (b_ids, b_mask) in batching.padded_batches(batch_size, ids, mask):

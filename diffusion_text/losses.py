@@ -245,5 +245,19 @@ def drop_condition(ids_BxL, target_mask_BxL, rng, prob: float):
   return jnp.where(drop_B[:, None], null_source(ids_BxL, target_mask_BxL), ids_BxL)
 
 
+def reveal_targets(target_mask_BxL, pad_mask_BxL, rng, prob: float):
+  """Training with revealed targets: each example, with probability ``prob``, draws a rate
+  u ~ U(0, 1) and each of its target words (not PAD) becomes a clean, unscored position with
+  probability u. The model then learns to read target words already written, as a sampler that
+  commits words one group at a time (``samplers.sample(commit=True)``) shows it them."""
+  rng_row, rng_rate, rng_pos = jax.random.split(rng, 3)
+  B = target_mask_BxL.shape[0]
+  rate_B = jnp.where(jax.random.bernoulli(rng_row, prob, (B,)),
+                     jax.random.uniform(rng_rate, (B,)), 0.0)
+  reveal = jax.random.bernoulli(rng_pos, rate_B[:, None], target_mask_BxL.shape)
+  reveal = reveal & (target_mask_BxL > 0) & (pad_mask_BxL == 0)
+  return jnp.where(reveal, 0, target_mask_BxL).astype(target_mask_BxL.dtype)
+
+
 def _x0_and_logits(out):
   return out if isinstance(out, tuple) else (out, None)

@@ -17,6 +17,13 @@ Li et al. 2022 sec. 4.2) and re-anchoring of positions outside ``mask`` to their
 source tokens, infilling context). After each step (and the optional guidance hook, which moves x_s
 uphill on control terms) those positions are re-imposed on x_s as well.
 
+With ``commit``, positions are also fixed one group at a time, in the order of confidence of
+mask-predict decoding (Ghazvininejad et al. 2019): after step k of K, the ``round(n k / K)`` most
+confident of a row's n generated positions hold their nearest word embedding from then on, as
+source words do, and the rest go on being denoised with them in view. Confidence is how close
+x0_hat is to its nearest embedding. A model trained with ``diffusion.reveal_prob`` > 0 has seen
+target words given clean beside noised ones; one trained without has not.
+
 The hooked x0_hat is carried to the next step, where it is both the multistep history and the
 self-conditioning input of the denoiser (Chen et al. 2022): ``denoise_fn(z_t, t, x_sc)`` receives
 zeros on the first step and the previous estimate after that. Models without self-conditioning
@@ -69,7 +76,8 @@ SAMPLERS: dict[str, Callable] = {"ddpm": ddpm_step, "ddim": ddim_step, "dpm++2m"
 def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
            shape: tuple[int, int, int], steps: Optional[int] = None, sampler: str = "ddpm",
            clamp: bool = False, eta: float = 0.0, x_cond_BxLxE=None, mask_BxL=None,
-           grid=None, x_init_BxLxE=None, guide_fn: Optional[Callable] = None):
+           grid=None, x_init_BxLxE=None, guide_fn: Optional[Callable] = None,
+           commit: bool = False):
   """Draw x_0 from the reverse process; returns the final x_0 of shape ``shape`` = (B, L, E).
 
   Args:
@@ -84,6 +92,8 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
       at the grid's last point, e.g. a partial trajectory for editing from a noised input.
     guide_fn: ``(x_s, t, s) -> x_s`` applied to every step's result before masked positions are
       re-imposed (classifier guidance, ``control.py``).
+    commit: fix the generated positions a group per step, most confident first (module docstring);
+      needs ``mask_BxL``.
   """
   if sampler not in SAMPLERS:
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
@@ -98,30 +108,51 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
   B = shape[0]
   if mask_BxL is not None and x_cond_BxLxE is None:
     raise ValueError("mask_BxL needs x_cond_BxLxE (the clean values of masked-out positions)")
+  if commit and mask_BxL is None:
+    raise ValueError("commit needs mask_BxL (the positions to generate)")
   x_cond = x_cond_BxLxE if x_cond_BxLxE is not None else jnp.zeros(shape, jnp.float32)
+  num_steps = len(grid) - 1
 
   rng_init, rng_steps = jax.random.split(rng)
   x_init = jax.random.normal(rng_init, shape) if x_init_BxLxE is None else x_init_BxLxE
   x_T = process.apply_mask(x_init, x_cond, mask_BxL)
 
   def body(carry, inputs):
-    x_t, x0_prev, ab_prev = carry
-    t, s, key, has_prev = inputs
+    x_t, x0_prev, ab_prev, x_cond, mask = carry
+    k, t, s, key, has_prev = inputs
     x0_hat = denoise_fn(x_t, jnp.full((B,), t, jnp.int32), x0_prev)
     if clamp:
       x0_hat = embeddings.clamp(emb_VxE, x0_hat)
-    x0_hat = process.apply_mask(x0_hat, x_cond, mask_BxL)
+    if commit:
+      x_cond, mask = commit_most_confident(emb_VxE, x0_hat, x_cond, mask, mask_BxL,
+                                           (k + 1) / num_steps)
+    x0_hat = process.apply_mask(x0_hat, x_cond, mask)
     x_s = step_fn(key, x_t, x0_hat, ab_table[t], ab_table[s], eta=eta, x0_prev=x0_prev,
                   ab_prev=ab_prev, has_prev=has_prev)
     if guide_fn is not None:
       x_s = guide_fn(x_s, t, s)
-    return (process.apply_mask(x_s, x_cond, mask_BxL), x0_hat, ab_table[t]), None
+    return (process.apply_mask(x_s, x_cond, mask), x0_hat, ab_table[t], x_cond, mask), None
 
   ts = jnp.asarray(grid[:-1])
   ss = jnp.asarray(grid[1:])
-  keys = jax.random.split(rng_steps, len(grid) - 1)
-  has_prev = jnp.arange(len(grid) - 1) > 0
-  init = (x_T, jnp.zeros(shape, x_T.dtype), jnp.zeros((), ab_table.dtype))
-  (x_0, _, _), _ = jax.lax.scan(body, init, (ts, ss, keys, has_prev))
+  keys = jax.random.split(rng_steps, num_steps)
+  has_prev = jnp.arange(num_steps) > 0
+  init = (x_T, jnp.zeros(shape, x_T.dtype), jnp.zeros((), ab_table.dtype), x_cond, mask_BxL)
+  (x_0, _, _, _, _), _ = jax.lax.scan(body, init, (jnp.arange(num_steps), ts, ss, keys, has_prev))
   return x_0
+
+
+def commit_most_confident(emb_VxE, x0_hat_BxLxE, x_cond_BxLxE, mask_BxL, mask0_BxL, share):
+  """Fixes free positions (``mask`` 1) at their nearest embedding, most confident first (closest
+  x0_hat to it), until ``round(share * n)`` of each row's n positions of ``mask0`` are fixed.
+  Returns the new (x_cond, mask)."""
+  near = embeddings.clamp(emb_VxE, x0_hat_BxLxE)
+  free = mask_BxL > 0
+  n_B = jnp.sum(mask0_BxL > 0, -1)
+  todo_B = jnp.round(share * n_B) - (n_B - jnp.sum(free, -1))
+  conf = jnp.where(free, -jnp.sum((x0_hat_BxLxE - near) ** 2, -1), -jnp.inf)
+  rank = jnp.argsort(jnp.argsort(-conf, -1), -1)
+  new = free & (rank < todo_B[:, None])
+  return (jnp.where(new[..., None], near, x_cond_BxLxE),
+          jnp.where(new, 0, mask_BxL).astype(mask_BxL.dtype))
 

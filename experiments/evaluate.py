@@ -5,7 +5,7 @@ r"""Evaluate a trained run: sample for held-out inputs, MBR over |S| samples, BL
 
 Writes ``<out>.json`` (metrics and settings) and ``<out>.jsonl`` (source, chosen output, references,
 all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>`` plus ``_clamp``,
-``_n<inputs>`` and ``_seed<s>`` where those differ from the defaults.
+``_commit``, ``_n<inputs>`` and ``_seed<s>`` where those differ from the defaults.
 
 ``--evaluators=nll`` reports bits per token instead (the variational bound for diffusion runs with
 ``--nll_t`` stratified timesteps per sequence; the exact NLL for AR runs), in
@@ -70,6 +70,9 @@ _SAMPLER = flags.DEFINE_string(
 _STEPS = flags.DEFINE_integer("steps", None, "Sampler steps; default the run's sample.steps "
                               "(recovery: 20; control tasks: 100).", lower_bound=1)
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
+_COMMIT = flags.DEFINE_bool(
+    "commit", None, "generate: fix the generated words a group per sampler step, most confident "
+    "first (diffusion runs); default the run's sample.commit.")
 _ETA = flags.DEFINE_float("eta", None, "generate: the decoder's noise scale (DDIM's eta; the AR "
                           "sampler's softmax temperature); default the run's sample.eta.",
                           lower_bound=0.0)
@@ -132,7 +135,7 @@ def run():
                         scan_layers=common.scan_layers(_LAYERS.value))
   options = dict(split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value,
                  seed=_SEED.value, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value,
-                 eta=_ETA.value,
+                 eta=_ETA.value, commit=_COMMIT.value,
                  collapse=_COLLAPSE.value, lm_teacher=_TEACHER.value, inputs=_INPUTS.value, nll_t=_NLL_T.value, t0=t0,
                  classifier=_CLF.value,
                  judge=_JUDGE.value, batch_size=_BATCH.value, num_targets=_NUM_TARGETS.value,

@@ -24,6 +24,9 @@ _STEPS = flags.DEFINE_integer("steps", None,
                               lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _CLAMP = flags.DEFINE_bool("clamp", None, "Clamping trick; default the run's sample.clamp.")
+_COMMIT = flags.DEFINE_bool(
+    "commit", None, "Fix the generated words a group per sampler step, most confident first "
+    "(diffusion runs); default the run's sample.commit.")
 _COLLAPSE = flags.DEFINE_bool(
     "collapse_repeats", None, "Keep one word of each run of a repeated word; default the run's "
     "sample.collapse_repeats.")
@@ -45,6 +48,7 @@ def run():
                   seed=_SEED.value,
                   clamp=r.config.sample.clamp if _CLAMP.value is None else _CLAMP.value,
                   eta=r.config.sample.eta if _ETA.value is None else _ETA.value,
+                  commit=r.config.sample.commit if _COMMIT.value is None else _COMMIT.value,
                   collapse=(r.config.sample.collapse_repeats if _COLLAPSE.value is None
                             else _COLLAPSE.value))
   t0 = time.time()
@@ -55,6 +59,7 @@ def run():
   secs = time.time() - t0
   name = f"step{r.step}_{settings['sampler']}{settings['steps']}"
   name += "_clamp" if settings["clamp"] else ""
+  name += "_commit" if settings["commit"] else ""
   name += f"_eta{settings['eta']}" if settings["eta"] else ""
   name += "_collapse" if settings["collapse"] else ""
   out = _OUT.value or os.path.join(_WORKDIR.value, "samples", f"{name}_seed{settings['seed']}")

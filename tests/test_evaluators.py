@@ -23,7 +23,8 @@ def test_each_evaluator_takes_only_the_options_it_names_and_none_means_its_defau
 
 def test_file_stems_name_every_setting_that_changes_the_numbers():
   config = ml_collections.ConfigDict({"sample": {"sampler": "ddim", "steps": 50, "clamp": False,
-                                                 "collapse_repeats": False, "eta": 0.0},
+                                                 "collapse_repeats": False, "eta": 0.0,
+                                                 "commit": False},
                                       "diffusion": {"num_steps": 100}})
   run = types.SimpleNamespace(step=7, config=config)
   stem = lambda name, **o: evaluators.EVALUATORS[name].file_stem(run, **o)
@@ -35,6 +36,10 @@ def test_file_stems_name_every_setting_that_changes_the_numbers():
   assert stem("generate") == "validation_step7_ddim50_mbr1_collapse"
   assert stem("generate", collapse=False) == "validation_step7_ddim50_mbr1"
   config.sample.collapse_repeats = False
+  assert stem("generate", clamp=True, commit=True) == "validation_step7_ddim50_mbr1_clamp_commit"
+  config.sample.commit = True
+  assert stem("generate") == "validation_step7_ddim50_mbr1_commit"
+  config.sample.commit = False
   # the decoder's noise scale (DDIM's eta, the AR sampler's temperature), given or the run's
   assert stem("generate", sampler="sample", eta=0.7) == "validation_step7_sample_mbr1_eta0.7"
   # greedy and sampled AR decoding take no steps, so none are named; beam's steps are its width

@@ -166,6 +166,21 @@ def test_condition_dropout_replaces_whole_sources_only():
   np.testing.assert_array_equal(out[:, [0, 3, 4, 5, 6]], np.asarray(ids)[:, [0, 3, 4, 5, 6]])
 
 
+def test_revealed_targets_are_words_of_the_target_at_a_rate_drawn_per_example():
+  B = 4000
+  tm = jnp.array([[0, 0, 1, 1, 1, 1, 1, 1]] * B)
+  pad = jnp.array([[0, 0, 0, 0, 0, 0, 1, 1]] * B)
+  out = np.asarray(losses.reveal_targets(tm, pad, jax.random.PRNGKey(0), 0.5))
+  np.testing.assert_array_equal(out[:, [0, 1, 6, 7]], np.asarray(tm)[:, [0, 1, 6, 7]])
+  revealed = (out[:, 2:6] == 0).sum(1)  # of 4 target words
+  # half the rows reveal nothing; the other half reveal Binomial(4, u), u ~ U(0, 1): 0..4 equally
+  # likely (probability 1/5 each), so rows with none are 0.5 + 0.5 / 5 = 0.6
+  assert abs((revealed == 0).mean() - 0.6) < 0.03
+  for k in range(1, 5):
+    assert abs((revealed == k).mean() - 0.1) < 0.02
+  np.testing.assert_array_equal(losses.reveal_targets(tm, pad, jax.random.PRNGKey(0), 0.0), tm)
+
+
 def test_t_power_moves_training_timesteps_to_high_noise():
   """t = ceil(T u^p): p = 1 is uniform on 1..T (mean (T+1)/2), p = 0.5 has mean T * 2/3 (E[u^0.5]);
   every t stays in 1..T."""
@@ -282,7 +297,7 @@ def test_held_out_loss_ignores_training_only_levers():
   plain.diffusion.absorb_prob = 0.0
   levers = tiny.get_config("seq2seq")
   levers.unlock()
-  levers.diffusion.update(absorb_prob=0.9, t_power=0.3)
+  levers.diffusion.update(absorb_prob=0.9, t_power=0.3, reveal_prob=1.0)
   model_cfg = families.model_config(levers, 40)
   model = denoiser.DiffusionLM(model_cfg)
   params = nn.meta.unbox(denoiser.init_params(model_cfg, jax.random.PRNGKey(0)))

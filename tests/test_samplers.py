@@ -85,6 +85,42 @@ def test_clamp_puts_final_sample_on_embeddings():
   np.testing.assert_allclose(d, 0.0, atol=1e-8)
 
 
+def test_commit_fixes_the_most_confident_free_positions_first():
+  """Free positions whose x0_hat is an embedding (confident) are fixed before blends of two."""
+  blend = 0.5 * (EMB[3] + EMB[4])
+  x0_hat = jnp.stack([EMB[1], blend, EMB[2], blend, EMB[5], EMB[6]])[None]  # (1, 6, 3)
+  mask0 = jnp.array([[0, 1, 1, 1, 1, 1]])
+  x_cond = jnp.zeros((1, 6, 3))
+  x_half, m_half = samplers.commit_most_confident(EMB, x0_hat, x_cond, mask0, mask0, 0.6)
+  np.testing.assert_array_equal(m_half, [[0, 1, 0, 1, 0, 0]])  # 3 of 5: the exact ones
+  np.testing.assert_array_equal(x_half[0, np.array([2, 4, 5])], EMB[np.array([2, 5, 6])])
+  np.testing.assert_array_equal(x_half[0, 0], 0.0)  # a source position is not touched
+  # the next step fixes the rest; positions already fixed stay as they were
+  x_all, m_all = samplers.commit_most_confident(EMB, 0.0 * x0_hat, x_half, m_half, mask0, 1.0)
+  np.testing.assert_array_equal(m_all, [[0, 0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(x_all[0, np.array([2, 4, 5])], EMB[np.array([2, 5, 6])])
+
+
+@pytest.mark.parametrize("sampler", sorted(samplers.SAMPLERS))
+def test_commit_ends_on_embeddings_and_keeps_the_source(sampler):
+  mask = jnp.array([[0, 0, 1, 1, 1, 1]] * SHAPE[0])
+  x_cond = jax.random.normal(jax.random.PRNGKey(6), SHAPE)
+  kw = dict(shape=SHAPE, steps=3, sampler=sampler, x_cond_BxLxE=x_cond, mask_BxL=mask)
+  x = samplers.sample(lambda z, t, x_sc: 0.9 * z, EMB, DIFF, jax.random.PRNGKey(7), commit=True,
+                      **kw)
+  np.testing.assert_array_equal(x[:, :2], x_cond[:, :2])
+  d = jnp.min(jnp.sum((x[:, 2:, None] - EMB[None, None]) ** 2, -1), -1)
+  np.testing.assert_allclose(d, 0.0, atol=1e-8)
+  # an oracle's estimates are fixed as they are: the same result as without commit
+  on_emb = jnp.broadcast_to(EMB[jnp.arange(6) + 2], SHAPE)
+  exact = lambda z, t, x_sc: jnp.broadcast_to(on_emb, z.shape)
+  a = samplers.sample(exact, EMB, DIFF, jax.random.PRNGKey(7), commit=True, **kw)
+  b = samplers.sample(exact, EMB, DIFF, jax.random.PRNGKey(7), **kw)
+  np.testing.assert_allclose(a, b, atol=1e-5)
+  with pytest.raises(ValueError, match="commit needs mask_BxL"):
+    samplers.sample(exact, EMB, DIFF, jax.random.PRNGKey(7), shape=SHAPE, commit=True)
+
+
 @pytest.mark.parametrize("sampler", sorted(samplers.SAMPLERS))
 def test_trace_size_independent_of_steps(sampler):
   """One scan: the traced program (and so memory) does not grow with the number of steps."""
