@@ -144,8 +144,8 @@ def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: in
                 collapse: bool = False, eta: float = 0.0, commit: bool = False) -> str:
   """File stem of an evaluation: every setting that changes the numbers is in it, so evaluations of
   one checkpoint with other settings never overwrite each other (``_clamp``, ``_commit``,
-  ``_collapse``, ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when not 0). The AR
-  decoders that take no steps (``STEPLESS_SAMPLERS``) carry none in the name."""
+  ``_collapse``, ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when
+  not 0). The AR decoders that take no steps (``STEPLESS_SAMPLERS``) carry none in the name."""
   steps = "" if sampler in STEPLESS_SAMPLERS else steps
   return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
           + ("_commit" if commit else "") + ("_collapse" if collapse else "")

@@ -56,7 +56,8 @@ def _split_name(split: str, inputs: Optional[str]) -> str:
 
 def _generate_stem(run: Run, **options) -> str:
   """The file stem of ``_generate(run, **options)``: options not given take ``_generate``'s
-  defaults, and a None sampler, steps, clamp, collapse, eta or commit the run config's ``sample`` settings."""
+  defaults, and a None sampler, steps, clamp, collapse, eta or commit the run config's ``sample``
+  settings."""
   bound = inspect.signature(_generate).bind(run, **options)
   bound.apply_defaults()
   o, c = bound.arguments, run.config
