@@ -112,14 +112,15 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
                *, sampler: str = "ddpm", steps: Optional[int] = None, clamp: bool = False,
                eta: float = 0.0, guidance: Optional["Guidance"] = None, term_args: Sequence = (),
                cfg_scale: Optional[float] = None, grid=None, x_init_BxLxE=None,
-               commit: bool = False):
+               commit: bool = False, score_temp: float = 1.0):
   """Samples the mask-1 positions of packed ``ids`` (the others are held at their embeddings: a
   seq2seq source, infilling context) and rounds them to words. Traceable; callers jit it.
 
   ``guidance``: its terms (with one per-row pytree of ``term_args`` each) steer every sampler step
   (``make_guide_fn``); ``cfg_scale``: classifier-free guidance (``cfg_denoiser``); ``grid``: the
   timesteps to visit (default: ``steps`` evenly spaced); ``x_init_BxLxE``: the start state (default:
-  Gaussian noise at T); ``commit``: fix the words a group per step (``samplers.sample``).
+  Gaussian noise at T); ``commit``: fix the words a group per step; ``score_temp``: the score
+  temperature (both ``samplers.sample``).
   """
   emb = embeddings.table(params, config.model)
   denoise = denoiser_of(model, params)
@@ -131,7 +132,7 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
   x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,
                        sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
                        mask_BxL=target_mask_BxL, guide_fn=guide_fn, grid=grid,
-                       x_init_BxLxE=x_init_BxLxE, commit=commit)
+                       x_init_BxLxE=x_init_BxLxE, commit=commit, score_temp=score_temp)
   return round_ids(model, params, config, x0, ids_BxL, target_mask_BxL)
 
 

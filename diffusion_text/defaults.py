@@ -29,6 +29,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   #   source and target and are copied back after generation, e.g. "name,near" (data/delex.py)
   c.data.delex_keep = ""  # slots of data.delex whose value stays in the source after the
   #   placeholder ("price : <price> cheap"): for values the targets often paraphrase
+  c.data.pack_blocks = False  # task=lm: texts joined as [BOS] t1 [EOS] [BOS] t2 [EOS] ... and cut
+  #   into max_len blocks with no PAD (Diffusion-LM's padding_mode block); samples split at BOS/EOS
   c.data.max_train_examples = 0  # 0 = all; else the first N of the train split (tests)
   c.data.max_eval_examples = 0  # 0 = all; else the first N of the validation split
   c.data.encode_cache = 250_000  # train examples kept encoded in memory (0 = none; 1-2 KB each)
@@ -114,6 +116,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.sample.beam_alpha = 0.0  # ar beam search: final score / length**alpha
   c.sample.clamp = False  # clamping trick (Li et al. 2022 sec. 4.2)
   c.sample.commit = False  # fix generated words a group per step, most confident first (samplers)
+  c.sample.score_temp = 1.0  # diffusion samplers: the step reads the score / score_temp (< 1 sharper)
   c.sample.eta = 0.0  # ddim noise scale; ar sample: softmax temperature (0 = greedy)
   c.sample.collapse_repeats = False  # keep one word of each run of a repeated word (NAT post-processing)
   c.sample.batch_size = 64

@@ -241,10 +241,26 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     result["inputs"] = os.path.abspath(inputs)
   result.update(split=split, num_inputs=len(hyps), mbr_samples=mbr_samples, seed=seed,
                 checkpoint_step=run.step, seconds=round(time.time() - t0, 1),
-                **{k: v for k, v in sample_kwargs.items() if v is not None})
+                **sampling_settings(run, sample_kwargs))
   if result.get("collapse") is None:
     result["collapse"] = bool(run.config.sample.collapse_repeats)
+  result["score_temp"] = float(run.config.sample.get("score_temp", 1.0))
   return result, outputs
+
+
+def sampling_settings(run: Run, sample_kwargs: dict) -> dict:
+  """What an evaluation ran, defaults included: the run (workdir, task, dataset) and every
+  sampling setting, the ones not passed read from the run's ``config.sample``."""
+  s, d = run.config.sample, run.config.data
+  out = {"workdir": os.path.abspath(run.workdir), "task": d.task, "dataset": d.dataset,
+         "sampler": s.sampler, "clamp": bool(s.clamp), "eta": float(s.eta),
+         "commit": bool(s.commit), "batch_size": int(s.batch_size)}
+  if run.config.model.family == "diffusion":
+    out["steps"] = int(s.steps or run.config.diffusion.num_steps)
+  elif s.sampler == "beam":
+    out["steps"] = int(s.steps)
+  out.update({k: v for k, v in sample_kwargs.items() if v is not None})
+  return out
 
 
 E2E_VERBATIM_KEYS = ("name", "near", "food", "Type", "area")  # values a text names word for word
@@ -311,7 +327,7 @@ def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: 
   data = pipeline.prepare_sources(run.config.data)
   if split not in data:
     raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
-  source = data[split]
+  source = pipeline.model_examples(data[split], run.tokenizer, run.config.data)
   n = min(len(source), num_inputs or len(source))
   encode = pipeline.make_encoder(run.tokenizer, run.config.data)
   rows = [encode(source[i]) for i in range(n)]
@@ -331,7 +347,8 @@ def loss_run(run: Run, *, split: str = "validation") -> dict:
     raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
   c = run.config
   mesh = run.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  batches = train.held_out_batches(c, data[split], pipeline.make_encoder(run.tokenizer, c.data), mesh)
+  batches = train.held_out_batches(c, pipeline.model_examples(data[split], run.tokenizer, c.data),
+                                   pipeline.make_encoder(run.tokenizer, c.data), mesh)
   with sharding.mesh_context(mesh, sharding.axis_rules(c)):
     terms = train.evaluate(jax.jit(train.make_eval_step(run.model, c, run.context)), run.params, batches, mesh,
                            c.seed, c.eval.batch_size)

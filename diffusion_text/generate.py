@@ -93,7 +93,10 @@ class Run:
                    sampler: Optional[str] = None, steps: Optional[int] = None, seed: int = 0,
                    clamp: Optional[bool] = None, eta: Optional[float] = None,
                    batch_size: Optional[int] = None, commit: Optional[bool] = None) -> np.ndarray:
-    """Packed output ids, (N, L): ``num_samples`` unconditional samples, or one per source."""
+    """Packed output ids, (N, L): ``num_samples`` unconditional samples, or one per source (a
+    string is one source)."""
+    if isinstance(sources, str):
+      sources = [sources]
     if self.is_seq2seq != (sources is not None):
       raise ValueError("a seq2seq run needs `sources`; an unconditional run takes `num_samples`"
                        if self.is_seq2seq else "this run is unconditional: pass num_samples")
@@ -137,9 +140,32 @@ class Run:
                **kwargs) -> list[str]:
     """Decoded samples; keyword arguments as ``generate_ids`` (sources, sampler, steps, seed, ...).
     With ``data.delex``, each output's placeholders are replaced by its source's values;
-    ``collapse`` as ``decode_outputs``."""
+    ``collapse`` as ``decode_outputs``. A string ``sources`` is one source (one output)."""
+    if isinstance(kwargs.get("sources"), str):
+      kwargs["sources"] = [kwargs["sources"]]
+    if self.config.data.get("pack_blocks") and not self.is_seq2seq:
+      return self._block_texts(num_samples, collapse, **kwargs)
     return self.decode_outputs(self.generate_ids(num_samples, **kwargs), kwargs.get("sources"),
                                collapse)
+
+  MAX_BLOCK_ROUNDS = 20
+
+  def _block_texts(self, num: int, collapse: Optional[bool], seed: int = 0, **kwargs) -> list[str]:
+    """``num`` texts of a block-packed run (``data.pack_blocks``): rounds of ``num`` sampled blocks
+    (seeds ``seed``, ``seed + 1``, ...), each block giving its complete texts
+    (``packing.split_blocks``), until there are ``num``."""
+    texts = []
+    for k in range(self.MAX_BLOCK_ROUNDS):
+      for row in self.generate_ids(num, seed=seed + k, **kwargs):
+        texts += [self.tokenizer.decode(span) for span in packing.split_blocks(row)]
+      if len(texts) >= num:
+        break
+    else:
+      raise ValueError(f"{self.MAX_BLOCK_ROUNDS} rounds of {num} sampled blocks held "
+                       f"{len(texts)} complete texts, fewer than {num}")
+    if self.config.sample.collapse_repeats if collapse is None else collapse:
+      texts = [collapse_repeats(t) for t in texts]
+    return texts[:num]
 
   def decode_outputs(self, rows, sources: Optional[Sequence[str]] = None,
                      collapse: Optional[bool] = None) -> list[str]:

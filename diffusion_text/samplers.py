@@ -77,7 +77,7 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
            shape: tuple[int, int, int], steps: Optional[int] = None, sampler: str = "ddpm",
            clamp: bool = False, eta: float = 0.0, x_cond_BxLxE=None, mask_BxL=None,
            grid=None, x_init_BxLxE=None, guide_fn: Optional[Callable] = None,
-           commit: bool = False):
+           commit: bool = False, score_temp: float = 1.0):
   """Draw x_0 from the reverse process; returns the final x_0 of shape ``shape`` = (B, L, E).
 
   Args:
@@ -94,7 +94,11 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
       re-imposed (classifier guidance, ``control.py``).
     commit: fix the generated positions a group per step, most confident first (module docstring);
       needs ``mask_BxL``.
+    score_temp: the step reads the score divided by this (``temper_x0``); 1 is the plain sampler,
+      below 1 sharpens each step toward the denoiser's estimate.
   """
+  if not score_temp > 0:
+    raise ValueError(f"score_temp must be > 0, got {score_temp}")
   if sampler not in SAMPLERS:
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
   step_fn = SAMPLERS[sampler]
@@ -127,7 +131,8 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
       x_cond, mask = commit_most_confident(emb_VxE, x0_hat, x_cond, mask, mask_BxL,
                                            (k + 1) / num_steps)
     x0_hat = process.apply_mask(x0_hat, x_cond, mask)
-    x_s = step_fn(key, x_t, x0_hat, ab_table[t], ab_table[s], eta=eta, x0_prev=x0_prev,
+    x0_step = x0_hat if score_temp == 1.0 else temper_x0(x_t, x0_hat, ab_table[t], score_temp)
+    x_s = step_fn(key, x_t, x0_step, ab_table[t], ab_table[s], eta=eta, x0_prev=x0_prev,
                   ab_prev=ab_prev, has_prev=has_prev)
     if guide_fn is not None:
       x_s = guide_fn(x_s, t, s)
@@ -140,6 +145,16 @@ def sample(denoise_fn: Callable, emb_VxE, diffusion: process.Diffusion, rng, *,
   init = (x_T, jnp.zeros(shape, x_T.dtype), jnp.zeros((), ab_table.dtype), x_cond, mask_BxL)
   (x_0, _, _, _, _), _ = jax.lax.scan(body, init, (jnp.arange(num_steps), ts, ss, keys, has_prev))
   return x_0
+
+
+def temper_x0(x_t, x0_hat, ab_t, score_temp: float):
+  """The x0 estimate whose implied score is the model's divided by ``score_temp``: the implied noise
+  ``eps_hat`` scaled by 1 / score_temp, i.e. ``x0 = x_t / sqrt(ab) + (x0_hat - x_t / sqrt(ab)) /
+  score_temp`` (the score of p^(1/score_temp) for a Gaussian-smoothed p; Plaid, Gulrajani and
+  Hashimoto 2023, samples at 0.9). Only the sampler step reads it; hooks and the self-conditioning
+  history keep the model's own estimate."""
+  base = x_t / jnp.sqrt(ab_t)
+  return base + (x0_hat - base) / score_temp
 
 
 def commit_most_confident(emb_VxE, x0_hat_BxLxE, x_cond_BxLxE, mask_BxL, mask0_BxL, share):

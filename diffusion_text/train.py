@@ -335,14 +335,16 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
     # Each process loads only its rows of every global batch; the global batch is the same for any
     # number of processes, so a multi-host run sees exactly the data of a single-host one.
     train_batches = pipeline.batched_dataset(
-        sources["train"], encode, batch_size=config.train.batch_size, seed=config.seed,
+        pipeline.model_examples(sources["train"], tok, config.data,
+                                config.data.max_train_examples or None), encode, batch_size=config.train.batch_size, seed=config.seed,
         max_examples=config.data.max_train_examples or None,
         rows=sharding.process_rows(mesh, config.train.batch_size),
         cache_size=config.data.encode_cache)
     data_iter = pipeline.DataIterator(train_batches)
     eval_batches = []
     if "validation" in sources:
-      eval_batches = held_out_batches(config, sources["validation"], encode, mesh)
+      eval_batches = held_out_batches(
+          config, pipeline.model_examples(sources["validation"], tok, config.data), encode, mesh)
 
     if latest is None:
       state, _ = ts.create_train_state(family.init_params, model_cfg, tx, mesh, rules,

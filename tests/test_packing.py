@@ -87,3 +87,17 @@ def test_in_place_noises_only_the_slots_and_keeps_the_given_words():
     packing.pack(src, tgt[:3], 8, 3, "in_place", slot_id=slot)
   with pytest.raises(ValueError, match="slot word's id"):
     packing.pack(src, tgt, 8, 3, "in_place")
+
+
+def test_pack_blocks_joins_texts_without_pad_and_split_blocks_gives_them_back():
+  from diffusion_text.data.tokenizers import BOS, EOS, PAD
+  texts = [[5, 6, 7], [8], [9, 10, 11, 12], [13, 14]]
+  blocks = packing.pack_blocks(texts, 6)
+  # stream: B 5 6 7 E B | 8 E B 9 10 11 | 12 E B 13 14 E  (18 tokens, 3 rows)
+  assert blocks.tolist() == [[BOS, 5, 6, 7, EOS, BOS], [8, EOS, BOS, 9, 10, 11],
+                             [12, EOS, BOS, 13, 14, EOS]]
+  assert not (blocks == PAD).any()
+  # only texts whole inside one row come back; the ones cut at a row's edge do not
+  assert [packing.split_blocks(r) for r in blocks] == [[[5, 6, 7]], [], [[13, 14]]]
+  assert packing.split_blocks([BOS, 5, BOS, 6, EOS]) == [[6]]  # a BOS before the EOS cuts a span
+  assert packing.pack_blocks([], 4).shape == (0, 4)

@@ -193,3 +193,22 @@ def test_bad_arguments():
     samplers.sample(oracle, EMB, DIFF, jax.random.PRNGKey(0), shape=SHAPE, sampler="euler")
   with pytest.raises(ValueError, match="sampler steps"):
     samplers.sample(oracle, EMB, DIFF, jax.random.PRNGKey(0), shape=SHAPE, steps=201)
+
+
+def test_score_temperature_scales_the_implied_noise():
+  """temper_x0 divides the implied eps (the score up to -1/sqrt(1-ab)) by the temperature; 1 is the
+  identity."""
+  k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+  x_t, x0 = jax.random.normal(k1, (2, 5, 4)), jax.random.normal(k2, (2, 5, 4))
+  ab = jnp.float32(0.3)
+  np.testing.assert_allclose(samplers.temper_x0(x_t, x0, ab, 1.0), x0, rtol=1e-6, atol=1e-6)
+  eps = process.eps_from_x0(x_t, x0, ab)
+  np.testing.assert_allclose(process.eps_from_x0(x_t, samplers.temper_x0(x_t, x0, ab, 0.8), ab),
+                             eps / 0.8, rtol=1e-5, atol=1e-5)
+
+
+def test_score_temperature_must_be_positive():
+  diffusion = process.Diffusion("sqrt", 10)
+  with pytest.raises(ValueError, match="score_temp"):
+    samplers.sample(lambda z, t, x: z, jnp.eye(4), diffusion, jax.random.PRNGKey(0),
+                    shape=(1, 3, 4), steps=2, score_temp=0.0)

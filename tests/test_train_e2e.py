@@ -305,6 +305,8 @@ def test_seq2seq_sampling_keeps_source_bit_identical(s2s_run):
     np.testing.assert_array_equal(out[mask == 0], ids_in[mask == 0])
   texts = run.generate(sources=srcs, steps=6)
   assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+  # a string is one source, not a list of characters
+  assert run.generate(sources=srcs[0], steps=6) == run.generate(sources=srcs[:1], steps=6)
   with pytest.raises(ValueError, match="needs `sources`"):
     run.generate(2)
 
@@ -338,10 +340,14 @@ def test_seq2seq_evaluation_with_mbr(s2s_run):
   result, outputs = evaluate.evaluate_run(run, split="validation", num_inputs=3, mbr_samples=2,
                                           steps=4)
   assert result["num_inputs"] == 3 and result["mbr_samples"] == 2
-  assert 0 <= result["bleu"] <= 100 and "self_bleu" in result
+  # the BLEU is sacrebleu's corpus BLEU of exactly the outputs returned against their references
+  assert result["bleu"] == metrics.bleu([o["hyp"] for o in outputs],
+                                        [o["refs"] for o in outputs])["bleu"]
+  assert "self_bleu" in result
   assert all(len(o["samples"]) == 2 and o["hyp"] in o["samples"] for o in outputs)
-  # references are grouped per distinct MR: several per input on E2E
-  assert all(len(o["refs"]) >= 1 for o in outputs) and len({o["src"] for o in outputs}) == 3
+  # references are grouped per distinct MR: the fixture's validation split has 12 per MR
+  assert [len(o["refs"]) for o in outputs] == [12, 12, 12]
+  assert len({o["src"] for o in outputs}) == 3
   # the anchor beside the BLEU: the inputs themselves scored against the same references
   assert result["source_bleu"] == metrics.bleu([o["src"] for o in outputs],
                                                [o["refs"] for o in outputs])["bleu"]
@@ -357,8 +363,10 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   srcs = ["name : Aromi | food : Thai"]
   greedy = run.generate_ids(sources=srcs, sampler="greedy")
   np.testing.assert_array_equal(run.generate_ids(sources=srcs, sampler="beam", steps=1), greedy)
-  result, _ = evaluate.evaluate_run(run, split="validation", num_inputs=2, sampler="beam", steps=2)
-  assert 0 <= result["bleu"] <= 100
+  result, outs = evaluate.evaluate_run(run, split="validation", num_inputs=2, sampler="beam",
+                                       steps=2)
+  assert result["bleu"] == metrics.bleu([o["hyp"] for o in outs], [o["refs"] for o in outs])["bleu"]
+  assert result["sampler"] == "beam" and result["steps"] == 2
   # ancestral sampling at a temperature (eta): seeded, and the evaluation's file says its eta
   drawn = run.generate_ids(sources=srcs * 8, sampler="sample", eta=1.0, seed=3)
   np.testing.assert_array_equal(
@@ -654,3 +662,32 @@ def test_metrics_are_also_tensorboard_events(runs):
     for key, v in want.items():
       if key[0] not in ("steps_per_sec", "tokens_per_sec"):
         np.testing.assert_allclose(got[key], v, rtol=1e-6, err_msg=str(key))
+
+
+def test_block_packed_run_trains_on_blocks_and_samples_whole_texts(tmp_path, tfds_dir,
+                                                                    monkeypatch):
+  """``data.pack_blocks``: training reads PAD-free blocks, and sampling returns the complete texts
+  inside sampled blocks, as many as asked for."""
+  from diffusion_text.data import packing
+  require_synthetic_e2e()
+  c = tiny.get_config()
+  c.unlock()
+  c.data.pack_blocks = True
+  w = str(tmp_path / "blocks")
+  train.train_and_evaluate(c, w)
+  lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
+  assert any(np.isfinite(d.get("eval/loss", np.nan)) for d in lines)
+  run = generate.load_run(w)
+  sources = pipeline.prepare_sources(c.data)
+  examples = pipeline.model_examples(sources["train"], run.tokenizer, c.data, 256)
+  encode = pipeline.make_encoder(run.tokenizer, c.data)
+  rows = [encode(examples[i]) for i in range(len(examples))]
+  assert 0 < len(rows) < 256 and not any(r["pad_mask"].any() for r in rows)
+  texts = ["the eagle is a pub .", "there is a cheap place ."]
+  blocks = packing.pack_blocks([run.tokenizer.encode(t) for t in texts * 3], c.data.max_len)
+  calls = []
+  monkeypatch.setattr(run, "generate_ids",
+                      lambda n, seed=0, **kw: calls.append(seed) or blocks[:n])
+  want = [run.tokenizer.decode(run.tokenizer.encode(t)) for t in texts]
+  out = run.generate(3, steps=4)
+  assert len(out) == 3 and set(out) <= set(want) and calls[0] == 0

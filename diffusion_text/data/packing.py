@@ -96,3 +96,29 @@ def unpack(ids: Sequence[int]):
       break
     tgt.append(i)
   return src, tgt
+
+
+def pack_blocks(texts_ids: Sequence[Sequence[int]], max_len: int) -> np.ndarray:
+  """Block packing for unconditional training (Diffusion-LM's ``padding_mode block``): the texts
+  joined as ``[BOS] t1 [EOS] [BOS] t2 [EOS] ...`` and cut into rows of ``max_len``, (N, max_len)
+  int32 with no PAD; the tail that does not fill a row is dropped. A text may straddle two rows."""
+  if not texts_ids:
+    return np.zeros((0, max_len), np.int32)
+  stream = np.concatenate([np.asarray([BOS, *t, EOS], np.int32) for t in texts_ids])
+  n = len(stream) // max_len
+  return stream[: n * max_len].reshape(n, max_len)
+
+
+def split_blocks(ids: Sequence[int]) -> list:
+  """The complete texts of a block: the ids strictly between each BOS and the next EOS, for spans
+  that reach an EOS before another BOS or the row's end (fragments cut at either edge are not
+  texts). Each text is a list of ids."""
+  row = list(np.asarray(ids).tolist())
+  out = []
+  for a, i in enumerate(row):
+    if i != BOS:
+      continue
+    b = next((k for k in range(a + 1, len(row)) if row[k] in (EOS, BOS)), None)
+    if b is not None and row[b] == EOS:
+      out.append(row[a + 1: b])
+  return out

@@ -183,6 +183,10 @@ def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
   slot = slot_id(tok, data_cfg) if seq2seq else None
 
   def encode(record) -> dict:
+    if "block" in record:  # a BlockSource row: already ids, no PAD, every position generated
+      ids = np.asarray(record["block"], np.int32)
+      return {"ids": ids, "target_mask": np.ones_like(ids), "pad_mask": np.zeros_like(ids),
+              "index": np.int64(record["index"]), "label": np.int32(-1)}
     if seq2seq:
       src, tgt = texts(record)
       ids, target_mask = pack(data_cfg, tok.encode(src), tok.encode(tgt), slot)
@@ -194,6 +198,33 @@ def make_encoder(tok: tokenizers.Tokenizer, data_cfg):
             "index": np.int64(record["index"]),
             "label": np.int32(record.get("label", -1))}
   return encode
+
+
+class BlockSource:
+  """A text source's target texts, tokenized and block-packed (``packing.pack_blocks``): item ``i``
+  is ``{"block": ids (L,), "index": i}``, which ``make_encoder``'s encoder passes through."""
+
+  def __init__(self, source, tok: tokenizers.Tokenizer, max_len: int,
+               limit: Optional[int] = None):
+    texts = split_texts(source, limit)
+    self.blocks = packing.pack_blocks([tok.encode(t) for t in texts], max_len)
+    self.num_texts = len(texts)
+
+  def __len__(self) -> int:
+    return len(self.blocks)
+
+  def __getitem__(self, index: int) -> dict:
+    return {"block": self.blocks[index], "index": index}
+
+
+def model_examples(source, tok: tokenizers.Tokenizer, data_cfg, limit: Optional[int] = None):
+  """The records a model of ``data_cfg`` reads from ``source``: the source itself, or with
+  ``data.pack_blocks`` (unconditional runs only) its texts as a ``BlockSource``."""
+  if not data_cfg.get("pack_blocks"):
+    return source
+  if data_cfg.task != "lm":
+    raise DataError("data.pack_blocks is for unconditional runs (data.task=lm)")
+  return BlockSource(source, tok, data_cfg.max_len, limit)
 
 
 class EncodedSource:
