@@ -60,6 +60,7 @@ ARMS.update({  # combinations of the single levers that moved the grammar
     "rope_ce_st09": {**_ROPE_CE, "sample.score_temp": 0.9},
     "rope_ce_sc": {**_ROPE_CE, "model.self_cond": True},
     "rope_ce_sc_4x": {**_ROPE_CE, "model.self_cond": True, "train.num_train_steps": 8000},
+    "rope_ce_sc_blocks": {**_ROPE_CE, "model.self_cond": True, "data.pack_blocks": True},
 })
 
 
