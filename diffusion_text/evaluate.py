@@ -244,7 +244,6 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                 **sampling_settings(run, sample_kwargs))
   if result.get("collapse") is None:
     result["collapse"] = bool(run.config.sample.collapse_repeats)
-  result["score_temp"] = float(run.config.sample.get("score_temp", 1.0))
   return result, outputs
 
 
@@ -254,7 +253,8 @@ def sampling_settings(run: Run, sample_kwargs: dict) -> dict:
   s, d = run.config.sample, run.config.data
   out = {"workdir": os.path.abspath(run.workdir), "task": d.task, "dataset": d.dataset,
          "sampler": s.sampler, "clamp": bool(s.clamp), "eta": float(s.eta),
-         "commit": bool(s.commit), "batch_size": int(s.batch_size)}
+         "commit": bool(s.commit), "score_temp": float(s.score_temp),
+         "batch_size": int(s.batch_size)}
   if run.config.model.family == "diffusion":
     out["steps"] = int(s.steps or run.config.diffusion.num_steps)
   elif s.sampler == "beam":

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from diffusion_text import families, languages, optim, sharding, train
+from diffusion_text import configuration, defaults, families, languages, optim, sharding, train
 from diffusion_text import train_state as ts
 from diffusion_text.data import packing, tokenizers
 from diffusion_text.data.tokenizers import BOS, EOS, PAD
@@ -182,6 +182,7 @@ def run_arm(language: str, arm: str, base: ml_collections.ConfigDict, *, num_tra
     raise ConfigError(f"unknown arm {arm!r}; choose from {sorted(ARMS)}")
   overrides = dict(ARMS.get(arm, {}), **(overrides or {}))
   config = config_for(base, overrides)
+  configuration.validate(config, defaults.get_config())  # bad values fail before any training
   lang = languages.get(language)
   tok = tokenizer_of(lang)
   pack = config.data.pack_blocks
@@ -211,9 +212,3 @@ def run_arm(language: str, arm: str, base: ml_collections.ConfigDict, *, num_tra
                                                          "t_sampler", "ce_weight")},
          "max_len": config.data.max_len, "pack_blocks": pack, "seed": config.seed}
   return row, [" ".join(s) for s in sents]
-
-
-def write_rows(path: str, rows: list) -> None:
-  with open(path, "w") as f:
-    for r in rows:
-      f.write(json.dumps(r, sort_keys=True) + "\n")

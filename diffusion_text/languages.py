@@ -36,7 +36,6 @@ class Language:
   sample_one: Callable  # rng -> Sentence
   log_prob: Callable  # Sentence -> float (natural log; -inf outside the support)
   mode: Callable  # Sentence -> hashable (of a valid sentence)
-  num_modes: int
 
   def sample(self, rng: np.random.Generator, n: int) -> list:
     return [self.sample_one(rng) for _ in range(n)]
@@ -100,8 +99,7 @@ def templates() -> Language:
   def mode(sent):
     return int(np.argmax([match(t, sent) for t in tmpl]))
 
-  return Language("templates", tuple(words), max(len(t) for t in tmpl), sample_one, log_prob, mode,
-                  len(tmpl))
+  return Language("templates", tuple(words), max(len(t) for t in tmpl), sample_one, log_prob, mode)
 
 
 # ---------------------------------------------------------------------------------------- markov
@@ -139,7 +137,7 @@ def markov(num_words: int = 24, successors: int = 3, min_words: int = 4, max_wor
       p *= (1.0 - p_end(n)) * trans[a, b]
     return math.log(p) if p > 0 else -math.inf
 
-  return Language("markov", words, max_words, sample_one, log_prob, lambda s: s[0], num_words)
+  return Language("markov", words, max_words, sample_one, log_prob, lambda s: s[0])
 
 
 # --------------------------------------------------------------------------------------- grammar
@@ -226,7 +224,7 @@ def grammar() -> Language:
     a = analyse(sent)
     return -math.inf if a is None else a[0]
 
-  return Language("grammar", tuple(words), 12, sample_one, log_prob, lambda s: analyse(s)[1], 8)
+  return Language("grammar", tuple(words), 12, sample_one, log_prob, lambda s: analyse(s)[1])
 
 
 LANGUAGES = {"templates": templates, "markov": markov, "grammar": grammar}

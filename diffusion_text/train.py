@@ -336,7 +336,8 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
     # number of processes, so a multi-host run sees exactly the data of a single-host one.
     train_batches = pipeline.batched_dataset(
         pipeline.model_examples(sources["train"], tok, config.data,
-                                config.data.max_train_examples or None), encode, batch_size=config.train.batch_size, seed=config.seed,
+                                config.data.max_train_examples or None),
+        encode, batch_size=config.train.batch_size, seed=config.seed,
         max_examples=config.data.max_train_examples or None,
         rows=sharding.process_rows(mesh, config.train.batch_size),
         cache_size=config.data.encode_cache)

@@ -73,3 +73,9 @@ def test_tiny_diffusion_model_learns_the_template_language():
   marginal = languages.marginal_sampler(lang, real)(np.random.default_rng(2), 200)
   assert not _learned(languages.score(lang, marginal, real))
   assert len(texts) == 200 and row["sampling"]["sampler"] == "ddpm"
+
+
+def test_bad_override_value_fails_before_training():
+  with pytest.raises(langbench.ConfigError):
+    langbench.run_arm("templates", "base", bench_config.get_config(), num_train=10,
+                      num_samples=1, overrides={"sample.sampler": "nope"})

@@ -206,9 +206,8 @@ class BlockSource:
 
   def __init__(self, source, tok: tokenizers.Tokenizer, max_len: int,
                limit: Optional[int] = None):
-    texts = split_texts(source, limit)
-    self.blocks = packing.pack_blocks([tok.encode(t) for t in texts], max_len)
-    self.num_texts = len(texts)
+    self.blocks = packing.pack_blocks([tok.encode(t) for t in split_texts(source, limit)],
+                                      max_len)
 
   def __len__(self) -> int:
     return len(self.blocks)
