@@ -22,7 +22,7 @@ from absl import logging
 import numpy as np
 
 from diffusion_text import classifier, control, embeddings, evaluate, generate, metrics
-from diffusion_text.data import pipeline, sources, tokenizers
+from diffusion_text.data import mr, pipeline, tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,7 @@ def _semantic(o, lm):
   clf = _classifier_of(lm, o.classifier, "--classifier")
   split = pipeline.prepare_sources(lm.config.data)[o.split]
   counts = collections.Counter(fv for i in range(len(split))
-                               for fv in sources.e2e_mr_fields(pipeline._text(split[i]["src"])))
+                               for fv in mr.fields(pipeline._text(split[i]["src"])))
   targets = []
   for (field, value), _ in counts.most_common():
     try:

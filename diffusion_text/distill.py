@@ -26,7 +26,7 @@ from absl import logging
 import numpy as np
 
 from diffusion_text import evaluate
-from diffusion_text.data import pipeline
+from diffusion_text.data import mr, pipeline
 from diffusion_text.errors import UserError
 from diffusion_text.generate import Run
 
@@ -35,36 +35,26 @@ INFO_FILE = "distill.json"
 HELDOUT_FILE = "heldout.jsonl"
 
 
-FIELD_SEP, KEY_SEP = " | ", " : "
-
-
-def parse_fields(source: str):
-  """[(key, value)] of a structured source, or None when any field lacks ``KEY_SEP``."""
-  fields = [f.split(KEY_SEP, 1) for f in source.split(FIELD_SEP)]
-  if any(len(f) != 2 or not f[0].strip() or not f[1].strip() for f in fields):
-    return None
-  return [(k.strip(), v.strip()) for k, v in fields]
-
-
-def recombine_sources(sources: list[str], num: int, seed: int = 0) -> list[str]:
+def recombine_sources(sources: list[str], num: int, seed: int = 0, exclude=()) -> list[str]:
   """``num`` new structured sources, each a new combination of the given sources' fields.
 
   Keys every source has (E2E: the name) are always present; the number of other keys is drawn
   uniformly between the fewest and the most the sources have, the keys uniformly among those, and
   each key's value from its occurrences in the sources (so values keep their frequencies). Keys
-  keep the sources' order. No output repeats a given source or another output.
+  keep the sources' order. No output says what a given source, a source in ``exclude`` (held-out
+  MRs: dev and test) or another output says, in any field order (``mr.canonical``).
   """
   out = []
-  for text in _new_combinations(sources, seed, max_tries=100 * num + 1000):
+  for text in _new_combinations(sources, seed, max_tries=100 * num + 1000, exclude=exclude):
     out.append(text)
     if len(out) == num:
       return out
   raise UserError(f"only {len(out)} of {num} new combinations found; ask for fewer")
 
 
-def _new_combinations(sources: list[str], seed: int, max_tries: int):
+def _new_combinations(sources: list[str], seed: int, max_tries: int, exclude=()):
   """``recombine_sources``' draws, one at a time, until ``max_tries`` draws have been made."""
-  parsed = [parse_fields(s) for s in sources]
+  parsed = [mr.strict_fields(s) for s in sources]
   bad = [s for s, p in zip(sources, parsed) if p is None]
   if bad:
     raise UserError(f"recombining needs sources of 'key : value' fields joined by ' | '; "
@@ -81,13 +71,12 @@ def _new_combinations(sources: list[str], seed: int, max_tries: int):
   counts = [len(f) - len(required) for f in parsed]
   lo, hi = min(counts), max(counts)
   rng = random.Random(seed)
-  seen = set(sources)
+  seen = {mr.canonical(s) for s in [*sources, *exclude]}
   for _ in range(max_tries):
     keys = set(rng.sample(optional, rng.randint(lo, hi)))
-    text = FIELD_SEP.join(f"{k}{KEY_SEP}{rng.choice(values[k])}" for k in order
-                          if k in keys or k in required)
-    if text not in seen:
-      seen.add(text)
+    text = mr.join((k, rng.choice(values[k])) for k in order if k in keys or k in required)
+    if mr.canonical(text) not in seen:
+      seen.add(mr.canonical(text))
       yield text
 
 
@@ -95,13 +84,13 @@ def skeleton(source: str, ignore=()) -> tuple:
   """A structured source's fields with the values of the keys in ``ignore`` left out (the keys
   stay): two sources with one skeleton differ only in those values (E2E: the name, near and food
   values that ``data.delex`` copies from the source)."""
-  fields = parse_fields(source)
+  fields = mr.strict_fields(source)
   if fields is None:
     raise UserError(f"not a source of 'key : value' fields joined by ' | ': {source!r}")
   return tuple(sorted((k, None if k in ignore else v) for k, v in fields))
 
 
-def heldout_sources(sources: list[str], num: int, seed: int, ignore=()) -> list[str]:
+def heldout_sources(sources: list[str], num: int, seed: int, ignore=(), exclude=()) -> list[str]:
   """``num`` new combinations of the sources' fields (``recombine_sources``) whose skeleton (with
   the values of ``ignore`` left out) is none of ``sources``': inputs a model trained on
   ``sources`` has never seen in any form but those values. E2E's test set is of that kind (with
@@ -109,7 +98,8 @@ def heldout_sources(sources: list[str], num: int, seed: int, ignore=()) -> list[
   set's 547 MRs are not."""
   seen = {skeleton(s, ignore) for s in sources}
   out, taken = [], set()
-  for candidate in _new_combinations(sources, seed, max_tries=1000 * num + 10_000):
+  for candidate in _new_combinations(sources, seed, max_tries=1000 * num + 10_000,
+                                     exclude=exclude):
     key = skeleton(candidate, ignore)
     if key not in seen and key not in taken:
       taken.add(key)
@@ -123,7 +113,7 @@ def mentions_values(source: str, text: str, keys) -> bool:
   """Whether ``text`` holds, case-insensitively and verbatim, the value of each of ``keys`` that
   the structured ``source`` gives."""
   low = text.lower()
-  return all(v.lower() in low for k, v in parse_fields(source) or () if k in keys)
+  return all(v.lower() in low for k, v in mr.strict_fields(source) or () if k in keys)
 
 
 def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: int,
@@ -177,9 +167,13 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
   groups = evaluate.grouped_references(data["train"], limit or None)
   sources = [src for src, _ in groups]
   num_train = len(sources)
+  # no new combination may be a dev or test MR: the teacher would write the student's exam
+  evaluation = [pipeline._text(data[s][i]["src"]) for s in ("validation", "test") if s in data
+                for i in range(len(data[s]))]
   if recombine:
-    sources += recombine_sources(sources, recombine, seed)
-  held = heldout_sources(sources, heldout, seed + 1, heldout_ignore) if heldout else []
+    sources += recombine_sources(sources, recombine, seed, exclude=evaluation)
+  held = (heldout_sources(sources, heldout, seed + 1, heldout_ignore, exclude=evaluation)
+          if heldout else [])
   outputs = teacher_outputs(teacher, sources + held, sampler=sampler, steps=steps,
                             batch_size=batch_size, eta=eta, seed=seed)
   empty = sum(not o.strip() for o in outputs)
@@ -197,6 +191,7 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
           "teacher_dataset": teacher.config.data.dataset, "sampler": sampler, "steps": steps,
           "eta": eta,
           "train_sources": num_train, "recombined_sources": recombine,
+          "excluded_evaluation_mrs": len({mr.canonical(s) for s in evaluation}),
           "seed": seed, "empty_outputs_dropped": empty, "require_values": list(require_values),
           "recombined_kept": sum(k for _, _, k in pairs[num_train:len(sources)]),
           "heldout_sources": heldout, "heldout_ignore": list(heldout_ignore),

@@ -269,11 +269,3 @@ def test_label_classifier_terms_and_clean_judge_mode(tiny_runs):
   lp = classifier.log_prob_fn(model, params, c)(jnp.zeros((4, 32, 8)), jnp.zeros((4,), jnp.int32))
   assert lp.shape == (4, 2)
   np.testing.assert_allclose(jnp.exp(lp).sum(-1), 1.0, rtol=1e-5)
-
-
-def test_mr_fields_parses_e2e_meaning_representations():
-  from diffusion_text.data import sources
-  assert sources.e2e_mr_fields(
-      "name : The Eagle | customer rating : 5 out of 5 | area : riverside") == [
-          ("name", "The Eagle"), ("customer rating", "5 out of 5"), ("area", "riverside")]
-  assert sources.e2e_mr_fields("") == []

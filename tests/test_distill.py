@@ -4,6 +4,7 @@ import collections
 import pytest
 
 from diffusion_text import distill
+from diffusion_text.data import mr
 from diffusion_text.errors import UserError
 
 SOURCES = [
@@ -19,11 +20,11 @@ def test_recombined_sources_are_new_combinations_of_the_given_fields():
   assert len(out) == len(set(out)) == 40 and not set(out) & set(SOURCES)
   given = collections.defaultdict(set)
   for s in SOURCES:
-    for k, v in distill.parse_fields(s):
+    for k, v in mr.strict_fields(s):
       given[k].add(v)
   order = ["name", "Type", "food", "price", "area", "near"]  # by mean position in SOURCES
   for s in out:
-    fields = distill.parse_fields(s)
+    fields = mr.strict_fields(s)
     keys = [k for k, _ in fields]
     assert keys[0] == "name"  # in every source, so in every output
     assert keys == sorted(keys, key=order.index)
@@ -31,6 +32,18 @@ def test_recombined_sources_are_new_combinations_of_the_given_fields():
     assert 2 <= len(fields) - 1 <= 4  # the fewest and most optional fields of SOURCES
   assert distill.recombine_sources(SOURCES, 40, seed=3) == out
   assert distill.recombine_sources(SOURCES, 40, seed=4) != out
+
+
+def test_recombined_sources_never_say_what_an_excluded_mr_says_in_any_field_order():
+  out = distill.recombine_sources(SOURCES, 40, seed=3)
+  # the same fields in another order, another case and spacing: still the excluded MR
+  reordered = [" |  ".join(reversed(s.upper().split(" | "))) for s in out[:10]]
+  again = distill.recombine_sources(SOURCES, 30, seed=3, exclude=reordered)
+  assert not {mr.canonical(s) for s in again} & {mr.canonical(s) for s in out[:10]}
+  assert len(again) == 30 and again[0] not in out[:10]
+  held = distill.heldout_sources(SOURCES, 10, seed=0, ignore=("name",))
+  held2 = distill.heldout_sources(SOURCES, 10, seed=0, ignore=("name",), exclude=held[:5])
+  assert len(held2) == 10 and not {mr.canonical(s) for s in held2} & {mr.canonical(s) for s in held[:5]}
 
 
 def test_recombining_unstructured_or_exhausted_sources_is_one_clear_error():

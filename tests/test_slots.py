@@ -169,3 +169,15 @@ def test_collapse_keeps_one_word_of_each_repeated_run_before_the_values_are_copi
   assert run.decode_outputs(out, [src], collapse=True) == ["The Punter serves Thai food ."]
   c.sample.collapse_repeats = True  # the run's default
   assert run.decode_outputs(out, [src]) == ["The Punter serves Thai food ."]
+
+
+def test_a_repeated_slot_keeps_each_of_its_values():
+  dx = delex.Delexicalizer(["name", "food"])
+  src = "name : Aromi | food : Italian | food : French"
+  assert dx.source(src) == "name : <name> | food : <food> | food : <food_2>"
+  tgt = dx.target(src, "Aromi serves Italian and French food .")
+  assert tgt == "<name> serves <food> and <food_2> food ."
+  assert dx.relex(src, tgt) == "Aromi serves Italian and French food ."
+  # a second value's placeholder for a source with one value is dropped, as an unknown slot's is
+  assert dx.relex("name : Aromi | food : Thai", "<name> serves <food> and <food_2> .") == (
+      "Aromi serves Thai and .")

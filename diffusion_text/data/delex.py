@@ -16,7 +16,7 @@ References are never touched, so scores are against the real texts.
 import re
 from typing import Sequence
 
-from diffusion_text.data import sources
+from diffusion_text.data import mr
 
 
 def parse_slots(spec: str) -> tuple[str, ...]:
@@ -24,11 +24,12 @@ def parse_slots(spec: str) -> tuple[str, ...]:
   return tuple(s.strip() for s in spec.split(",") if s.strip())
 
 
-def placeholder(slot: str, lower: bool = False) -> str:
+def placeholder(slot: str, lower: bool = False, k: int = 1) -> str:
   """The one-word stand-in for ``slot``'s value: ``near`` -> ``<near>``, ``family friendly`` ->
   ``<family_friendly>``; ``lower``: for a mention written with its first letter lower-cased
-  (``<food:lower>`` for "fast food" where the source says "Fast food")."""
-  return "<" + "_".join(slot.split()) + (":lower" if lower else "") + ">"
+  (``<food:lower>`` for "fast food" where the source says "Fast food"); ``k``: the slot's k-th
+  value in a source that repeats the slot (``<food_2>``)."""
+  return "<" + "_".join(slot.split()) + (f"_{k}" if k > 1 else "") + (":lower" if lower else "") + ">"
 
 
 def _lower_first(value: str) -> str:
@@ -59,22 +60,30 @@ class Delexicalizer:
   def __bool__(self) -> bool:
     return bool(self.slots)
 
-  def values(self, src: str) -> dict[str, str]:
-    """slot -> value for the chosen slots the source names (non-empty values only)."""
-    fields = dict(sources.e2e_mr_fields(src))
-    return {s: fields[s] for s in self.slots if fields.get(s)}
+  def values(self, src: str) -> dict[tuple[str, int], str]:
+    """(slot, k) -> the k-th value (from 1) of each chosen slot the source names, non-empty
+    values only: a source may repeat a slot (two ``food`` fields), each value has its own
+    placeholder."""
+    out, seen = {}, {}
+    for key, value in mr.fields(src):
+      if key in self.slots and value:
+        seen[key] = seen.get(key, 0) + 1
+        out[(key, seen[key])] = value
+    return out
 
   def source(self, src: str) -> str:
     """The source with each chosen slot's value replaced by its placeholder."""
     if not self.slots:
       return src
-    parts = []
+    parts, seen = [], {}
     for part in src.split("|"):
       key, sep, value = part.partition(":")
       slot = " ".join(key.split())
       if sep and slot in self.slots and value.strip():
+        seen[slot] = seen.get(slot, 0) + 1
         kept = " " + " ".join(value.split()) if slot in self.keep else ""
-        part = f"{key}: {placeholder(slot)}{kept}" + (" " if part.endswith(" ") else "")
+        part = (f"{key}: {placeholder(slot, k=seen[slot])}{kept}"
+                + (" " if part.endswith(" ") else ""))
       parts.append(part)
     return "|".join(parts)
 
@@ -83,11 +92,11 @@ class Delexicalizer:
     the slot's placeholder (its ``lower`` form where the mention lower-cases the value's first
     letter); longer values first, so a value inside another is not split."""
     values = self.values(src)
-    for slot, value in sorted(values.items(), key=lambda kv: -len(kv[1])):
+    for (slot, k), value in sorted(values.items(), key=lambda kv: -len(kv[1])):
       lowered = _lower_first(value) != value
       tgt = _value_pattern(value).sub(
-          lambda m, slot=slot, value=value, lowered=lowered: placeholder(
-              slot, lowered and m.group(0) == _lower_first(value)), tgt)
+          lambda m, slot=slot, value=value, lowered=lowered, k=k: placeholder(
+              slot, lowered and m.group(0) == _lower_first(value), k), tgt)
     return tgt
 
   def relex(self, src: str, hyp: str) -> str:
@@ -96,11 +105,11 @@ class Delexicalizer:
     if not self.slots:
       return hyp
     values = self.values(src)
-    for slot in self.slots:
-      value = values.get(slot, "")
-      hyp = hyp.replace(placeholder(slot, lower=True), _lower_first(value))
-      hyp = hyp.replace(placeholder(slot), value)
-    return " ".join(hyp.split())
+    for slot, k in {*values, *((s, 1) for s in self.slots)}:
+      value = values.get((slot, k), "")
+      hyp = hyp.replace(placeholder(slot, True, k), _lower_first(value))
+      hyp = hyp.replace(placeholder(slot, k=k), value)
+    return " ".join(re.sub(r"<[\w ]+_\d+(?::lower)?>", "", hyp).split())
 
 
 def of(data_cfg) -> Delexicalizer:

@@ -202,16 +202,6 @@ def e2e_csv_mr(mr: str) -> str:
   return " | ".join(parts)
 
 
-def e2e_mr_fields(mr: str) -> list[tuple[str, str]]:
-  """``name : Aromi | area : city centre`` -> [("name", "Aromi"), ("area", "city centre")]."""
-  out = []
-  for part in mr.split("|"):
-    if ":" in part:
-      k, v = part.split(":", 1)
-      out.append((" ".join(k.split()), " ".join(v.split())))
-  return out
-
-
 def e2e_csv_records(path: str):
   """Records of an original E2E challenge CSV (``mr,ref``), tokenized like Diffusion-LM's files."""
   with open(path, encoding="utf-8-sig", newline="") as f:
