@@ -86,7 +86,10 @@ class Run:
     d = self.config.data
     dx = delex.of(d)
     slot = pipeline.slot_id(self.tokenizer, d)
-    packed = [pipeline.pack_source(d, self.tokenizer.encode(dx.source(s)), slot) for s in sources]
+    ids = [self.tokenizer.encode(dx.source(s)) for s in sources]
+    pipeline.check_source_lengths([len(x) for x in ids], sources, pipeline.source_limit(d),
+                                  "sources")
+    packed = [pipeline.pack_source(d, x, slot) for x in ids]
     return np.stack([p[0] for p in packed]), np.stack([p[1] for p in packed])
 
   def generate_ids(self, num_samples: Optional[int] = None, *, sources: Optional[Sequence[str]] = None,

@@ -369,6 +369,10 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
                                        config.data.max_train_examples or None)
       logging.info("data: %d train examples; truncated to data.max_len: %d targets, %d sources",
                    lengths["examples"], lengths["target_truncated"], lengths["source_truncated"])
+      if lengths["source_truncated"]:  # a cut MR loses fields the target still says
+        raise DataError(f"{lengths['source_truncated']} of {lengths['examples']} train sources are "
+                        f"longer than the model takes ({pipeline.source_limit(config.data)} tokens,"
+                        " data.max_src_len); raise data.max_src_len (and data.max_len)")
       log.write(0, data_lengths=lengths)
     if changed:
       logging.warning("config changed on resume: %s", ", ".join(changed))

@@ -93,7 +93,7 @@ def length_report(source, tok: tokenizers.Tokenizer, data_cfg, limit: Optional[i
     if data_cfg.task == "seq2seq":
       src = len(tok.encode(src_text))
       if data_cfg.target_start == "in_place":  # one sequence: [BOS] words [EOS]
-        src_len, room = data_cfg.max_len - 2, data_cfg.max_len - 2
+        src_len, room = source_limit(data_cfg), data_cfg.max_len - 2
       else:
         used = src_len if data_cfg.target_start in packing.FIXED_STARTS else min(src, src_len)
         room = data_cfg.max_len - used - 3  # BOS, SEP, EOS
@@ -149,6 +149,22 @@ def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None,
 
 def max_src_len(data_cfg) -> int:
   return data_cfg.max_src_len or data_cfg.max_len // 2
+
+
+def source_limit(data_cfg) -> int:
+  """The most source tokens the layout keeps (``max_src_len``; the in-place cloze: the sequence)."""
+  return data_cfg.max_len - 2 if data_cfg.target_start == "in_place" else max_src_len(data_cfg)
+
+
+def check_source_lengths(lengths, sources, limit: int, what: str) -> None:
+  """Refuses sources longer than the model takes (``lengths`` in tokens): one clear error naming
+  how many and the first, never a silent cut."""
+  long = [i for i, n in enumerate(lengths) if n > limit]
+  if long:
+    i = long[0]
+    raise DataError(f"{len(long)} of {len(lengths)} {what} are longer than the model takes "
+                    f"({limit} tokens, data.max_src_len); the first has {lengths[i]}: "
+                    f"{_text(sources[i])[:80]!r}")
 
 
 def slot_id(tok: tokenizers.Tokenizer, data_cfg) -> Optional[int]:
