@@ -16,7 +16,7 @@ import numpy as np
 
 from diffusion_text import (batching, decoding, embeddings, likelihood, mbr, metrics, process,
                             sharding, train)
-from diffusion_text.data import pipeline, sources, tokenizers
+from diffusion_text.data import e2e, pipeline, sources, tokenizers
 from diffusion_text.errors import DataError
 from diffusion_text.generate import Run
 
@@ -220,6 +220,11 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                                    NeighbourFiller(data["train"])))
     outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}
                for s, h, r, c in zip(srcs, hyps, refs, samples)]
+    if e2e.is_e2e(srcs):  # faithfulness beside BLEU: fields missing, wrong, added or repeated
+      result["slots"] = e2e.score(outputs)
+      result.update({k: result["slots"][k] for k in e2e.HEADLINE})
+      for o in outputs:
+        o["slot_errors"] = {f: v for f, v in e2e.check(o["src"], o["hyp"]).items() if v != "ok"}
     if teacher is not None:
       result.update(lm_score(teacher, hyps, srcs if teacher.is_seq2seq else None))
       # fluency beside diversity across inputs, as for unconditional samples (plan-then-write)
@@ -263,9 +268,6 @@ def sampling_settings(run: Run, sample_kwargs: dict) -> dict:
   return out
 
 
-E2E_VERBATIM_KEYS = ("name", "near", "food", "Type", "area")  # values a text names word for word
-
-
 def read_results(path: str) -> list[dict]:
   """The per-input lines (``src``, ``hyp``, ``refs``) of an evaluation's ``.jsonl``; a line that is
   not one raises ``DataError`` naming ``path:line``."""
@@ -287,36 +289,6 @@ def read_results(path: str) -> list[dict]:
   if not rows:
     raise DataError(f"{path} holds no results")
   return rows
-
-
-def e2e_breakdown(rows) -> dict:
-  """An E2E MR->text evaluation's lines (``src``, ``hyp``, ``refs``) taken apart: corpus BLEU against
-  all references by the MR's number of fields; for each slot whose value a text names word for word
-  (``E2E_VERBATIM_KEYS``), the share of outputs that name it (case-insensitive); the mean length in
-  words of the outputs and of the references."""
-  by_fields = collections.defaultdict(list)
-  named, having = collections.Counter(), collections.Counter()
-  for r in rows:
-    fields = dict(sources.e2e_mr_fields(r["src"]))
-    by_fields[len(fields)].append(r)
-    hyp = " ".join(r["hyp"].lower().split())
-    for key in E2E_VERBATIM_KEYS:
-      if key in fields:
-        having[key] += 1
-        named[key] += " ".join(fields[key].lower().split()) in hyp
-  bleu = {n: metrics.bleu([r["hyp"] for r in g], [r["refs"] for r in g])
-          for n, g in sorted(by_fields.items())}
-  return {
-      "inputs": len(rows),
-      "bleu_by_fields": {n: {"inputs": len(by_fields[n]), "bleu": b["bleu"]}
-                         for n, b in bleu.items()},
-      "bleu_signature": next(iter(bleu.values()))["bleu_signature"],
-      "value_named": {k: {"inputs": having[k], "share": named[k] / having[k]}
-                      for k in E2E_VERBATIM_KEYS if having[k]},
-      "words": float(np.mean([len(r["hyp"].split()) for r in rows])),
-      "reference_words": float(np.mean([np.mean([len(t.split()) for t in r["refs"]])
-                                        for r in rows])),
-  }
 
 
 def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: int = 16,

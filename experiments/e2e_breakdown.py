@@ -12,6 +12,7 @@ import json
 from absl import flags
 
 from diffusion_text import evaluate
+from diffusion_text.data import e2e
 from experiments import common
 
 _RESULTS = flags.DEFINE_string("results", None, "An evaluation's per-input .jsonl file.")
@@ -22,7 +23,7 @@ flags.mark_flags_as_required(["results"])
 def run():
   out = _OUT.value or _RESULTS.value.removesuffix(".jsonl") + "_breakdown.json"
   common.check_out("--out", out)
-  res = dict(results=_RESULTS.value, **evaluate.e2e_breakdown(evaluate.read_results(_RESULTS.value)))
+  res = dict(results=_RESULTS.value, **e2e.breakdown(evaluate.read_results(_RESULTS.value)))
   text = json.dumps(res, indent=2)
   common.write_atomic(out, text + "\n")
   print(text)

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import ROOT
 from diffusion_text import evaluate, metrics
+from diffusion_text.data import e2e
 from diffusion_text.errors import DataError
 
 ROWS = [
@@ -24,7 +25,7 @@ ROWS = [
 
 
 def test_bleu_is_grouped_by_field_count_and_values_are_matched_case_insensitively():
-  out = evaluate.e2e_breakdown(ROWS)
+  out = e2e.breakdown(ROWS)
   assert out["inputs"] == 3
   assert {n: g["inputs"] for n, g in out["bleu_by_fields"].items()} == {3: 2, 4: 1}
   want3 = metrics.bleu([r["hyp"] for r in ROWS[:2]], [r["refs"] for r in ROWS[:2]])["bleu"]

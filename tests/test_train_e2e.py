@@ -15,7 +15,7 @@ from diffusion_text import checkpointing, embeddings, evaluators, generate, metr
 from diffusion_text.runs import load_config, load_tokenizer
 from diffusion_text import runs as run_files
 from diffusion_text.data import pipeline
-from diffusion_text.errors import CheckpointError
+from diffusion_text.errors import CheckpointError, DataError
 
 pytestmark = pytest.mark.slow
 
@@ -224,6 +224,9 @@ def test_cli_train_then_sample(tmp_path, tfds_dir):
     (["--config", "configs/tiny.py"], {"DIFFUSION_TEXT_DATA_DIR": "/nonexistent/data"},
      "data dir not found: /nonexistent/data"),
     (["--config", "configs/tiny.py", "--config.eval.sample_steps=500"], {}, "eval.sample_steps"),
+    # an MR longer than the model takes is refused, not cut
+    (["--config", "configs/tiny.py:seq2seq", "--config.data.max_src_len=6"], {},
+     "train sources are longer than the model takes (6 tokens, data.max_src_len)"),
 ])
 def test_cli_bad_input_is_one_line_error(tmp_path, tfds_dir, args, env, msg):
   w = str(tmp_path / "bad")
@@ -309,6 +312,9 @@ def test_seq2seq_sampling_keeps_source_bit_identical(s2s_run):
   assert run.generate(sources=srcs[0], steps=6) == run.generate(sources=srcs[:1], steps=6)
   with pytest.raises(ValueError, match="needs `sources`"):
     run.generate(2)
+  too_long = " | ".join(["name : Aromi", *[f"food : Thai{k}" for k in range(10)]])
+  with pytest.raises(DataError, match=r"1 of 2 sources are longer than the model takes \(20 tokens"):
+    run.generate(sources=[srcs[0], too_long], steps=2)
 
 
 def test_encoder_decoder_denoiser_trains_and_samples(tmp_path, tfds_dir):
@@ -351,6 +357,12 @@ def test_seq2seq_evaluation_with_mbr(s2s_run):
   # the anchor beside the BLEU: the inputs themselves scored against the same references
   assert result["source_bleu"] == metrics.bleu([o["src"] for o in outputs],
                                                [o["refs"] for o in outputs])["bleu"]
+  # E2E MRs: slot errors beside BLEU, per output and in all
+  from diffusion_text.data import e2e
+  assert result["slots"] == e2e.score(outputs)
+  assert result["slot_error_rate"] == result["slots"]["slot_error_rate"]
+  assert [o["slot_errors"] for o in outputs] == [
+      {f: v for f, v in e2e.check(o["src"], o["hyp"]).items() if v != "ok"} for o in outputs]
 
 
 def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
@@ -386,6 +398,7 @@ def _check_distillation(teacher, tmp_path):
   """experiments.distill: one teacher output per distinct train source (its greedy decode, in the
   sources' order), the real references for valid/test; an existing --out is never overwritten."""
   from diffusion_text import distill, evaluate
+  from diffusion_text.data import mr
   out = tmp_path / "distilled"
   r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out), "--limit", "5",
            "--batch_size", "2", "--recombine", "3", "--seed", "1")
@@ -394,10 +407,14 @@ def _check_distillation(teacher, tmp_path):
   rows = [json.loads(l) for l in open(out / "train.jsonl")]
   data = pipeline.prepare_sources(teacher.config.data)
   srcs = [s for s, _ in evaluate.grouped_references(data["train"], 5)]
-  srcs += distill.recombine_sources(srcs, 3, seed=1)
+  evaluation = [pipeline._text(data[s][i]["src"]) for s in ("validation", "test")
+                for i in range(len(data[s]))]
+  srcs += distill.recombine_sources(srcs, 3, seed=1, exclude=evaluation)
+  assert not {mr.canonical(s) for s in srcs[5:]} & {mr.canonical(s) for s in evaluation}
   want = teacher.generate(sources=srcs, sampler="greedy")
   assert [(x["src"], x["trg"]) for x in rows] == [(s, w) for s, w in zip(srcs, want) if w.strip()]
   assert info["train_sources"] == 5 and info["recombined_sources"] == 3
+  assert info["excluded_evaluation_mrs"] == len({mr.canonical(s) for s in evaluation}) > 0
   assert info["pairs"]["train"] == len(rows)
   valid = [json.loads(l) for l in open(out / "valid.jsonl")]
   assert len(valid) == len(data["validation"]) == info["pairs"]["validation"]
