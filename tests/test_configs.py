@@ -10,7 +10,7 @@ from diffusion_text.errors import ConfigError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
 VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu"],
-            "e2e_diffuseq.py": [None, "ce", "cpu", "cpu_ce", "cpu_nosc"],
+            "e2e_diffuseq.py": [None, "ce", "cpu", "cpu_nosc"],
             "e2e_ar_baseline.py": [None, "cpu"],
             "tiny.py": [None, "seq2seq", "ar", "cfg", "classifier"],
             "rt_sentiment_classifier.py": [None, "judge"]}
@@ -122,16 +122,17 @@ def test_a_run_saved_by_older_code_loads_with_the_old_behaviour(tmp_path):
 
 
 def test_ce_is_the_cpu_recipe_at_the_default_trunk_size():
-  """``:ce`` takes every lever of ``:cpu_ce`` and only the default config's trunk size (plus bf16 and
+  """``:ce`` takes every lever of ``:cpu`` and only the default config's trunk size (plus bf16 and
   the optimizer and step counts that go with it): a change to the recipe must reach both."""
   path = CONFIG_DIR / "e2e_diffuseq.py"
-  ce, cpu_ce, default = (_load(path, a).to_dict() for a in ("ce", "cpu_ce", None))
+  ce, cpu, default = (_load(path, a).to_dict() for a in ("ce", "cpu", None))
   size = {"width", "num_layers", "num_heads", "mlp_dim", "scan_layers", "dtype"}
   for section in ce:
     for key, value in (ce[section].items() if isinstance(ce[section], dict) else []):
       if section == "model" and key in size:
         assert value == default["model"][key] or key == "dtype", key
       elif section not in ("optim", "train", "eval"):
-        assert value == cpu_ce[section][key], f"{section}.{key}"
+        assert value == cpu[section][key], f"{section}.{key}"
   assert ce["model"]["dtype"] == "bfloat16" and ce["model"]["width"] == 768
-  assert _load(path, "cpu").to_dict() == cpu_ce  # the CPU default is the recipe (cpu_ce: its old name)
+  with pytest.raises(ValueError, match="now called 'cpu'"):  # one name per configuration
+    _load(path, "cpu_ce")

@@ -125,9 +125,10 @@ def split_texts(source, limit: Optional[int] = None, fields=("tgt",)) -> list[st
 
 
 def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None,
-                  from_file: str = "") -> tokenizers.Tokenizer:
+                  from_file: str = "", save: bool = True) -> tokenizers.Tokenizer:
   """The run's tokenizer: loaded from ``workdir`` if saved there, else read from ``from_file`` (a
-  run that must share another run's vocabulary) or trained on the train split; saved to ``workdir``."""
+  run that must share another run's vocabulary) or trained on the train split; saved to ``workdir``
+  (with ``save``)."""
   if workdir and os.path.exists(os.path.join(workdir, runs.TOKENIZER_FILE)):
     return runs.load_tokenizer(workdir)
   if from_file:
@@ -142,7 +143,7 @@ def get_tokenizer(data_cfg, train_source, workdir: Optional[str] = None,
     tok = tokenizers.train_tokenizer(
         data_cfg.tokenizer, texts,
         vocab_size=data_cfg.vocab_size, min_count=data_cfg.min_count)
-  if workdir:
+  if workdir and save:
     runs.save_tokenizer(workdir, tok)  # atomic: never a half-written tokenizer
   return tok
 
