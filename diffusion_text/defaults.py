@@ -21,6 +21,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.data.min_count = 1  # word tokenizer: minimum count of a kept word
   c.data.max_len = 64  # L: tokens per sequence including BOS/EOS (and SEP), padded with PAD
   c.data.max_src_len = 0  # seq2seq: source tokens kept (0 = max_len // 2); the target gets the rest
+  c.data.cut_sources = False  # a longer source is refused (an error), or with True cut to max_src_len
   c.data.target_start = "after_source"  # seq2seq: after_source ([BOS] src [SEP] tgt) | fixed (src
   #   right-aligned, so the target always starts at position max_src_len + 2) | aligned (src from
   #   position 1 and the target at max_src_len + 2: source token k sits a fixed distance before

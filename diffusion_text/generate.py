@@ -87,8 +87,9 @@ class Run:
     dx = delex.of(d)
     slot = pipeline.slot_id(self.tokenizer, d)
     ids = [self.tokenizer.encode(dx.source(s)) for s in sources]
-    pipeline.check_source_lengths([len(x) for x in ids], sources, pipeline.source_limit(d),
-                                  "sources")
+    if not d.get("cut_sources", False):
+      pipeline.check_source_lengths([len(x) for x in ids], sources, pipeline.source_limit(d),
+                                    "sources")
     packed = [pipeline.pack_source(d, x, slot) for x in ids]
     return np.stack([p[0] for p in packed]), np.stack([p[1] for p in packed])
 

@@ -145,7 +145,7 @@ ADDED_KEYS = {
                   "reveal_prob": 0.0},
     "data": {"task": "lm", "max_src_len": 0, "strict": True, "encode_cache": 250_000,
              "target_start": "after_source", "delex": "", "delex_keep": "",
-             "pack_blocks": False},
+             "pack_blocks": False, "cut_sources": False},
     "sample": {"beam_alpha": 0.0, "collapse_repeats": False, "commit": False, "score_temp": 1.0},
     "eval": {"lm_teacher": "", "nll_t": 0},
     "train": {"skip_nonfinite_steps": False},

@@ -168,7 +168,7 @@ def _mean_of_sums(acc: list[dict]) -> dict:
 
 def held_out_batches(config, source, encode, mesh) -> list:
   """The first ``eval.num_batches`` batches of ``source`` in order (this process's rows): what the
-  periodic held-out loss is measured on, and ``evaluate.loss_run`` after training."""
+  periodic held-out loss is measured on, and ``heldout.loss_run`` after training."""
   ds = pipeline.batched_dataset(
       source, encode, batch_size=config.eval.batch_size, seed=config.seed, shuffle=False,
       repeat=False, max_examples=config.data.max_eval_examples or None,
@@ -259,31 +259,7 @@ def _has_checkpoints(ckpt_dir: str) -> bool:
 
 def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_step, resume,
                         allow_config_change, restart) -> dict:
-  if resume not in RESUME_MODES:
-    raise CheckpointError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise CheckpointError(f"--workdir {workdir} exists and is not a directory")
-  if exported.is_exported(workdir):  # even with --restart: an export is not a run to move
-    raise CheckpointError(f"--workdir {workdir} is an exported run (parameters for sampling, no "
-                          "training state); train in a new directory")
-  is_main = jax.process_index() == 0
-  config_path = os.path.join(workdir, runs.CONFIG_FILE)
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  changed = []
-  if restart:
-    pass  # the old run's files are moved aside below, its config with them
-  elif os.path.exists(config_path):
-    saved = runs.load_config(workdir).to_dict()
-    diff = runs.config_differences(saved, config.to_dict())
-    if diff and not allow_config_change:
-      raise CheckpointError(f"{workdir} holds a run with a different config ({', '.join(diff[:5])}"
-                            f"{' ...' if len(diff) > 5 else ''}); use a new --workdir "
-                            "(or --allow_config_change)")
-    # resumable changes too (e.g. a new num_train_steps): config.json always says what now runs
-    changed = runs.config_differences(saved, config.to_dict(), include_resumable=True)
-  elif _has_checkpoints(ckpt_dir):
-    raise CheckpointError(f"{workdir} has checkpoints but no {runs.CONFIG_FILE}")
-
+  changed = _check_workdir(config, workdir, resume, allow_config_change, restart)
   # Everything that can fail on bad input happens before the workdir is written to.
   sources = pipeline.prepare_sources(config.data)
   if "train" not in sources:
@@ -291,7 +267,82 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(mesh, "train.batch_size", config.train.batch_size)
   sharding.check_batch(mesh, "eval.batch_size", config.eval.batch_size)
-  rules = sharding.axis_rules(config)
+  is_main = jax.process_index() == 0
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  tok = pipeline.get_tokenizer(config.data, sources["train"], None if restart else workdir,
+                               from_file=families.tokenizer_file(config), save=False)
+  lengths = None if _has_checkpoints(ckpt_dir) and not restart else _lengths(config, sources, tok)
+  _open_workdir(config, workdir, held, ckpt_dir, restart, is_main)
+  if is_main and not os.path.exists(os.path.join(workdir, runs.TOKENIZER_FILE)):
+    runs.save_tokenizer(workdir, tok)
+  trainer = _Trainer(config, workdir, mesh, sources, tok, stop_at_step)
+  ckpt = checkpointing.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
+  preemption = _Preemption()
+  scope = contextlib.ExitStack()
+  try:
+    scope.enter_context(sharding.mesh_context(mesh, trainer.rules))
+    state, data_iter, start = trainer.init_or_restore(ckpt, resume)
+    if is_main and changed:  # after the restore: a resume that fails leaves config.json as it was
+      runs.write_config(workdir, config)
+    log = runs.MetricsLog(workdir, start, enabled=is_main)
+    scope.callback(log.close)
+    if start == 0:  # (every checkpoint unreadable under latest_valid: a new run after all)
+      log.write(0, data_lengths=lengths or _lengths(config, sources, tok))
+    if changed:
+      logging.warning("config changed on resume: %s", ", ".join(changed))
+      log.write(start, config_changed=changed)
+    return trainer.loop(state, data_iter, start, ckpt, log, preemption)
+  finally:
+    preemption.restore()
+    ckpt.close()
+    scope.close()
+
+
+def _check_workdir(config, workdir, resume, allow_config_change, restart) -> list:
+  """Refuses a workdir the run cannot use, before anything is read or written; returns the
+  resumable config keys that differ from the saved run's (written and logged on resume)."""
+  if resume not in RESUME_MODES:
+    raise CheckpointError(f"resume must be one of {RESUME_MODES}, got {resume!r}")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise CheckpointError(f"--workdir {workdir} exists and is not a directory")
+  if exported.is_exported(workdir):  # even with --restart: an export is not a run to move
+    raise CheckpointError(f"--workdir {workdir} is an exported run (parameters for sampling, no "
+                          "training state); train in a new directory")
+  config_path = os.path.join(workdir, runs.CONFIG_FILE)
+  if restart:
+    return []  # the old run's files are moved aside, its config with them
+  if os.path.exists(config_path):
+    saved = runs.load_config(workdir).to_dict()
+    diff = runs.config_differences(saved, config.to_dict())
+    if diff and not allow_config_change:
+      raise CheckpointError(f"{workdir} holds a run with a different config ({', '.join(diff[:5])}"
+                            f"{' ...' if len(diff) > 5 else ''}); use a new --workdir "
+                            "(or --allow_config_change)")
+    # resumable changes too (e.g. a new num_train_steps): config.json always says what now runs
+    return runs.config_differences(saved, config.to_dict(), include_resumable=True)
+  if _has_checkpoints(os.path.join(workdir, "checkpoints")):
+    raise CheckpointError(f"{workdir} has checkpoints but no {runs.CONFIG_FILE}")
+  return []
+
+
+def _lengths(config, sources, tok) -> dict:
+  """The train split's length report for a new run; a source longer than the model takes is
+  refused (a cut MR loses fields its target still says)."""
+  lengths = pipeline.length_report(sources["train"], tok, config.data,
+                                   config.data.max_train_examples or None)
+  logging.info("data: %d train examples; truncated to data.max_len: %d targets, %d sources",
+               lengths["examples"], lengths["target_truncated"], lengths["source_truncated"])
+  if lengths["source_truncated"] and not config.data.get("cut_sources", False):
+    raise DataError(f"{lengths['source_truncated']} of {lengths['examples']} train sources are "
+                    f"longer than the model takes ({pipeline.source_limit(config.data)} tokens, "
+                    "data.max_src_len); raise data.max_src_len (and data.max_len), or set "
+                    "data.cut_sources=True to cut them")
+  return lengths
+
+
+def _open_workdir(config, workdir, held, ckpt_dir, restart, is_main) -> None:
+  """Locks the workdir (one writer), moves a restarted run's files aside, refuses a history whose
+  checkpoints are gone, and writes a new run's config.json."""
   if is_main:
     held.enter_context(runs.WorkdirLock(workdir))
     if restart and any(n != runs.LOCK_FILE and not n.startswith(runs.PREVIOUS_PREFIX)
@@ -312,162 +363,170 @@ def _train_and_evaluate(config, workdir, held: contextlib.ExitStack, *, stop_at_
         f"({runs.METRICS_FILE}) but no checkpoint to resume from; --restart moves its files to "
         f"{workdir}/{runs.PREVIOUS_PREFIX}<time>/ and starts over")
   os.makedirs(workdir, exist_ok=True)
-  if is_main and not os.path.exists(config_path):
+  if is_main and not os.path.exists(os.path.join(workdir, runs.CONFIG_FILE)):
     runs.write_config(workdir, config)
-  tok = pipeline.get_tokenizer(config.data, sources["train"], workdir if is_main else None,
-                               from_file=families.tokenizer_file(config))
-  model_cfg = families.model_config(config, tok.vocab_size)
-  family = families.family_of(config)
-  context = family.setup(config, generate.load_run)
-  model = family.build(model_cfg)
-  num_steps = config.train.num_train_steps
-  tx = optim.make_optimizer(config.optim, num_steps)
-  _, shardings = ts.state_shardings(family.init_params, model_cfg, tx, mesh, rules,
-                                    ts.t_stats_of(config))
-  ckpt = checkpointing.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints)
-  preemption = _Preemption()
-  scope = contextlib.ExitStack()
-  try:
-    scope.enter_context(sharding.mesh_context(mesh, rules))
-    latest = ckpt.latest_step()
 
-    encode = pipeline.make_encoder(tok, config.data)
+
+class _Trainer:
+  """The model, data and steps of one run, and its loop: ``init_or_restore``, then ``loop``."""
+
+  def __init__(self, config, workdir, mesh, sources, tok, stop_at_step):
+    self.config, self.workdir, self.mesh, self.tok = config, workdir, mesh, tok
+    self.sources, self.stop_at_step = sources, stop_at_step
+    self.rules = sharding.axis_rules(config)
+    self.model_cfg = families.model_config(config, tok.vocab_size)
+    self.family = families.family_of(config)
+    self.context = self.family.setup(config, generate.load_run)
+    self.model = self.family.build(self.model_cfg)
+    self.tx = optim.make_optimizer(config.optim, config.train.num_train_steps)
+    _, self.shardings = ts.state_shardings(self.family.init_params, self.model_cfg, self.tx, mesh,
+                                           self.rules, ts.t_stats_of(config))
+    self.encode = pipeline.make_encoder(tok, config.data)
+    self.eval_batches = []
+    if "validation" in sources:
+      self.eval_batches = held_out_batches(
+          config, pipeline.model_examples(sources["validation"], tok, config.data), self.encode,
+          mesh)
+
+  def init_or_restore(self, ckpt, resume: str):
+    """(state, data iterator, step): a new run's, or the newest checkpoint's (in the requested
+    block layout whatever layout the checkpoint has: ``model.scan_layers``)."""
+    c, mesh = self.config, self.mesh
     # Each process loads only its rows of every global batch; the global batch is the same for any
     # number of processes, so a multi-host run sees exactly the data of a single-host one.
     train_batches = pipeline.batched_dataset(
-        pipeline.model_examples(sources["train"], tok, config.data,
-                                config.data.max_train_examples or None),
-        encode, batch_size=config.train.batch_size, seed=config.seed,
-        max_examples=config.data.max_train_examples or None,
-        rows=sharding.process_rows(mesh, config.train.batch_size),
-        cache_size=config.data.encode_cache)
+        pipeline.model_examples(self.sources["train"], self.tok, c.data,
+                                c.data.max_train_examples or None),
+        self.encode, batch_size=c.train.batch_size, seed=c.seed,
+        max_examples=c.data.max_train_examples or None,
+        rows=sharding.process_rows(mesh, c.train.batch_size), cache_size=c.data.encode_cache)
     data_iter = pipeline.DataIterator(train_batches)
-    eval_batches = []
-    if "validation" in sources:
-      eval_batches = held_out_batches(
-          config, pipeline.model_examples(sources["validation"], tok, config.data), encode, mesh)
+    t_stats = ts.t_stats_of(c)
+    if ckpt.latest_step() is None:
+      state, _ = ts.create_train_state(self.family.init_params, self.model_cfg, self.tx, mesh,
+                                       self.rules, c.seed, t_stats=t_stats)
+      logging.info("new run in %s: %s parameters, vocab %d", self.workdir,
+                   f"{ts.num_params(state.params):,}", self.tok.vocab_size)
+      return state, data_iter, 0
+    state, data_state, restored = _restore(ckpt, lambda s: ts.restore_in_layout(
+        ckpt, s, self.family.init_params, self.model_cfg, self.tx, mesh, self.rules, t_stats),
+        resume)
+    data_iter.set_state(data_state)
+    logging.info("resumed %s at step %d (checkpoint %d)", self.workdir, int(state.step), restored)
+    return state, data_iter, int(state.step)
 
-    if latest is None:
-      state, _ = ts.create_train_state(family.init_params, model_cfg, tx, mesh, rules,
-                                       config.seed, t_stats=ts.t_stats_of(config))
-      start = 0
-      logging.info("new run in %s: %s parameters, vocab %d", workdir,
-                   f"{ts.num_params(state.params):,}", tok.vocab_size)
-    else:
-      # in the requested block layout whatever layout the checkpoint has (model.scan_layers)
-      state, data_state, restored = _restore(ckpt, lambda s: ts.restore_in_layout(
-          ckpt, s, family.init_params, model_cfg, tx, mesh, rules, ts.t_stats_of(config)), resume)
-      data_iter.set_state(data_state)
-      start = int(state.step)
-      logging.info("resumed %s at step %d (checkpoint %d)", workdir, start, restored)
-    if is_main and changed:  # after the restore: a resume that fails leaves config.json as it was
-      runs.write_config(workdir, config)
-    log = runs.MetricsLog(workdir, start, enabled=is_main)
-    scope.callback(log.close)
-    if start == 0:
-      lengths = pipeline.length_report(sources["train"], tok, config.data,
-                                       config.data.max_train_examples or None)
-      logging.info("data: %d train examples; truncated to data.max_len: %d targets, %d sources",
-                   lengths["examples"], lengths["target_truncated"], lengths["source_truncated"])
-      if lengths["source_truncated"]:  # a cut MR loses fields the target still says
-        raise DataError(f"{lengths['source_truncated']} of {lengths['examples']} train sources are "
-                        f"longer than the model takes ({pipeline.source_limit(config.data)} tokens,"
-                        " data.max_src_len); raise data.max_src_len (and data.max_len)")
-      log.write(0, data_lengths=lengths)
-    if changed:
-      logging.warning("config changed on resume: %s", ", ".join(changed))
-      log.write(start, config_changed=changed)
-
+  def loop(self, state, data_iter, start: int, ckpt, log, preemption) -> dict:
+    """Steps from ``start`` to ``train.num_train_steps`` (or ``stop_at_step``, or a signal):
+    progress lines, held-out evaluation and samples, checkpoints. Returns the last eval metrics."""
+    c, mesh = self.config, self.mesh
+    num_steps = c.train.num_train_steps
     train_step = jax.jit(
-        make_train_step(model, config, tx, context),
-        in_shardings=(shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, config, context))
-    nll_step = make_nll_step(model, config)
-    acc_step = make_accuracy_step(model, config)
-    e = config.eval
-    sample_fn = family.make_decoder(model, config, e.sampler, e.sample_steps, e.clamp, 0.0)
-    # Logged samples: conditioned on the first held-out sources (seq2seq), else unconditional.
-    if config.data.task == "seq2seq" and "validation" in sources and e.num_samples:
-      first = [encode(sources["validation"][i])
-               for i in range(min(e.num_samples, len(sources["validation"])))]
-      sample_inputs = (np.stack([r["ids"] for r in first]),
-                       np.stack([r["target_mask"] for r in first]))
-    else:
-      sample_inputs = generate.unconditional_inputs(e.num_samples, config.data.max_len)
-
-    tokens_per_step = config.train.batch_size * config.data.max_len
-    acc, eval_metrics = [], {}
-    t_last, step_last = time.time(), start
-    t_start = time.time()
-    window_start, window_indices = start + 1, []
+        make_train_step(self.model, c, self.tx, self.context),
+        in_shardings=(self.shardings, sharding.batch_sharding(mesh)),
+        out_shardings=(self.shardings, sharding.replicated(mesh)), donate_argnums=0)
+    evaluator = self._evaluator(log)
+    progress = _Progress(c, start, log, self.workdir)
+    eval_metrics, t_start = {}, time.time()
     for step in range(start + 1, num_steps + 1):
-      batch = sharding.global_batch(next(data_iter), mesh, config.train.batch_size)
-      window_indices.append(batch["index"])
+      batch = sharding.global_batch(next(data_iter), mesh, c.train.batch_size)
       state, sums = train_step(state, batch)
-      acc.append(sums)
+      progress.add(batch["index"], sums)
       is_last = step == num_steps
       # Every process must take the same branch: a SIGTERM seen by one host stops all of them. With
       # several processes the flag is agreed at log steps only (a collective each step would make
       # the host wait for every step and lose async dispatch); one process checks every step.
-      agree_now = jax.process_count() == 1 or step % config.train.log_every_steps == 0
-      stopping = step == stop_at_step or (
+      agree_now = jax.process_count() == 1 or step % c.train.log_every_steps == 0
+      stopping = step == self.stop_at_step or (
           agree_now and sharding.any_process(bool(preemption.requested)))
-      if step % config.train.log_every_steps == 0 or is_last or stopping or (
-          step % config.train.checkpoint_every_steps == 0):
+      if step % c.train.log_every_steps == 0 or is_last or stopping or (
+          step % c.train.checkpoint_every_steps == 0):
         ckpt.check()  # a failed async save (disk full, ...) stops the run here, not silently
-        scalars = _mean_of_sums(_check_window(window_start, acc, window_indices, workdir))
-        acc, window_start, window_indices = [], step + 1, []
-        now = time.time()
-        rate = (step - step_last) / max(now - t_last, 1e-9)
-        t_last, step_last = now, step
-        lr = float(optim.learning_rate_schedule(config.optim, num_steps)(step))
-        log.write(step, **{f"train/{k}": v for k, v in scalars.items()}, lr=lr,
-                  steps_per_sec=rate, tokens_per_sec=rate * tokens_per_step)
-        eta = (num_steps - step) / max(rate, 1e-9)
-        logging.info("step %d/%d  %s  %.2f steps/s  %.0f tok/s  eta %.0fs", step, num_steps,
-                     _fmt(scalars), rate, rate * tokens_per_step, eta)
-      if eval_batches and (step % config.train.eval_every_steps == 0 or is_last):
-        eval_metrics = evaluate(eval_step, state.ema_params, eval_batches, mesh, config.seed,
-                                config.eval.batch_size)
-        if nll_step is not None:  # held-out bits/token (bound for diffusion, exact for AR)
-          sums = sharding.to_host([
-              nll_step(state.ema_params, sharding.global_batch(b, mesh, config.eval.batch_size),
-                       jax.random.PRNGKey(config.seed + i)) for i, b in enumerate(eval_batches)])
-          nats, tokens = (sum(float(x[k]) for x in sums) for k in ("nats", "tokens"))
-          eval_metrics["nll_bits_per_token"] = nats / max(tokens, 1.0) / math.log(2)
-        if acc_step is not None:  # one-step token accuracy at high noise, on the first batch
-          b = sharding.global_batch(eval_batches[0], mesh, config.eval.batch_size)
-          for k, (right, words) in sharding.to_host(
-              acc_step(state.ema_params, b, jax.random.PRNGKey(config.seed))).items():
-            eval_metrics[k] = float(right) / max(float(words), 1.0)
-        if config.train.skip_nonfinite_steps:
-          if not all(np.isfinite(v) for v in eval_metrics.values()):
-            logging.warning("non-finite eval metrics at step %d: %s", step, eval_metrics)
-        else:
-          _check_finite(step, eval_metrics)
-        log.write(step, **{f"eval/{k}": v for k, v in eval_metrics.items()})
-        logging.info("eval step %d: %s", step, _fmt(eval_metrics))
-        if e.num_samples:
-          ids = sharding.to_host(sample_fn(state.ema_params, jax.random.PRNGKey(step),
-                                           *sample_inputs))
-          texts = [generate.decode_output(tok, x, config.data.task, config.data.target_start)
-                   for x in ids]
-          log.write(step, samples=texts)
-          for txt in texts[:3]:
-            logging.info("  sample: %s", txt)
-      if step % config.train.checkpoint_every_steps == 0 or is_last or stopping:
+        progress.report(step)
+      if self.eval_batches and (step % c.train.eval_every_steps == 0 or is_last):
+        eval_metrics = evaluator(step, state.ema_params)
+      if step % c.train.checkpoint_every_steps == 0 or is_last or stopping:
         ckpt.save(step, state, data_iter.get_state(), force=is_last or stopping)
       if stopping:
         ckpt.wait()
         why = (f"{preemption.requested} received" if preemption.requested
                else "stop_at_step reached")
         logging.info("%s: checkpoint of step %d saved in %s; run again to resume", why, step,
-                     workdir)
+                     self.workdir)
         break
-  finally:
-    preemption.restore()
-    ckpt.close()
-    scope.close()
-  logging.info("done: %d steps in %.0fs", int(state.step) - start, time.time() - t_start)
-  return eval_metrics
+    logging.info("done: %d steps in %.0fs", int(state.step) - start, time.time() - t_start)
+    return eval_metrics
+
+  def _evaluator(self, log):
+    """``(step, ema_params) -> eval metrics``: held-out loss terms, bits per token, one-step token
+    accuracy, then logged samples (conditioned on the first held-out sources for seq2seq)."""
+    c, mesh, e = self.config, self.mesh, self.config.eval
+    eval_step = jax.jit(make_eval_step(self.model, c, self.context))
+    nll_step = make_nll_step(self.model, c)
+    acc_step = make_accuracy_step(self.model, c)
+    sample_fn = self.family.make_decoder(self.model, c, e.sampler, e.sample_steps, e.clamp, 0.0)
+    if c.data.task == "seq2seq" and "validation" in self.sources and e.num_samples:
+      first = [self.encode(self.sources["validation"][i])
+               for i in range(min(e.num_samples, len(self.sources["validation"])))]
+      sample_inputs = (np.stack([r["ids"] for r in first]),
+                       np.stack([r["target_mask"] for r in first]))
+    else:
+      sample_inputs = generate.unconditional_inputs(e.num_samples, c.data.max_len)
+
+    def run(step: int, params) -> dict:
+      metrics = evaluate(eval_step, params, self.eval_batches, mesh, c.seed, e.batch_size)
+      if nll_step is not None:  # held-out bits/token (bound for diffusion, exact for AR)
+        sums = sharding.to_host([
+            nll_step(params, sharding.global_batch(b, mesh, e.batch_size),
+                     jax.random.PRNGKey(c.seed + i)) for i, b in enumerate(self.eval_batches)])
+        nats, tokens = (sum(float(x[k]) for x in sums) for k in ("nats", "tokens"))
+        metrics["nll_bits_per_token"] = nats / max(tokens, 1.0) / math.log(2)
+      if acc_step is not None:  # one-step token accuracy at high noise, on the first batch
+        b = sharding.global_batch(self.eval_batches[0], mesh, e.batch_size)
+        for k, (right, words) in sharding.to_host(
+            acc_step(params, b, jax.random.PRNGKey(c.seed))).items():
+          metrics[k] = float(right) / max(float(words), 1.0)
+      if c.train.skip_nonfinite_steps:
+        if not all(np.isfinite(v) for v in metrics.values()):
+          logging.warning("non-finite eval metrics at step %d: %s", step, metrics)
+      else:
+        _check_finite(step, metrics)
+      log.write(step, **{f"eval/{k}": v for k, v in metrics.items()})
+      logging.info("eval step %d: %s", step, _fmt(metrics))
+      if e.num_samples:
+        ids = sharding.to_host(sample_fn(params, jax.random.PRNGKey(step), *sample_inputs))
+        texts = [generate.decode_output(self.tok, x, c.data.task, c.data.target_start)
+                 for x in ids]
+        log.write(step, samples=texts)
+        for txt in texts[:3]:
+          logging.info("  sample: %s", txt)
+      return metrics
+    return run
+
+
+class _Progress:
+  """The training window between progress lines: its per-step sums and batch indices, checked for
+  non-finite values and logged as means with steps/s, tokens/s and the learning rate."""
+
+  def __init__(self, config, start: int, log, workdir: str):
+    self.config, self.log, self.workdir = config, log, workdir
+    self.acc, self.indices, self.first = [], [], start + 1
+    self.t_last, self.step_last = time.time(), start
+    self.tokens_per_step = config.train.batch_size * config.data.max_len
+
+  def add(self, indices, sums) -> None:
+    self.indices.append(indices)
+    self.acc.append(sums)
+
+  def report(self, step: int) -> None:
+    c, num_steps = self.config, self.config.train.num_train_steps
+    scalars = _mean_of_sums(_check_window(self.first, self.acc, self.indices, self.workdir))
+    self.acc, self.indices, self.first = [], [], step + 1
+    now = time.time()
+    rate = (step - self.step_last) / max(now - self.t_last, 1e-9)
+    self.t_last, self.step_last = now, step
+    lr = float(optim.learning_rate_schedule(c.optim, num_steps)(step))
+    self.log.write(step, **{f"train/{k}": v for k, v in scalars.items()}, lr=lr,
+                   steps_per_sec=rate, tokens_per_sec=rate * self.tokens_per_step)
+    logging.info("step %d/%d  %s  %.2f steps/s  %.0f tok/s  eta %.0fs", step, num_steps,
+                 _fmt(scalars), rate, rate * self.tokens_per_step,
+                 (num_steps - step) / max(rate, 1e-9))

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import common
-from diffusion_text import checkpointing, denoiser, families, generate, optim, sharding, train
+from diffusion_text import checkpointing, denoiser, generate, optim, sharding, train
 from diffusion_text import train_state as ts
 from diffusion_text.data import tokenizers
 
@@ -149,7 +149,7 @@ def test_train_steps_match_one_device(one_device, mesh):
 def _make_run(mesh_cfg):
   c = _config(mesh_cfg, self_cond=True)
   c.data.task = "seq2seq"
-  c.data.max_src_len = 3
+  c.data.update(max_src_len=3, cut_sources=True)
   mesh = sharding.make_mesh(c.mesh, jax.devices()[:int(np.prod(list(mesh_cfg.values())))])
   cfg = dataclasses.replace(CFG, self_cond=True)
   params = nn.meta.unbox(denoiser.init_params(cfg, jax.random.PRNGKey(3)))
