@@ -21,7 +21,7 @@ import time
 from absl import logging
 import numpy as np
 
-from diffusion_text import classifier, control, embeddings, evaluate, generate, metrics
+from diffusion_text import classifier, control, embeddings, evaluate, generate, heldout, metrics
 from diffusion_text.data import mr, pipeline, tokenizers
 
 
@@ -63,7 +63,7 @@ def _decoder(o, run, **kw):
 
 
 def _fluency(o, run, ids):
-  r = evaluate.nll_of_ids(run, ids, np.ones_like(ids), num_t=o.nll_t, seed=o.seed,
+  r = heldout.nll_of_ids(run, ids, np.ones_like(ids), num_t=o.nll_t, seed=o.seed,
                           batch_size=o.batch_size)
   return {"nll_bits_per_token": r["bits_per_token"], "nll_estimator": r["estimator"]}
 

@@ -2,7 +2,7 @@
 
 Every caller that turns noise (or a noised input) into words goes through ``decode_ids``: a family's
 decoder (evaluation, ``Run.generate``), guided and classifier-free guided generation (the control
-tasks, through ``make_decoder``) and the recovery diagnostic (``evaluate.recovery``), so all of them
+tasks, through ``make_decoder``) and the recovery diagnostic (``recovery.recovery``), so all of them
 read the same normalised table and round the same way. It takes the guidance terms, a
 classifier-free guidance scale, a timestep grid and a start state; ``control`` holds the terms
 and the inputs (infilling, length).

@@ -11,12 +11,10 @@ import time
 from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from diffusion_text import (batching, decoding, embeddings, likelihood, mbr, metrics, process,
-                            sharding, train)
-from diffusion_text.data import e2e, pipeline, sources, tokenizers
+from diffusion_text import cloze, heldout, likelihood, mbr, metrics
+from diffusion_text.data import e2e, pipeline
 from diffusion_text.errors import DataError
 from diffusion_text.generate import Run
 
@@ -29,71 +27,6 @@ def grouped_references(source, limit: Optional[int] = None):
     groups.setdefault(pipeline._text(r["src"]), []).append(pipeline._text(r["tgt"]))
   items = list(groups.items())
   return items[:limit] if limit else items
-
-
-def _slot_pairs(source):
-  """(source words, target words) of each record of a word-aligned cloze split."""
-  for i in range(len(source)):
-    yield pipeline._text(source[i]["src"]).split(), pipeline._text(source[i]["tgt"]).split()
-
-
-def most_common_blank(source) -> str:
-  """The word most often behind a slot (``sources.SLOT``) of a word-aligned cloze split."""
-  counts = collections.Counter()
-  for src, tgt in _slot_pairs(source):
-    counts.update(t for s, t in zip(src, tgt) if s == sources.SLOT)
-  return counts.most_common(1)[0][0] if counts else ""
-
-
-class NeighbourFiller:
-  """A count model of a cloze: it writes in a slot the word the training split most often has
-  between the same two neighbouring source words (a neighbour may itself be a slot; sentence ends
-  are ``<s>`` and ``</s>``), backing off to the same left neighbour, then the same right neighbour,
-  then ``most_common_blank``. A context is used once it was seen twice."""
-
-  def __init__(self, source):
-    self.counts = [collections.defaultdict(collections.Counter) for _ in range(3)]
-    for src, tgt in _slot_pairs(source):
-      for k, (s, t) in enumerate(zip(src, tgt)):
-        if s == sources.SLOT:
-          for table, key in zip(self.counts, self._contexts(src, k)):
-            table[key][t] += 1
-    self.fallback = most_common_blank(source)
-
-  @staticmethod
-  def _contexts(src, k):
-    left = src[k - 1] if k > 0 else "<s>"
-    right = src[k + 1] if k + 1 < len(src) else "</s>"
-    return (left, right), left, right
-
-  def __call__(self, src, k) -> str:
-    """The word for slot ``k`` of the source words ``src``."""
-    for table, key in zip(self.counts, self._contexts(src, k)):
-      c = table.get(key)
-      if c and sum(c.values()) >= 2:
-        return c.most_common(1)[0][0]
-    return self.fallback
-
-
-def blank_accuracy(srcs, hyps, refs, baseline_word: str, neighbour_filler=None) -> dict:
-  """For a cloze (``in_place``): the share of slots whose output word is the reference's word at
-  that position (first reference), and the share a filler writing ``baseline_word`` in every slot
-  gets (and, with ``neighbour_filler``, the share that count model gets). An output of another
-  length than its source counts its slots as wrong."""
-  right = base = near = total = 0
-  for src, hyp, ref in zip(srcs, hyps, refs):
-    s, h, r = src.split(), hyp.split(), ref[0].split()
-    for k, w in enumerate(s):
-      if w == sources.SLOT and k < len(r):
-        total += 1
-        right += len(h) == len(s) and h[k] == r[k]
-        base += r[k] == baseline_word
-        near += neighbour_filler is not None and neighbour_filler(s, k) == r[k]
-  out = {"blank_accuracy": right / max(total, 1), "blank_baseline_word": baseline_word,
-         "blank_baseline_accuracy": base / max(total, 1), "blanks": total}
-  if neighbour_filler is not None:
-    out["blank_neighbour_accuracy"] = near / max(total, 1)
-  return out
 
 
 def real_texts(run: Run, split: str, n: int) -> list[str]:
@@ -121,19 +54,9 @@ def lm_score(teacher: Run, hyps, sources=None, batch_size: int = 64) -> dict:
   mask = np.stack([p[1] for p in packed])
 
   fn = jax.jit(lambda p, ids, m, rng: likelihood.ar_nll_terms(teacher.model, p, ids, m))
-  out = _map_batches(fn, teacher.params, ids, mask, batch_size, seed=0)
+  out = heldout.map_batches(fn, teacher.params, ids, mask, batch_size, seed=0)
   total, count = float(out["nll"].sum()), float(out["real_tokens"].sum())
   return {"lm_score": float(np.exp(total / max(count, 1.0))), "lm_score_teacher": teacher.workdir}
-
-
-def _map_batches(fn, params, ids, mask, batch_size: int, seed: int) -> dict:
-  """``fn(params, ids, mask, rng) -> {name: (B,)}`` over rows in fixed-size batches (the last one
-  padded with copies, so one compiled shape serves all; padded rows are dropped)."""
-  parts = []
-  for start, n, (b_ids, b_mask) in batching.padded_batches(batch_size, ids, mask):
-    out = jax.device_get(fn(params, b_ids, b_mask, jax.random.PRNGKey(seed + start)))
-    parts.append({k: np.asarray(v)[:n] for k, v in out.items()})
-  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 STEPLESS_SAMPLERS = ("greedy", "sample")  # AR decoders; beam's steps are its width
@@ -216,8 +139,8 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     result["source_bleu"] = metrics.bleu(srcs, refs)["bleu"]  # the input returned unchanged
     result.update(human_yardstick(hyps, refs))
     if in_place:
-      result.update(blank_accuracy(srcs, hyps, refs, most_common_blank(data["train"]),
-                                   NeighbourFiller(data["train"])))
+      result.update(cloze.blank_accuracy(srcs, hyps, refs, cloze.most_common_blank(data["train"]),
+                                         cloze.NeighbourFiller(data["train"])))
     outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}
                for s, h, r, c in zip(srcs, hyps, refs, samples)]
     if e2e.is_e2e(srcs):  # faithfulness beside BLEU: fields missing, wrong, added or repeated
@@ -289,98 +212,3 @@ def read_results(path: str) -> list[dict]:
   if not rows:
     raise DataError(f"{path} holds no results")
   return rows
-
-
-def nll_run(run: Run, *, split: str = "validation", num_inputs: int = 0, num_t: int = 16,
-            seed: int = 0, batch_size: int = 64) -> dict:
-  """Bits per token of ``split`` (every example; the first ``num_inputs`` if set): the variational
-  bound with ``num_t`` stratified timesteps for diffusion runs, the exact NLL for AR runs."""
-  t0 = time.time()
-  data = pipeline.prepare_sources(run.config.data)
-  if split not in data:
-    raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
-  source = pipeline.model_examples(data[split], run.tokenizer, run.config.data)
-  n = min(len(source), num_inputs or len(source))
-  encode = pipeline.make_encoder(run.tokenizer, run.config.data)
-  rows = [encode(source[i]) for i in range(n)]
-  ids = np.stack([r["ids"] for r in rows])
-  mask = np.stack([r["target_mask"] for r in rows])
-  result = nll_of_ids(run, ids, mask, num_t=num_t, seed=seed, batch_size=batch_size)
-  result.update(split=split, seconds=round(time.time() - t0, 1))
-  return result
-
-
-def loss_run(run: Run, *, split: str = "validation") -> dict:
-  """The training loop's held-out loss terms (EMA parameters, the first ``eval.num_batches``
-  batches of ``split``, the same per-batch seeds) for the loaded checkpoint: with today's code, so
-  runs written by older code or with training-only levers (``t_power``, soft absorbing) compare."""
-  data = pipeline.prepare_sources(run.config.data)
-  if split not in data:
-    raise ValueError(f"split {split!r} not in dataset; have {sorted(data)}")
-  c = run.config
-  mesh = run.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  batches = train.held_out_batches(c, pipeline.model_examples(data[split], run.tokenizer, c.data),
-                                   pipeline.make_encoder(run.tokenizer, c.data), mesh)
-  with sharding.mesh_context(mesh, sharding.axis_rules(c)):
-    terms = train.evaluate(jax.jit(train.make_eval_step(run.model, c, run.context)), run.params, batches, mesh,
-                           c.seed, c.eval.batch_size)
-  return {**terms, "split": split, "num_batches": len(batches), "checkpoint_step": run.step}
-
-
-def nll_of_ids(run: Run, ids, mask, *, num_t: int = 16, seed: int = 0,
-               batch_size: int = 64) -> dict:
-  """Bits per token of packed rows' mask-1 positions under ``run`` (bound or exact NLL)."""
-  is_ar = run.config.model.family == "ar"
-  num_steps = run.config.diffusion.num_steps
-  if not is_ar and not 1 <= num_t <= num_steps - 1:
-    raise ValueError(f"nll_t must be in [1, T-1 = {num_steps - 1}] (T-1 is the exact grid), "
-                     f"got {num_t}")
-  fn = jax.jit(lambda p, ids, m, rng: likelihood.nll_terms(
-      run.model, p, ids, m, run.config.model.family, run.diffusion, rng, num_t,
-      run.config.model))
-  per_seq = _map_batches(fn, run.params, np.asarray(ids), np.asarray(mask), batch_size, seed)
-  result = likelihood.summarize(per_seq)
-  result.update(estimator="exact AR NLL" if is_ar else f"ELBO, {num_t} stratified t",
-                checkpoint_step=run.step)
-  return result
-
-
-def recovery(run: Run, t0s, num_inputs, steps, sampler, split="validation", seed=0) -> list[dict]:
-  """BLEU of sampling from q(x_t0 | x0) back to 0, against the target it started from, per t0
-  (the ``recovery`` evaluator): where along the chain a model stops being able to write the text.
-
-  Each row also scores the denoiser's own one-step word prediction at t0
-  (``decoding.one_step_ids``): ``one_step_bleu`` and ``token_acc`` (on the target's non-PAD
-  positions). When the trajectory's BLEU falls below the one-step BLEU, the sampler loses a plan the
-  model had read from x_t0; when both are low, the model cannot read the plan at that noise level.
-  """
-  source = pipeline.prepare_sources(run.config.data)[split]
-  encode = pipeline.make_encoder(run.tokenizer, run.config.data)
-  idx = list(range(0, len(source), 10))[:num_inputs]
-  rows = [encode(source[i]) for i in idx]
-  ids = jnp.asarray(np.stack([r["ids"] for r in rows]))
-  mask = jnp.asarray(np.stack([r["target_mask"] for r in rows]))
-  refs = [[run.decode(r["ids"])] for r in rows]
-  emb = embeddings.table(run.params, run.config.model)
-  ab, T = run.diffusion.alpha_bar, run.diffusion.num_steps
-  x0 = embeddings.embed(emb, ids)
-  out = []
-  for t0 in t0s:
-    if not 1 <= t0 <= T:
-      raise ValueError(f"t0 must be in [1, T={T}], got {t0}")
-    grid = np.unique(np.round(np.linspace(t0, 0, steps + 1)).astype(np.int32))[::-1]
-    eps = jax.random.normal(jax.random.PRNGKey(seed), x0.shape)
-    z = process.q_sample(x0, ab[jnp.full((len(rows),), t0)], eps, mask)
-    got = np.asarray(decoding.decode_ids(run.model, run.params, run.config, run.diffusion,
-                                         jax.random.PRNGKey(seed + 1), ids, mask, sampler=sampler,
-                                         grid=grid, x_init_BxLxE=z))
-    hyps = [run.decode(r) for r in got]
-    t_B = jnp.full((len(rows),), t0, jnp.int32)
-    pred = decoding.one_step_ids(run.model, run.params, run.config, z, t_B)
-    one = np.asarray(jnp.where(mask > 0, pred, ids))
-    words = (mask > 0) & (ids != tokenizers.PAD)
-    acc = float(jnp.sum((pred == ids) & words) / jnp.maximum(jnp.sum(words), 1))
-    out.append({"t0": int(t0), "alpha_bar": float(ab[t0]), **metrics.bleu(hyps, refs),
-                "one_step_bleu": metrics.bleu([run.decode(r) for r in one], refs)["bleu"],
-                "token_acc": acc, "example": hyps[0], "target": refs[0][0]})
-  return out

@@ -20,7 +20,7 @@ import json
 import os
 from typing import Callable, Optional, Sequence
 
-from diffusion_text import control_tasks, evaluate, generate, runs
+from diffusion_text import control_tasks, evaluate, generate, heldout, recovery, runs
 from diffusion_text.generate import Run
 
 
@@ -73,7 +73,7 @@ def _generate_stem(run: Run, **options) -> str:
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,
          seed: int = 0) -> dict:
-  return evaluate.nll_run(run, split=split, num_inputs=num_inputs, num_t=nll_t, seed=seed)
+  return heldout.nll_run(run, split=split, num_inputs=num_inputs, num_t=nll_t, seed=seed)
 
 
 def _nll_stem(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,
@@ -83,7 +83,7 @@ def _nll_stem(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t
 
 
 def _loss(run: Run, *, split: str = "validation") -> dict:
-  return evaluate.loss_run(run, split=split)
+  return heldout.loss_run(run, split=split)
 
 
 RECOVERY_T0 = (500, 1000, 1500, 1800, 2000)
@@ -94,7 +94,7 @@ def _recovery(run: Run, *, t0: Sequence[int] = RECOVERY_T0, num_inputs: int = 64
               seed: int = 0) -> dict:
   if run.config.model.family != "diffusion":
     raise ValueError(f"{run.workdir} is not a diffusion run: recovery samples a diffusion chain")
-  rows = evaluate.recovery(run, [int(t) for t in t0], num_inputs, steps, sampler, split, seed)
+  rows = recovery.recovery(run, [int(t) for t in t0], num_inputs, steps, sampler, split, seed)
   return {"workdir": run.workdir, "step": run.step, "sampler": sampler, "steps": steps,
           "split": split, "num_inputs": num_inputs, "seed": seed, "rows": rows}
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from diffusion_text import configuration, generate
+from diffusion_text import cloze, configuration, generate
 from diffusion_text.errors import ConfigError
 from diffusion_text.data import delex, pipeline, tokenizers
 
@@ -110,31 +110,29 @@ def test_in_place_needs_the_word_tokenizer():
 
 
 def test_blank_accuracy_counts_slot_positions_only():
-  from diffusion_text import evaluate
   srcs = ["_ film _ slow _", "_ good"]
   refs = [["the film is slow ."], ["very good"]]
   hyps = ["the film was slow .", "good"]  # 2 of 3 blanks right; the second output lost a word
-  got = evaluate.blank_accuracy(srcs, hyps, refs, "the")
+  got = cloze.blank_accuracy(srcs, hyps, refs, "the")
   assert got == {"blank_accuracy": 0.5, "blank_baseline_word": "the",
                  "blank_baseline_accuracy": 0.25, "blanks": 4}
   train = [{"src": "_ film _", "tgt": "the film ."}, {"src": "_ cat", "tgt": "the cat"}]
-  assert evaluate.most_common_blank(train) == "the"
+  assert cloze.most_common_blank(train) == "the"
 
 
 def test_neighbour_filler_backs_off_from_both_neighbours_to_one_to_the_most_common_word():
-  from diffusion_text import evaluate
   train = [{"src": "_ film _", "tgt": "a film ."}, {"src": "_ film _", "tgt": "a film ."},
            {"src": "good _ movie", "tgt": "good , movie"}, {"src": "bad _ movie", "tgt": "bad , movie"},
            {"src": "_ cat", "tgt": "the cat"}, {"src": "_ cat", "tgt": "the cat"},
            {"src": "_ cow", "tgt": "the cow"}, {"src": "_ cat", "tgt": "one cat"}]
-  fill = evaluate.NeighbourFiller(train)
+  fill = cloze.NeighbourFiller(train)
   assert fill.fallback == "the"
   assert fill("_ film _".split(), 0) == "a"   # (<s>, film) seen twice
   assert fill("_ film _".split(), 2) == "."   # (film, </s>) seen twice
   assert fill("nice _ movie".split(), 1) == ","  # (nice, movie) and nice unseen; movie: ","
   assert fill("_ cat".split(), 0) == "the"    # (<s>, cat): "the" twice, "one" once
   assert fill("xx _ yy".split(), 1) == "the"  # no context seen: the most common blank word
-  got = evaluate.blank_accuracy(["_ film _"], ["a film !"], [["a film ."]], "the", fill)
+  got = cloze.blank_accuracy(["_ film _"], ["a film !"], [["a film ."]], "the", fill)
   assert got["blank_accuracy"] == 0.5 and got["blank_neighbour_accuracy"] == 1.0
 
 
