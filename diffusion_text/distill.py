@@ -26,7 +26,7 @@ from absl import logging
 import numpy as np
 
 from diffusion_text import evaluate
-from diffusion_text.data import mr, pipeline
+from diffusion_text.data import e2e, mr, pipeline
 from diffusion_text.errors import UserError
 from diffusion_text.generate import Run
 
@@ -143,13 +143,15 @@ def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: in
 def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", steps: int = 1,
                     batch_size: int = 256, limit: int = 0, recombine: int = 0,
                     seed: int = 0, require_values=(), heldout: int = 0,
-                    heldout_ignore=(), eta: float = 0.0) -> dict:
+                    heldout_ignore=(), eta: float = 0.0, require_faithful: bool = False) -> dict:
   """Writes ``out_dir/{train,valid,test}.jsonl`` and ``distill.json``; returns the latter.
 
   ``sampler="sample"`` draws each output at softmax temperature ``eta`` (seeded by ``seed``).
   ``limit`` (0 = all) keeps the first N distinct train sources (tests, quick looks);
   ``recombine`` adds that many new combinations of their fields (``recombine_sources``, drawn with
-  ``seed``) to what the teacher decodes; with ``require_values``, a recombined source is kept only
+  ``seed``) to what the teacher decodes; with ``require_faithful``, an output (of a train or
+  recombined source) is kept only if it has no slot error (``data.e2e.check``: every field said
+  once, nothing added); with ``require_values``, a recombined source is kept only
   if the teacher's output mentions the values of those keys (``mentions_values``). ``heldout``
   draws that many combinations none of the train or recombined sources has the skeleton of
   (``heldout_sources`` with ``heldout_ignore``, seed ``seed + 1``) and writes them with the
@@ -179,6 +181,12 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
   empty = sum(not o.strip() for o in outputs)
   keep = [bool(o.strip()) and (i < num_train or mentions_values(s, o, require_values))
           for i, (s, o) in enumerate(zip(sources + held, outputs))]
+  unfaithful = 0
+  if require_faithful:
+    faithful = [all(v == "ok" for v in e2e.check(s, o).values())
+                for s, o in zip(sources + held, outputs)]
+    unfaithful = sum(k and not f for k, f in zip(keep, faithful))
+    keep = [k and f for k, f in zip(keep, faithful)]
   pairs = list(zip(sources + held, outputs, keep))
   rows = {"train": [(s, o) for s, o, k in pairs[:len(sources)] if k]}
   if heldout:
@@ -193,6 +201,7 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
           "train_sources": num_train, "recombined_sources": recombine,
           "excluded_evaluation_mrs": len({mr.canonical(s) for s in evaluation}),
           "seed": seed, "empty_outputs_dropped": empty, "require_values": list(require_values),
+          "require_faithful": require_faithful, "unfaithful_dropped": unfaithful,
           "recombined_kept": sum(k for _, _, k in pairs[num_train:len(sources)]),
           "heldout_sources": heldout, "heldout_ignore": list(heldout_ignore),
           "pairs": {split: len(r) for split, r in rows.items()},

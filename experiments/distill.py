@@ -36,6 +36,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of --recombine's draws (--heldout'
 _REQUIRE = flags.DEFINE_list(
     "require_values", [], "Keep a recombined source only if the teacher's output mentions the "
     "values of these keys verbatim (e.g. name,near,food,Type,area).")
+_FAITHFUL = flags.DEFINE_bool(
+    "require_faithful", False, "Keep a teacher output only if it has no slot error (E2E MRs: every "
+    "field said once, nothing added; docs/results/faithfulness.md).")
 _HELDOUT = flags.DEFINE_integer(
     "heldout", 0, "Also write heldout.jsonl: this many new combinations whose fields, apart from "
     "the values of --heldout_ignore, no train or recombined source has, with the teacher's "
@@ -53,7 +56,8 @@ def run():
                                  batch_size=_BATCH.value, limit=_LIMIT.value,
                                  recombine=_RECOMBINE.value, seed=_SEED.value,
                                  require_values=tuple(_REQUIRE.value), heldout=_HELDOUT.value,
-                                 heldout_ignore=tuple(_HELDOUT_IGNORE.value), eta=_ETA.value)
+                                 heldout_ignore=tuple(_HELDOUT_IGNORE.value), eta=_ETA.value,
+                                 require_faithful=_FAITHFUL.value)
   logging.info("distilled data in %s", _OUT.value)
   print(json.dumps(info, indent=2))
 
