@@ -158,8 +158,8 @@ def _venues(value: str, text: str) -> int:
 def said(field: str, text: str, extra=()) -> collections.Counter:
   """value class -> mentions in ``text`` (normalised, venue names taken out) of ``field``; two
   mentions of one class at most two words apart are one; for family friendly a negated positive
-  phrase counts as "no". ``extra``: values without a rule,
-  matched word for word as classes of their own."""
+  phrase counts as "no". ``extra``: values without a rule, matched word for word as classes of
+  their own."""
   out = collections.Counter()
   rules = {**PATTERNS[field], **{normalise(v): [re.escape(normalise(v))] for v in extra}}
   last_end = {}
