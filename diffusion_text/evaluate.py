@@ -64,16 +64,18 @@ STEPLESS_SAMPLERS = ("greedy", "sample")  # AR decoders; beam's steps are its wi
 
 def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: int, *,
                 clamp: bool = False, num_inputs: int = 0, seed: int = 0,
-                collapse: bool = False, eta: float = 0.0, commit: bool = False) -> str:
+                collapse: bool = False, eta: float = 0.0, commit: bool = False,
+                rerank: str = "mbr") -> str:
   """File stem of an evaluation: every setting that changes the numbers is in it, so evaluations of
   one checkpoint with other settings never overwrite each other (``_clamp``, ``_commit``,
   ``_collapse``, ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when
-  not 0). The AR decoders that take no steps (``STEPLESS_SAMPLERS``) carry none in the name."""
+  not 0, ``_slotrerank``). The AR decoders that take no steps (``STEPLESS_SAMPLERS``) carry none
+  in the name."""
   steps = "" if sampler in STEPLESS_SAMPLERS else steps
   return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
           + ("_commit" if commit else "") + ("_collapse" if collapse else "")
           + (f"_n{num_inputs}" if num_inputs else "") + (f"_seed{seed}" if seed else "")
-          + (f"_eta{eta:g}" if eta else ""))
+          + (f"_eta{eta:g}" if eta else "") + ("_slotrerank" if rerank == "slots" else ""))
 
 
 def read_inputs(path: str) -> list[dict]:
@@ -111,7 +113,8 @@ def human_yardstick(hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> dict:
 
 def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
                  mbr_samples: int = 1, seed: int = 0, teacher: Optional[Run] = None,
-                 inputs: Optional[str] = None, **sample_kwargs) -> tuple[dict, list[dict]]:
+                 inputs: Optional[str] = None, rerank: str = "mbr",
+                 **sample_kwargs) -> tuple[dict, list[dict]]:
   """(metrics, per-input outputs) for ``run`` on ``split``, or on the pairs of the JSON Lines file
   ``inputs`` (seq2seq runs) instead; ``sample_kwargs`` go to ``generate``. With an AR ``teacher``
   run, also the lm-score of the outputs (for a seq2seq run with it, ``corpus_self_bleu``: the
@@ -134,7 +137,11 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     per_seed = [run.generate(sources=srcs, seed=seed + k, **sample_kwargs)
                 for k in range(mbr_samples)]
     samples = [list(c) for c in zip(*per_seed)]
-    hyps = mbr.mbr_decode(samples)
+    if rerank == "slots" and not e2e.is_e2e(srcs):
+      raise ValueError("rerank=slots scores E2E MRs; these sources are not")
+    costs = ([[e2e.errors(s, x) for x in c] for s, c in zip(srcs, samples)]
+             if rerank == "slots" else None)
+    hyps = mbr.mbr_decode(samples, costs)
     result = metrics.evaluate_texts(hyps, refs, samples)
     result["source_bleu"] = metrics.bleu(srcs, refs)["bleu"]  # the input returned unchanged
     result.update(human_yardstick(hyps, refs))
@@ -167,7 +174,7 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
       result["real_lm_score"] = lm_score(teacher, real)["lm_score"]
   if inputs is not None:
     result["inputs"] = os.path.abspath(inputs)
-  result.update(split=split, num_inputs=len(hyps), mbr_samples=mbr_samples, seed=seed,
+  result.update(split=split, num_inputs=len(hyps), mbr_samples=mbr_samples, rerank=rerank, seed=seed,
                 checkpoint_step=run.step, seconds=round(time.time() - t0, 1),
                 **sampling_settings(run, sample_kwargs))
   if result.get("collapse") is None:

@@ -35,14 +35,16 @@ def _generate(run: Run, *, split: str = "validation", num_inputs: int = 0, mbr_s
               seed: int = 0, sampler: Optional[str] = None, steps: Optional[int] = None,
               clamp: Optional[bool] = None, collapse: Optional[bool] = None,
               lm_teacher: Optional[str] = None, inputs: Optional[str] = None,
-              eta: Optional[float] = None, commit: Optional[bool] = None) -> dict:
+              eta: Optional[float] = None, commit: Optional[bool] = None,
+              rerank: str = "mbr") -> dict:
   teacher_dir = run.config.eval.lm_teacher if lm_teacher is None else lm_teacher
   teacher = generate.load_run(teacher_dir) if teacher_dir else None
   result, outputs = evaluate.evaluate_run(run, split=_split_name(split, inputs),
                                           num_inputs=num_inputs, inputs=inputs,
                                           mbr_samples=mbr_samples, seed=seed, teacher=teacher,
                                           sampler=sampler, steps=steps, clamp=clamp,
-                                          collapse=collapse, eta=eta, commit=commit)
+                                          collapse=collapse, eta=eta, commit=commit,
+                                          rerank=rerank)
   return {**result, "outputs": outputs}
 
 
@@ -68,7 +70,8 @@ def _generate_stem(run: Run, **options) -> str:
   return evaluate.result_name(_split_name(o["split"], o["inputs"]), run.step, o["sampler"] or c.sample.sampler,
                               o["steps"] or c.sample.steps or c.diffusion.num_steps,
                               o["mbr_samples"], clamp=clamp, num_inputs=o["num_inputs"],
-                              seed=o["seed"], collapse=collapse, eta=eta, commit=commit)
+                              seed=o["seed"], collapse=collapse, eta=eta, commit=commit,
+                              rerank=o["rerank"])
 
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,

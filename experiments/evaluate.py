@@ -64,6 +64,9 @@ _NUM = flags.DEFINE_integer(
     lower_bound=0)
 _MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR decoding.",
                             lower_bound=1)
+_RERANK = flags.DEFINE_enum(
+    "rerank", "mbr", ["mbr", "slots"], "generate: how one of the |S| samples is kept: MBR, or "
+    "(E2E) the samples with the fewest slot errors first, then MBR among them.")
 _SAMPLER = flags.DEFINE_string(
     "sampler", None, "ddpm|ddim|dpm++2m (diffusion), greedy|beam|sample (ar); default: the run's "
     "sample.sampler (recovery: dpm++2m; control tasks: ddpm).")
@@ -135,7 +138,7 @@ def run():
                         scan_layers=common.scan_layers(_LAYERS.value))
   options = dict(split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value,
                  seed=_SEED.value, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value,
-                 eta=_ETA.value, commit=_COMMIT.value,
+                 eta=_ETA.value, commit=_COMMIT.value, rerank=_RERANK.value,
                  collapse=_COLLAPSE.value, lm_teacher=_TEACHER.value, inputs=_INPUTS.value, nll_t=_NLL_T.value, t0=t0,
                  classifier=_CLF.value,
                  judge=_JUDGE.value, batch_size=_BATCH.value, num_targets=_NUM_TARGETS.value,

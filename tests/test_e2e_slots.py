@@ -132,3 +132,18 @@ def test_main_scores_results_and_data_files_alike(tmp_path):
   assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(
       f"error: {results}:1: neither")
   assert not os.path.exists(tmp_path / "bad.json")
+
+
+def test_slot_errors_rerank_samples_before_mbr():
+  from diffusion_text import mbr
+  src = "name : Aromi | Type : pub | area : riverside"
+  good = "Aromi is a pub in the riverside area ."
+  cands = ["Aromi is a pub in", "Aromi is a coffee shop .", good, "Aromi is a pub in the city ."]
+  costs = [e2e.errors(src, c) for c in cands]
+  assert costs == [2, 2, 0, 1]  # area missing + cut off; Type wrong + area missing; -; area wrong
+  assert mbr.mbr_select(cands, costs) == 2
+  # without costs the consensus wins (the city text shares most with the others); among tied
+  # least costs the consensus of the tied ones
+  assert mbr.mbr_select(cands) == 3 and mbr.mbr_select(cands, [2, 2, 1, 1]) == 3
+  assert mbr.mbr_select(cands, [2, 2, 1, 3]) == 2
+  assert mbr.mbr_decode([cands, ["a b", "a b c", "a b"]], [costs, [1, 0, 1]]) == [good, "a b c"]

@@ -345,6 +345,7 @@ def test_encoder_decoder_denoiser_trains_and_samples(tmp_path, tfds_dir):
 
 def test_seq2seq_evaluation_with_mbr(s2s_run):
   from diffusion_text import evaluate
+  from diffusion_text.data import e2e
   run = generate.load_run(s2s_run)
   result, outputs = evaluate.evaluate_run(run, split="validation", num_inputs=3, mbr_samples=2,
                                           steps=4)
@@ -360,8 +361,13 @@ def test_seq2seq_evaluation_with_mbr(s2s_run):
   # the anchor beside the BLEU: the inputs themselves scored against the same references
   assert result["source_bleu"] == metrics.bleu([o["src"] for o in outputs],
                                                [o["refs"] for o in outputs])["bleu"]
+  # the slot rerank: each output has the fewest slot errors (+ cut off) of its samples
+  rr, rr_out = evaluate.evaluate_run(run, split="validation", num_inputs=3, mbr_samples=2, steps=4,
+                                     rerank="slots")
+  assert rr["rerank"] == "slots" and result["rerank"] == "mbr"
+  assert all(e2e.errors(o["src"], o["hyp"]) == min(e2e.errors(o["src"], x) for x in o["samples"])
+             for o in rr_out)
   # E2E MRs: slot errors beside BLEU, per output and in all
-  from diffusion_text.data import e2e
   assert result["slots"] == e2e.score(outputs)
   assert result["slot_error_rate"] == result["slots"]["slot_error_rate"]
   assert [o["slot_errors"] for o in outputs] == [
@@ -519,8 +525,8 @@ def test_evaluation_files_name_every_setting(s2s_run):
   from diffusion_text import evaluate
   names = {evaluate.result_name("validation", 6, "ddim", 2, 1, **kw) for kw in
            ({}, {"clamp": True}, {"num_inputs": 2}, {"seed": 1}, {"clamp": True, "num_inputs": 2},
-            {"collapse": True})}
-  assert len(names) == 6 and "validation_step6_ddim2_mbr1" in names
+            {"collapse": True}, {"rerank": "slots"})}
+  assert len(names) == 7 and "validation_step6_ddim2_mbr1" in names
   r = _cli("experiments.evaluate", "--workdir", s2s_run, "--num_inputs", "2", "--sampler", "ddim",
            "--steps", "2", "--clamp", "--collapse_repeats")
   assert r.returncode == 0, r.stderr[-2000:]

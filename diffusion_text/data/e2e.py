@@ -228,6 +228,11 @@ def check(source: str, text: str) -> dict[str, str]:
   return out
 
 
+def errors(source: str, text: str) -> int:
+  """The text's slot errors (every non-``ok`` field) plus one if it is cut off: a reranking cost."""
+  return sum(v != "ok" for v in check(source, text).values()) + cut_off(text)
+
+
 def cut_off(text: str) -> bool:
   """The text stops mid-sentence: its last word (a final ``.``, ``!``, ``?`` or ``,`` aside) is one
   that cannot end a sentence ("... near Express by Holiday Inn in", "It is not kid friendly and
