@@ -406,8 +406,53 @@ def part_pipeline(quick: bool, data) -> dict:
 
 # The measurements by name: ``python -m experiments.bench --part NAME --args JSON`` runs one (and
 # passes ``pipeline`` its data config).
+def part_source_cache(batch: int, steps: list) -> dict:
+  """The recipe's encoder-decoder (``configs/e2e_diffuseq.py:cpu``, random init) sampling with
+  DPM-Solver++ at each step count, the source encoded once (``decoding.decode_ids``) against the
+  encoder run at every step: seconds per batch, timed in alternation, the minimum of three; and the
+  share of output ids the two agree on."""
+  import jax
+  import jax.numpy as jnp
+  import flax.linen as nn
+  from configs import e2e_diffuseq
+  from diffusion_text import decoding, denoiser, embeddings, families, samplers
+  c = e2e_diffuseq.get_config("cpu")
+  mc = families.model_config(c, 900)
+  model = families.family_of(c).build(mc)
+  params = nn.meta.unbox(denoiser.init_params(mc, jax.random.PRNGKey(0)))
+  diff = families.diffusion_of(c)
+  L, S = c.data.max_len, mc.src_len
+  ids = jax.random.randint(jax.random.PRNGKey(1), (batch, L), 5, 900)
+  mask = jnp.broadcast_to((jnp.arange(L) >= S).astype(jnp.int32), (batch, L))
+
+  def every_step(r, i, m, n):
+    emb = embeddings.table(params, c.model)
+    x0 = samplers.sample(decoding.denoiser_of(model, params), emb, diff, r,
+                         shape=(batch, L, mc.emb_dim), steps=n, sampler="dpm++2m",
+                         x_cond_BxLxE=embeddings.embed(emb, i), mask_BxL=m)
+    return decoding.round_ids(model, params, c, x0, i, m)
+  out = []
+  for n in steps:
+    fns = {"once": jax.jit(lambda r, i, m, n=n: decoding.decode_ids(
+        model, params, c, diff, r, i, m, sampler="dpm++2m", steps=n)),
+           "every_step": jax.jit(lambda r, i, m, n=n: every_step(r, i, m, n))}
+    got = {k: jax.device_get(f(jax.random.PRNGKey(2), ids, mask)) for k, f in fns.items()}
+    t = {k: float("inf") for k in fns}
+    for _ in range(3):
+      for k, f in fns.items():
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(jax.random.PRNGKey(2), ids, mask))
+        t[k] = min(t[k], time.perf_counter() - t0)
+    out.append({"batch": batch, "L": L, "source_positions": S, "steps": n,
+                "encoded_once_s": t["once"], "encoded_every_step_s": t["every_step"],
+                "speedup": t["every_step"] / t["once"],
+                "same_ids": float((got["once"] == got["every_step"]).mean())})
+  return {"rows": out}
+
+
 PARTS = {"peak": part_peak, "train": part_train, "sample": part_sample, "memory": part_memory,
-         "pipeline": part_pipeline, "profile": part_profile, "ar_decode": part_ar_decode}
+         "pipeline": part_pipeline, "profile": part_profile, "ar_decode": part_ar_decode,
+         "source_cache": part_source_cache}
 
 
 def _run_part(part: str, devices: int = 1, **kwargs) -> dict:

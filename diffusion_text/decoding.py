@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from diffusion_text import batching, embeddings, losses, process, samplers
+from diffusion_text import batching, denoiser, embeddings, losses, process, samplers
 
 
 def has_logits(config) -> bool:
@@ -123,12 +123,17 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
   temperature (both ``samplers.sample``).
   """
   emb = embeddings.table(params, config.model)
+  x_cond = embeddings.embed(emb, ids_BxL)
   denoise = denoiser_of(model, params)
+  src_len = getattr(getattr(model, "cfg", None), "src_len", 0)
   if cfg_scale is not None:
     denoise = cfg_denoiser(denoise, emb, ids_BxL, target_mask_BxL, cfg_scale)
+  elif src_len:  # the encoder-decoder's source is held fixed: encode it once, not at every step
+    memory = denoiser.encode_source(model.cfg, params, x_cond[:, :src_len])
+    denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True,
+                                             memory=memory)
   guide_fn = (make_guide_fn(guidance, diffusion, term_args) if guidance and guidance.terms
               else None)
-  x_cond = embeddings.embed(emb, ids_BxL)
   x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,
                        sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
                        mask_BxL=target_mask_BxL, guide_fn=guide_fn, grid=grid,

@@ -307,7 +307,7 @@ class Denoiser(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, z_t_BxLxE, t_B, x_sc_BxLxE=None, deterministic: bool = True):
+  def __call__(self, z_t_BxLxE, t_B, x_sc_BxLxE=None, deterministic: bool = True, memory=None):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     inp = z_t_BxLxE
@@ -321,7 +321,8 @@ class Denoiser(nn.Module):
         pos = self.param("pos_emb_shared", _p(nn.initializers.normal(0.02), ("len", "embed")),
                          (cfg.max_len, cfg.width))
         enc_pos, pos = pos[:S], pos[1:]
-      memory = SourceEncoder(cfg, name="encoder")(z_t_BxLxE[:, :S], deterministic, enc_pos)
+      if memory is None:  # else the source encoded once for a sampling run (``encode_source``)
+        memory = SourceEncoder(cfg, name="encoder")(z_t_BxLxE[:, :S], deterministic, enc_pos)
       x = trunk(self, cfg, inp[:, S:], t_B, deterministic, memory=memory, pos_LxD=pos)
     else:
       x = trunk(self, cfg, inp, t_B, deterministic)
@@ -358,7 +359,7 @@ class DiffusionLM(nn.Module):
     self.denoiser = Denoiser(self.cfg)
 
   def __call__(self, z_t_BxLxE, t_B, x_sc_BxLxE=None, deterministic: bool = True,
-               return_logits: bool = False):
+               return_logits: bool = False, memory=None):
     """x0_hat, or (x0_hat, logits_BxLxV) with ``return_logits``.
 
     Word logits come from the tied rounding head, ``h . EMB^T`` with the denoiser's E-dim output h
@@ -373,7 +374,7 @@ class DiffusionLM(nn.Module):
     for key, allowed in (("x0_head", ("linear", "softmax")), ("logits_head", ("tied", "full"))):
       if getattr(cfg, key) not in allowed:
         raise ValueError(f"unknown {key} {getattr(cfg, key)!r}; use one of {allowed}")
-    out = self.denoiser(z_t_BxLxE, t_B, x_sc_BxLxE, deterministic)
+    out = self.denoiser(z_t_BxLxE, t_B, x_sc_BxLxE, deterministic, memory=memory)
     h, logits = out if cfg.logits_head == "full" else (out, None)
     if cfg.x0_head == "linear" and not return_logits:
       return h
@@ -388,6 +389,15 @@ class DiffusionLM(nn.Module):
   def table(self):
     """The embedding table as read (``embeddings.normalize`` by ``emb_norm``)."""
     return embeddings.normalize(self.embedding, self.cfg.emb_norm, self.cfg.emb_scale)
+
+
+def encode_source(cfg: ModelConfig, params, src_BxSxE):
+  """The encoder-decoder's encoded source (what the denoiser cross-attends to) from a
+  ``DiffusionLM``'s params. The encoder reads only the clean source, which a sampler holds fixed,
+  so a sampling run computes it once and passes it as ``memory`` to every step."""
+  dp = nn.meta.unbox(params["denoiser"])
+  enc_pos = dp["pos_emb_shared"][:cfg.src_len] if cfg.positions == "shared" else None
+  return SourceEncoder(cfg).apply({"params": dp["encoder"]}, src_BxSxE, True, enc_pos)
 
 
 def init_params(cfg: ModelConfig, rng, batch_size: int = 1):

@@ -37,3 +37,12 @@ def test_bench_quick_writes_json(tmp_path):
   assert mem["fsdp"]["bytes_per_device"] < mem["data_parallel"]["bytes_per_device"]
   assert mem["fsdp"]["bytes_total"] == mem["data_parallel"]["bytes_total"]
   assert "matmul peak" in r.stdout and "wrote" in r.stdout
+
+
+def test_source_cache_part_decodes_the_same_ids_as_the_encoder_at_every_step():
+  """The recipe's encoder-decoder, source encoded once per batch by ``decoding.decode_ids``: the
+  same words as running the encoder at every sampler step."""
+  from diffusion_text import bench
+  rows = bench.part_source_cache(batch=2, steps=[3])["rows"]
+  assert [r["steps"] for r in rows] == [3] and rows[0]["same_ids"] == 1.0
+  assert rows[0]["encoded_once_s"] > 0 and rows[0]["source_positions"] == 46

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -341,6 +342,18 @@ def test_encoder_decoder_denoiser_trains_and_samples(tmp_path, tfds_dir):
   for sampler in ("ddpm", "dpm++2m"):
     out = run.generate_ids(sources=srcs, sampler=sampler, steps=4)
     np.testing.assert_array_equal(out[mask == 0], ids_in[mask == 0])
+  # samplers encode the source once (decoding.decode_ids): the same x0 estimate as the encoder at
+  # every step, for an x_t whose source positions hold the source, as a sampler's always do
+  from diffusion_text import denoiser, embeddings, process
+  x_cond = embeddings.embed(embeddings.table(run.params, run.config.model), jnp.asarray(ids_in))
+  z = process.apply_mask(jax.random.normal(jax.random.PRNGKey(0), x_cond.shape), x_cond,
+                         jnp.asarray(mask))
+  S = run.model.cfg.src_len
+  memory = denoiser.encode_source(run.model.cfg, run.params, x_cond[:, :S])
+  t = jnp.full((len(srcs),), 50, jnp.int32)
+  with_memory = run.model.apply({"params": run.params}, z, t, None, memory=memory)
+  np.testing.assert_allclose(with_memory, run.model.apply({"params": run.params}, z, t, None),
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_seq2seq_evaluation_with_mbr(s2s_run):
