@@ -9,7 +9,7 @@ from diffusion_text import configuration
 from diffusion_text.errors import ConfigError
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu"],
+VARIANTS = {"e2e_diffusion_lm.py": [None, "cpu", "cpu_plain"],
             "e2e_diffuseq.py": [None, "ce", "cpu", "cpu_nosc"],
             "e2e_ar_baseline.py": [None, "cpu"],
             "tiny.py": [None, "seq2seq", "ar", "cfg", "classifier"],
