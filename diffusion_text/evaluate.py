@@ -151,10 +151,11 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     outputs = [{"src": s, "hyp": h, "refs": r, "samples": c}
                for s, h, r, c in zip(srcs, hyps, refs, samples)]
     if e2e.is_e2e(srcs):  # faithfulness beside BLEU: fields missing, wrong, added or repeated
-      result["slots"] = e2e.score(outputs)
+      checks = [e2e.check(o["src"], o["hyp"]) for o in outputs]
+      result["slots"] = e2e.score(outputs, checks)
       result.update({k: result["slots"][k] for k in e2e.HEADLINE})
-      for o in outputs:
-        o["slot_errors"] = {f: v for f, v in e2e.check(o["src"], o["hyp"]).items() if v != "ok"}
+      for o, c in zip(outputs, checks):
+        o["slot_errors"] = {f: v for f, v in c.items() if v != "ok"}
     if teacher is not None:
       result.update(lm_score(teacher, hyps, srcs if teacher.is_seq2seq else None))
       # fluency beside diversity across inputs, as for unconditional samples (plan-then-write)
