@@ -122,6 +122,10 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.eval.num_samples >= 0, "eval.num_samples must be >= 0")
   check(c.sample.batch_size >= 1, "sample.batch_size must be >= 1")
   check(c.sample.eta >= 0, "sample.eta must be >= 0")
+  check(c.sample.score_temp > 0, "sample.score_temp must be > 0")
+  check(c.sample.logit_temp > 0, "sample.logit_temp must be > 0")
+  check(c.sample.logit_temp == 1.0 or c.model.x0_head == "softmax",
+        "sample.logit_temp needs the softmax x0 head (model.x0_head=softmax)")
   check(c.sample.beam_alpha >= 0, "sample.beam_alpha must be >= 0")
   check(c.classifier.num_classes >= 0, "classifier.num_classes must be >= 0")
   sizes = [c.mesh[a] for a in ("data", "fsdp", "tensor")]

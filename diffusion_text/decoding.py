@@ -26,9 +26,26 @@ def has_logits(config) -> bool:
   return config.model.x0_head == "softmax" or config.model.logits_head == "full"
 
 
-def denoiser_of(model, params) -> Callable:
-  """``(z_t, t, x_sc) -> x0_hat`` of a diffusion LM's (EMA) parameters, deterministic."""
-  return lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True)
+def denoiser_of(model, params, *, logit_temp: float = 1.0, emb_VxE=None, **kw) -> Callable:
+  """``(z_t, t, x_sc) -> x0_hat`` of a diffusion LM's (EMA) parameters, deterministic (``kw``: the
+  model's call options, an encoded source as ``memory``).
+
+  ``logit_temp`` (a softmax x0 head only): the estimate is read from the word logits divided by it,
+  ``softmax(logits / logit_temp) EMB`` with ``emb_VxE`` the table as read: below 1 each position's
+  estimate moves toward its most likely word (toward 0: that word's embedding), above 1 toward the
+  mean of the words. 1 is the model's own estimate."""
+  if logit_temp == 1.0:
+    return lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True, **kw)
+  if not logit_temp > 0:
+    raise ValueError(f"logit_temp must be > 0, got {logit_temp}")
+  if model.cfg.x0_head != "softmax" or emb_VxE is None:
+    raise ValueError("logit_temp needs a softmax x0 head (model.x0_head=softmax) and its table")
+
+  def tempered(z, t, x_sc):
+    _, logits = model.apply({"params": params}, z, t, x_sc, deterministic=True,
+                            return_logits=True, **kw)
+    return jnp.einsum("blv,ve->ble", jax.nn.softmax(logits / logit_temp, -1), emb_VxE)
+  return tempered
 
 
 def round_ids(model, params, config, x0_BxLxE, ids_BxL, target_mask_BxL):
@@ -112,7 +129,7 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
                *, sampler: str = "ddpm", steps: Optional[int] = None, clamp: bool = False,
                eta: float = 0.0, guidance: Optional["Guidance"] = None, term_args: Sequence = (),
                cfg_scale: Optional[float] = None, grid=None, x_init_BxLxE=None,
-               commit: bool = False, score_temp: float = 1.0):
+               commit: bool = False, score_temp: float = 1.0, logit_temp: float = 1.0):
   """Samples the mask-1 positions of packed ``ids`` (the others are held at their embeddings: a
   seq2seq source, infilling context) and rounds them to words. Traceable; callers jit it.
 
@@ -120,18 +137,18 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
   (``make_guide_fn``); ``cfg_scale``: classifier-free guidance (``cfg_denoiser``); ``grid``: the
   timesteps to visit (default: ``steps`` evenly spaced); ``x_init_BxLxE``: the start state (default:
   Gaussian noise at T); ``commit``: fix the words a group per step; ``score_temp``: the score
-  temperature (both ``samplers.sample``).
+  temperature (both ``samplers.sample``); ``logit_temp``: the softmax head's logit temperature
+  (``denoiser_of``).
   """
   emb = embeddings.table(params, config.model)
   x_cond = embeddings.embed(emb, ids_BxL)
-  denoise = denoiser_of(model, params)
   src_len = getattr(getattr(model, "cfg", None), "src_len", 0)
+  kw = {}
+  if src_len and cfg_scale is None:  # the encoder-decoder's source is held fixed: encode it once
+    kw["memory"] = denoiser.encode_source(model.cfg, params, x_cond[:, :src_len])
+  denoise = denoiser_of(model, params, logit_temp=logit_temp, emb_VxE=emb, **kw)
   if cfg_scale is not None:
     denoise = cfg_denoiser(denoise, emb, ids_BxL, target_mask_BxL, cfg_scale)
-  elif src_len:  # the encoder-decoder's source is held fixed: encode it once, not at every step
-    memory = denoiser.encode_source(model.cfg, params, x_cond[:, :src_len])
-    denoise = lambda z, t, x_sc: model.apply({"params": params}, z, t, x_sc, deterministic=True,
-                                             memory=memory)
   guide_fn = (make_guide_fn(guidance, diffusion, term_args) if guidance and guidance.terms
               else None)
   x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,

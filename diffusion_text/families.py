@@ -109,15 +109,17 @@ def _diffusion_terms(model, params, batch, rng, config, deterministic, context=N
 def _diffusion_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   """Jitted ``(params, rng, ids_BxL, target_mask_BxL) -> ids_BxL``: positions with mask 0 are held
   at the embeddings of ``ids`` (a seq2seq source); mask-1 positions are generated (``commit`` and
-  the config's ``sample.score_temp``: ``samplers.sample``)."""
+  the config's ``sample.score_temp``: ``samplers.sample``; ``sample.logit_temp``:
+  ``decoding.denoiser_of``)."""
   diffusion = diffusion_of(config)
   score_temp = config.sample.get("score_temp", 1.0)
+  logit_temp = config.sample.get("logit_temp", 1.0)
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL):
     return decoding.decode_ids(model, params, config, diffusion, rng, ids_BxL, target_mask_BxL,
                                sampler=sampler, steps=steps, clamp=clamp, eta=eta,
-                               commit=commit, score_temp=score_temp)
+                               commit=commit, score_temp=score_temp, logit_temp=logit_temp)
 
   return decode
 

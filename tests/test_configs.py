@@ -59,6 +59,9 @@ def test_unknown_key_is_rejected():
     ("optim.grad_clip_norm", 0.0, "optim.grad_clip_norm"),
     ("eval.num_batches", 0, "eval.num_batches"),
     ("sample.eta", -0.5, "sample.eta"),
+    ("sample.score_temp", 0.0, "sample.score_temp must be > 0"),
+    ("sample.logit_temp", -1.0, "sample.logit_temp must be > 0"),
+    ("sample.logit_temp", 0.8, "sample.logit_temp needs the softmax x0 head"),  # default: linear
     ("mesh.fsdp", 0, "mesh sizes"),
     ("eval.sampler", "euler", "eval.sampler"),
     ("model.arch", "transformer", "model.arch"),

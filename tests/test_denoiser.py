@@ -88,6 +88,31 @@ def test_softmax_x0_head_is_the_expected_embedding_under_its_logits():
   assert np.all(np.abs(np.asarray(x0)) <= np.abs(np.asarray(emb)).max(0) + 1e-6)
 
 
+def test_logit_temperature_sharpens_the_softmax_estimate_toward_its_top_word():
+  """decoding.denoiser_of(logit_temp=...): 1 is the model's own x0_hat; 2 reads softmax(logits / 2)
+  EMB; near 0 each position's estimate is the embedding of its argmax word. A linear head has no
+  logits to temper: refused."""
+  from diffusion_text import decoding
+  soft_cfg = denoiser.ModelConfig(**{**CFG.__dict__, "x0_head": "softmax"})
+  model = denoiser.DiffusionLM(soft_cfg)
+  params = nn.meta.unbox(denoiser.init_params(soft_cfg, jax.random.PRNGKey(7)))
+  emb = params["embedding"]
+  z = 3.0 * jax.random.normal(jax.random.PRNGKey(8), (2, 8, 4))
+  t, x_sc = jnp.array([3, 700]), jnp.zeros((2, 8, 4))
+  x0, logits = model.apply({"params": params}, z, t, x_sc, return_logits=True)
+  plain = decoding.denoiser_of(model, params, logit_temp=1.0, emb_VxE=emb)(z, t, x_sc)
+  np.testing.assert_array_equal(plain, x0)
+  warm = decoding.denoiser_of(model, params, logit_temp=2.0, emb_VxE=emb)(z, t, x_sc)
+  np.testing.assert_allclose(warm, jax.nn.softmax(logits / 2.0) @ emb, rtol=1e-5, atol=1e-6)
+  cold = decoding.denoiser_of(model, params, logit_temp=1e-6, emb_VxE=emb)(z, t, x_sc)
+  np.testing.assert_allclose(cold, emb[jnp.argmax(logits, -1)], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(cold, x0, atol=1e-3)
+  with pytest.raises(ValueError, match="softmax x0 head"):
+    decoding.denoiser_of(denoiser.DiffusionLM(CFG), params, logit_temp=0.5, emb_VxE=emb)
+  with pytest.raises(ValueError, match="logit_temp must be > 0"):
+    decoding.denoiser_of(model, params, logit_temp=0.0, emb_VxE=emb)
+
+
 def test_layout_conversion_is_exact_both_ways():
   """Unrolled parameters stacked into the scanned layout give the scanned model the same outputs,
   and splitting them back gives the very same tree (also inside a larger tree, e.g. Adam moments)."""

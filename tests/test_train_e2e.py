@@ -279,6 +279,13 @@ def test_cli_out_under_a_file_fails_before_any_work(tmp_path, module):
   assert "Traceback" not in r.stderr
 
 
+def test_cli_score_temp_must_be_positive(tmp_path):
+  """A score temperature of 0 would divide by zero in every step: refused before a run is read."""
+  r = _cli("experiments.evaluate", "--workdir", str(tmp_path / "no_run"), "--score_temp", "0")
+  assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+      "error: --score_temp must be > 0, got 0.0"), r.stderr
+
+
 def test_cli_workdir_that_is_a_file(tmp_path, tfds_dir):
   require_synthetic_e2e()
   f = tmp_path / "a_file"
@@ -538,15 +545,17 @@ def test_evaluation_files_name_every_setting(s2s_run):
   from diffusion_text import evaluate
   names = {evaluate.result_name("validation", 6, "ddim", 2, 1, **kw) for kw in
            ({}, {"clamp": True}, {"num_inputs": 2}, {"seed": 1}, {"clamp": True, "num_inputs": 2},
-            {"collapse": True}, {"rerank": "slots"})}
-  assert len(names) == 7 and "validation_step6_ddim2_mbr1" in names
+            {"collapse": True}, {"rerank": "slots"}, {"score_temp": 0.9},
+            {"logit_temp": 0.5})}
+  assert len(names) == 9 and "validation_step6_ddim2_mbr1" in names
   r = _cli("experiments.evaluate", "--workdir", s2s_run, "--num_inputs", "2", "--sampler", "ddim",
-           "--steps", "2", "--clamp", "--collapse_repeats")
+           "--steps", "2", "--clamp", "--collapse_repeats", "--score_temp", "0.9")
   assert r.returncode == 0, r.stderr[-2000:]
   step = generate.load_run(s2s_run).step
-  name = f"validation_step{step}_ddim2_mbr1_clamp_collapse_n2.json"
+  name = f"validation_step{step}_ddim2_mbr1_clamp_collapse_n2_st0.9.json"
   res = json.load(open(os.path.join(s2s_run, "eval", name)))
   assert res["clamp"] is True and res["collapse"] is True and res["num_inputs"] == 2
+  assert res["score_temp"] == 0.9
   assert "outputs" not in res
   rows = [json.loads(l) for l in open(os.path.join(s2s_run, "eval", name[:-5] + ".jsonl"))]
   assert len(rows) == 2 and {"src", "hyp", "refs", "samples"} <= set(rows[0])
