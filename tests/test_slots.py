@@ -35,6 +35,20 @@ def test_a_lower_cased_mention_comes_back_lower_cased():
   assert dx.target("food : sushi", "Sushi and sushi") == "<food> and <food>"
 
 
+def test_a_value_ending_in_the_next_word_says_it_once():
+  """"<food> food" is how the targets say "Italian food"; for the value "Fast food" relex writes
+  "Fast food", not "Fast food food" (upper or lower case); "foods" and other values are untouched."""
+  dx = delex.Delexicalizer(["name", "food"])
+  fast = "name : Aromi | food : Fast food"
+  assert dx.relex(fast, "<name> serves <food> food .") == "Aromi serves Fast food ."
+  assert dx.relex(fast, "<name> , a <food:lower> Food place") == "Aromi , a fast food place"
+  assert dx.relex(fast, "<name> serves <food> foods .") == "Aromi serves Fast food foods ."
+  assert dx.relex("name : Aromi | food : Italian", "<name> serves <food> food .") == (
+      "Aromi serves Italian food .")
+  # a slot that the source does not name leaves the word that follows its placeholder
+  assert dx.relex("name : Aromi", "<name> serves <food> food .") == "Aromi serves food ."
+
+
 def test_longer_values_are_replaced_first_and_off_means_identity():
   src = "name : The Punter | near : The Punter Inn"
   assert delex.Delexicalizer(["name", "near"]).target(src, "The Punter Inn is by The Punter .") \

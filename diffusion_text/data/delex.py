@@ -42,6 +42,12 @@ def _value_pattern(value: str) -> re.Pattern:
                     re.IGNORECASE)
 
 
+def _seam(ph: str, value: str) -> re.Pattern:
+  """The placeholder ``ph``, and the value's last word if the output repeats it right after."""
+  last = value.split()[-1] if value.split() else ""
+  return re.compile(re.escape(ph) + (rf"(?:\s+(?i:{re.escape(last)})(?!\w))?" if last else ""))
+
+
 class Delexicalizer:
   """Replaces the values of ``slots`` by placeholders in (source, target) and back in outputs.
 
@@ -101,14 +107,17 @@ class Delexicalizer:
 
   def relex(self, src: str, hyp: str) -> str:
     """An output with placeholders replaced by the source's values (first letter lower-cased for a
-    ``lower`` placeholder); a placeholder of a slot the source does not name is dropped."""
+    ``lower`` placeholder); a placeholder of a slot the source does not name is dropped. Where the
+    output goes on with the value's own last word ("<food> food" for "Fast food"), that word is
+    written once: the model learned "<food> food" from "Italian food", and "Fast food food" is
+    not English."""
     if not self.slots:
       return hyp
     values = self.values(src)
     for slot, k in {*values, *((s, 1) for s in self.slots)}:
       value = values.get((slot, k), "")
-      hyp = hyp.replace(placeholder(slot, True, k), _lower_first(value))
-      hyp = hyp.replace(placeholder(slot, k=k), value)
+      for lower, text in ((True, _lower_first(value)), (False, value)):
+        hyp = _seam(placeholder(slot, lower, k), value).sub(lambda _, text=text: text, hyp)
     return " ".join(re.sub(r"<[\w ]+_\d+(?::lower)?>", "", hyp).split())
 
 
