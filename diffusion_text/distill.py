@@ -140,16 +140,42 @@ def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: in
   return out
 
 
+def slot_rerank(sources: list[str], candidates: list[list[str]]) -> list[str]:
+  """Of each source's candidate texts, the first with the fewest slot errors (``data.e2e.errors``:
+  fields missing, wrong, added or repeated, +1 if cut off)."""
+  return [c[int(np.argmin([e2e.errors(s, x) for x in c]))] for s, c in zip(sources, candidates)]
+
+
+def candidate_outputs(teacher: Run, sources: list[str], num: int, *, sampler: str, steps: int,
+                      batch_size: int, eta: float, seed: int, candidate_eta: float) -> list[str]:
+  """``teacher_outputs`` (the sampler's decode), then with ``num`` > 1 the first of ``num``
+  candidates with the fewest slot errors: that decode and ``num - 1`` samples at temperature
+  ``candidate_eta`` (candidate k seeded ``seed + k * len(sources)``), so the decode is kept where it
+  is already faithful."""
+  first = teacher_outputs(teacher, sources, sampler=sampler, steps=steps, batch_size=batch_size,
+                          eta=eta, seed=seed)
+  if num == 1:
+    return first
+  if not e2e.is_e2e(sources):
+    raise UserError("slot_candidates reranks by E2E slot errors; these sources are not E2E MRs")
+  more = [teacher_outputs(teacher, sources, sampler="sample", steps=1, batch_size=batch_size,
+                          eta=candidate_eta, seed=seed + k * len(sources)) for k in range(1, num)]
+  return slot_rerank(sources, [list(c) for c in zip(first, *more)])
+
+
 def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", steps: int = 1,
                     batch_size: int = 256, limit: int = 0, recombine: int = 0,
                     seed: int = 0, require_values=(), heldout: int = 0,
-                    heldout_ignore=(), eta: float = 0.0, require_faithful: bool = False) -> dict:
+                    heldout_ignore=(), eta: float = 0.0, require_faithful: bool = False,
+                    slot_candidates: int = 1, candidate_eta: float = 0.8) -> dict:
   """Writes ``out_dir/{train,valid,test}.jsonl`` and ``distill.json``; returns the latter.
 
   ``sampler="sample"`` draws each output at softmax temperature ``eta`` (seeded by ``seed``).
   ``limit`` (0 = all) keeps the first N distinct train sources (tests, quick looks);
   ``recombine`` adds that many new combinations of their fields (``recombine_sources``, drawn with
-  ``seed``) to what the teacher decodes; with ``require_faithful``, an output (of a train or
+  ``seed``) to what the teacher decodes; ``slot_candidates`` > 1 keeps, per source, the least
+  slot-erroneous of the decode and ``slot_candidates - 1`` samples at ``candidate_eta``
+  (``candidate_outputs``); with ``require_faithful``, an output (of a train or
   recombined source) is kept only if it has no slot error (``data.e2e.check``: every field said
   once, nothing added); with ``require_values``, a recombined source is kept only
   if the teacher's output mentions the values of those keys (``mentions_values``). ``heldout``
@@ -176,8 +202,9 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
     sources += recombine_sources(sources, recombine, seed, exclude=evaluation)
   held = (heldout_sources(sources, heldout, seed + 1, heldout_ignore, exclude=evaluation)
           if heldout else [])
-  outputs = teacher_outputs(teacher, sources + held, sampler=sampler, steps=steps,
-                            batch_size=batch_size, eta=eta, seed=seed)
+  outputs = candidate_outputs(teacher, sources + held, slot_candidates, sampler=sampler,
+                              steps=steps, batch_size=batch_size, eta=eta, seed=seed,
+                              candidate_eta=candidate_eta)
   empty = sum(not o.strip() for o in outputs)
   keep = [bool(o.strip()) and (i < num_train or mentions_values(s, o, require_values))
           for i, (s, o) in enumerate(zip(sources + held, outputs))]
@@ -202,6 +229,12 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
           "excluded_evaluation_mrs": len({mr.canonical(s) for s in evaluation}),
           "seed": seed, "empty_outputs_dropped": empty, "require_values": list(require_values),
           "require_faithful": require_faithful, "unfaithful_dropped": unfaithful,
+          "slot_candidates": slot_candidates,
+          "candidate_eta": candidate_eta if slot_candidates > 1 else None,
+          # the teacher's texts for the train MRs, before any filter (E2E only)
+          **({"train_slot_error_rate": e2e.score(
+              [{"src": s, "hyp": o} for s, o in zip(sources[:num_train], outputs)])[
+                  "slot_error_rate"]} if e2e.is_e2e(sources[:num_train]) else {}),
           "recombined_kept": sum(k for _, _, k in pairs[num_train:len(sources)]),
           "heldout_sources": heldout, "heldout_ignore": list(heldout_ignore),
           "pairs": {split: len(r) for split, r in rows.items()},

@@ -39,6 +39,11 @@ _REQUIRE = flags.DEFINE_list(
 _FAITHFUL = flags.DEFINE_bool(
     "require_faithful", False, "Keep a teacher output only if it has no slot error (E2E MRs: every "
     "field said once, nothing added; docs/results/faithfulness.md).")
+_CANDIDATES = flags.DEFINE_integer(
+    "slot_candidates", 1, "Per source, keep the least slot-erroneous of the decode and N - 1 "
+    "samples at --candidate_eta (E2E MRs; ties keep the decode).", lower_bound=1)
+_CANDIDATE_ETA = flags.DEFINE_float(
+    "candidate_eta", 0.8, "Softmax temperature of the --slot_candidates samples.", lower_bound=0.0)
 _HELDOUT = flags.DEFINE_integer(
     "heldout", 0, "Also write heldout.jsonl: this many new combinations whose fields, apart from "
     "the values of --heldout_ignore, no train or recombined source has, with the teacher's "
@@ -57,7 +62,9 @@ def run():
                                  recombine=_RECOMBINE.value, seed=_SEED.value,
                                  require_values=tuple(_REQUIRE.value), heldout=_HELDOUT.value,
                                  heldout_ignore=tuple(_HELDOUT_IGNORE.value), eta=_ETA.value,
-                                 require_faithful=_FAITHFUL.value)
+                                 require_faithful=_FAITHFUL.value,
+                                 slot_candidates=_CANDIDATES.value,
+                                 candidate_eta=_CANDIDATE_ETA.value)
   logging.info("distilled data in %s", _OUT.value)
   print(json.dumps(info, indent=2))
 

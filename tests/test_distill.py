@@ -83,3 +83,13 @@ def test_mentions_values_checks_the_named_keys_case_insensitively():
                                  ("name", "Type", "area", "food"))  # no food given: no check
   assert not distill.mentions_values(src, "Aromi is a pub in the city centre .", ("Type",))
   assert distill.mentions_values(src, "anything", ())
+
+
+def test_slot_rerank_keeps_the_first_candidate_with_fewest_slot_errors():
+  src = "name : Aromi | Type : pub | area : riverside"
+  said_all = "Aromi is a pub by the riverside ."
+  no_area = "Aromi is a pub ."
+  also_all = "Aromi is a riverside pub ."
+  assert distill.slot_rerank([src], [[no_area, said_all, also_all]]) == [said_all]
+  assert distill.slot_rerank([src], [[also_all, said_all]]) == [also_all]  # a tie keeps the first
+  assert distill.slot_rerank([src, src], [[no_area], [no_area, said_all]]) == [no_area, said_all]

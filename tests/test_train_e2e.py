@@ -479,6 +479,21 @@ def _check_distillation(teacher, tmp_path):
   info3 = json.load(open(out3 / distill.INFO_FILE))
   assert [(x["src"], x["trg"]) for x in map(json.loads, open(out3 / "train.jsonl"))] == faithful
   assert info3["unfaithful_dropped"] == sum(bool(w.strip()) for w in want) - len(faithful)
+  # --slot_candidates: per source the least slot-erroneous of the greedy decode and samples
+  out4 = tmp_path / "distilled_candidates"
+  r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out4), "--limit", "5",
+           "--batch_size", "2", "--slot_candidates", "3", "--candidate_eta", "1.0")
+  assert r.returncode == 0, r.stderr[-2000:]
+  drawn = [distill.teacher_outputs(teacher, srcs[:5], sampler="sample", steps=1, batch_size=2,
+                                   eta=1.0, seed=k * 5) for k in (1, 2)]
+  best = distill.slot_rerank(srcs[:5], [list(c) for c in zip(want[:5], *drawn)])
+  rows4 = [x["trg"] for x in map(json.loads, open(out4 / "train.jsonl"))]
+  assert rows4 == [b for b in best if b.strip()]
+  assert all(e2e.errors(s, b) <= e2e.errors(s, w) for s, b, w in zip(srcs, best, want))
+  info4 = json.load(open(out4 / distill.INFO_FILE))
+  assert info4["slot_candidates"] == 3 and info4["candidate_eta"] == 1.0
+  assert info4["train_slot_error_rate"] == e2e.score(
+      [{"src": s, "hyp": b} for s, b in zip(srcs, best)])["slot_error_rate"]
   # a sampled teacher: its temperature is recorded, and the same seed writes the same data
   sampled = [tmp_path / f"distilled_sampled{k}" for k in (0, 1)]
   for o in sampled:
