@@ -10,6 +10,7 @@ passes each evaluator only the options its signature names, so one command line 
     nll        bits per token (the variational bound, or the exact NLL of an AR run)
     loss       the training loop's held-out loss terms, with today's code
     recovery   sampling from q(x_t0 | x0) back to 0 for several t0 (where sampling fails)
+    decided    per noise level t, the words one denoiser call names and their cross-entropy
 
 and the controlled-generation tasks of ``control_tasks`` (classifier_accuracy, semantic, length,
 infill, cfg, sentiment).
@@ -20,7 +21,7 @@ import json
 import os
 from typing import Callable, Optional, Sequence
 
-from diffusion_text import control_tasks, evaluate, generate, heldout, recovery, runs
+from diffusion_text import control_tasks, decided, evaluate, generate, heldout, recovery, runs
 from diffusion_text.generate import Run
 
 
@@ -109,6 +110,17 @@ def _recovery_stem(run: Run, *, num_inputs: int = 64, steps: int = 20, sampler: 
           + ("" if split == "validation" else f"_{split}") + (f"_seed{seed}" if seed else ""))
 
 
+def _decided(run: Run, *, split: str = "validation", num_inputs: int = 256,
+             seed: int = 0) -> dict:
+  return decided.decided_run(run, split=split, num_inputs=num_inputs, seed=seed)
+
+
+def _decided_stem(run: Run, *, split: str = "validation", num_inputs: int = 256, seed: int = 0,
+                  **_) -> str:
+  return (f"decided_step{run.step}_n{num_inputs}" + ("" if split == "validation" else f"_{split}")
+          + (f"_seed{seed}" if seed else ""))
+
+
 EVALUATORS = {
     "generate": Evaluator(_generate, _generate_stem,
                           "sample + text metrics (BLEU, ROUGE-L, diversity, lm-score)"),
@@ -118,6 +130,9 @@ EVALUATORS = {
                       "the training's held-out loss terms"),
     "recovery": Evaluator(_recovery, _recovery_stem,
                           "sampling from q(x_t0 | x0) back to 0, per t0 (diffusion runs)"),
+    "decided": Evaluator(_decided, _decided_stem,
+                         "per noise level t, the held-out words one denoiser call names and their "
+                         "cross-entropy (diffusion runs)"),
 }
 EVALUATORS.update({
     name: Evaluator(control_tasks.task_evaluator(name), control_tasks.file_stem(name), help_)

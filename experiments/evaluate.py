@@ -28,6 +28,13 @@ at t0: where along the chain a model stops being able to write the text. In
     python -m experiments.evaluate --workdir runs/e2e_diffuseq_ce --evaluators recovery \
         --t0 500,1000,1500,1800,2000
 
+``--evaluators=decided`` (diffusion runs): per noise level t, the share of 256 held-out target words
+one denoiser call on q(x_t | x0) names, their cross-entropy and the share of PAD named, and the t
+above which fewer than half the words are named (``half_decided``). In
+``<workdir>/eval/decided_step<N>_n<inputs>.json``:
+
+    python -m experiments.evaluate --workdir runs/e2e_cpu --evaluators decided
+
 The controlled-generation tasks are evaluators too (docs/control.md), each against an unguided
 baseline, written to ``<workdir>/eval/control_<task>.json``; ``--workdir`` is the diffusion LM (the
 classifier for ``classifier_accuracy``):
@@ -60,7 +67,7 @@ _INPUTS = flags.DEFINE_string(
     "inputs", None, "generate: score on this JSON Lines file of {\"src\", \"trg\"} pairs "
     "(references grouped by source) instead of --split; seq2seq runs.")
 _NUM = flags.DEFINE_integer(
-    "num_inputs", None, "Distinct inputs to evaluate; default all (0), recovery: 64, infill and "
+    "num_inputs", None, "Distinct inputs to evaluate; default all (0), recovery: 64, decided: 256, infill and "
     "cfg: 100.",
     lower_bound=0)
 _MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR decoding.",

@@ -665,6 +665,42 @@ def test_unconditional_evaluation_scores_samples_beside_real_text(runs, s2s_run,
   assert result["dist_1"] == pytest.approx(metrics.dist_n(hyps, 1))
 
 
+def test_decided_reads_the_words_at_low_noise_and_loses_them_at_high(s2s_run):
+  """evaluate --evaluators decided: per t, the words one call names. A denoiser that reads the
+  nearest word to x_t names nearly every word at the lowest t and few at T, so half are decided
+  in between; the counts are the split's target words; the CLI writes the table."""
+  from diffusion_text import decided
+  run = generate.load_run(s2s_run)
+
+  class ReadsXt:  # a denoiser that predicts the nearest word to x_t itself
+    def apply(self, variables, z, t, x_sc, return_logits=False, **_):
+      logits = embeddings.neg_sq_distance(variables["params"]["embedding"], z)
+      return (z, logits) if return_logits else z
+
+  oracle = dataclasses.replace(run, model=ReadsXt())
+  res = decided.decided_run(oracle, num_inputs=8)
+  rows = res["rows"]
+  assert [r["t"] for r in rows] == sorted({r["t"] for r in rows}) and rows[-1]["t"] == (
+      run.diffusion.num_steps)
+  assert rows[0]["word_acc"] > 0.9 > 0.5 > rows[-1]["word_acc"], rows
+  assert rows[0]["t_fraction"] < res["half_decided"] < 1.0
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--evaluators", "decided",
+           "--num_inputs", "4")
+  assert r.returncode == 0, r.stderr[-2000:]
+  out = json.load(open(os.path.join(s2s_run, "eval", f"decided_step{run.step}_n4.json")))
+  assert out["num_inputs"] == 4 and len(out["rows"]) == len(rows)
+  assert all(0.0 <= x["word_acc"] <= 1.0 and 0.0 <= x["pad_acc"] <= 1.0 for x in out["rows"])
+
+
+def test_half_decided_interpolates_where_word_accuracy_crosses_one_half():
+  from diffusion_text import decided
+  rows = [{"t_fraction": f, "word_acc": a} for f, a in ((0.1, 0.9), (0.5, 0.7), (0.7, 0.3),
+                                                        (1.0, 0.0))]
+  assert decided.half_decided(rows) == pytest.approx(0.6)
+  assert decided.half_decided([{**r, "word_acc": 0.6} for r in rows]) == 1.0
+  assert decided.half_decided([{**r, "word_acc": 0.4} for r in rows]) == 0.0
+
+
 def test_recovery_diagnostic_scores_each_start_level(s2s_run):
   run = generate.load_run(s2s_run)
   T = run.diffusion.num_steps
