@@ -61,6 +61,15 @@ ARMS.update({  # combinations of the single levers that moved the grammar
     "rope_ce_sc": {**_ROPE_CE, "model.self_cond": True},
     "rope_ce_sc_4x": {**_ROPE_CE, "model.self_cond": True, "train.num_train_steps": 8000},
     "rope_ce_sc_blocks": {**_ROPE_CE, "model.self_cond": True, "data.pack_blocks": True},
+    # the softmax head's estimate read from logits / 0.5 or / 0.3 at sampling (sample.logit_temp)
+    "rope_ce_sc_lt05": {**_ROPE_CE, "model.self_cond": True, "sample.logit_temp": 0.5},
+    "rope_ce_sc_lt03": {**_ROPE_CE, "model.self_cond": True, "sample.logit_temp": 0.3},
+    # Difformer's noise factor (the recipe's seq2seq lever): unit-RMS rows scaled by 1/4 or 1/8,
+    # so the same schedule hides the words at lower t
+    "rope_ce_sc_nf4": {**_ROPE_CE, "model.self_cond": True, "model.emb_norm": "l2",
+                       "model.emb_scale": 0.25},
+    "rope_ce_sc_nf8": {**_ROPE_CE, "model.self_cond": True, "model.emb_norm": "l2",
+                       "model.emb_scale": 0.125},
 })
 
 
@@ -205,9 +214,10 @@ def run_arm(language: str, arm: str, base: ml_collections.ConfigDict, *, num_tra
          "sample_seconds": round(sample_seconds, 1), "num_train": num_train,
          "sequences_sampled": num_samples, "overrides": overrides,
          "sampling": {k: config.sample[k] for k in ("sampler", "steps", "clamp", "eta", "commit",
-                                                     "score_temp")},
+                                                     "score_temp", "logit_temp")},
          "model": {k: config.model[k] for k in ("width", "num_layers", "emb_dim", "self_cond",
-                                                 "x0_head", "rope", "emb_norm")},
+                                                 "x0_head", "rope", "emb_norm",
+                                                 "emb_scale")},
          "diffusion": {k: config.diffusion[k] for k in ("schedule", "num_steps", "t_power",
                                                          "t_sampler", "ce_weight")},
          "max_len": config.data.max_len, "pack_blocks": pack, "seed": config.seed}
