@@ -124,6 +124,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.sample.eta >= 0, "sample.eta must be >= 0")
   check(c.sample.score_temp > 0, "sample.score_temp must be > 0")
   check(c.sample.logit_temp > 0, "sample.logit_temp must be > 0")
+  check(c.sample.grid_power >= 1, "sample.grid_power must be >= 1")
   check(c.sample.logit_temp == 1.0 or c.model.x0_head == "softmax",
         "sample.logit_temp needs the softmax x0 head (model.x0_head=softmax)")
   check(c.sample.beam_alpha >= 0, "sample.beam_alpha must be >= 0")

@@ -119,6 +119,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.sample.commit = False  # fix generated words a group per step, most confident first (samplers)
   c.sample.score_temp = 1.0  # diffusion samplers: the step reads the score / score_temp (< 1 sharper)
   c.sample.logit_temp = 1.0  # softmax x0 head: x0_hat from logits / logit_temp (< 1 sharper)
+  c.sample.grid_power = 1.0  # diffusion samplers: > 1 crowds the steps toward T (process.timestep_grid)
   c.sample.eta = 0.0  # ddim noise scale; ar sample: softmax temperature (0 = greedy)
   c.sample.collapse_repeats = False  # keep one word of each run of a repeated word (NAT post-processing)
   c.sample.batch_size = 64

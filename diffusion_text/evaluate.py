@@ -65,11 +65,12 @@ STEPLESS_SAMPLERS = ("greedy", "sample")  # AR decoders; beam's steps are its wi
 def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: int, *,
                 clamp: bool = False, num_inputs: int = 0, seed: int = 0,
                 collapse: bool = False, eta: float = 0.0, commit: bool = False,
-                rerank: str = "mbr", score_temp: float = 1.0, logit_temp: float = 1.0) -> str:
+                rerank: str = "mbr", score_temp: float = 1.0, logit_temp: float = 1.0,
+                grid_power: float = 1.0) -> str:
   """File stem of an evaluation: every setting that changes the numbers is in it, so evaluations of
   one checkpoint with other settings never overwrite each other (``_clamp``, ``_commit``,
   ``_collapse``, ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when
-  not 0, ``_slotrerank``, ``_st<score_temp>`` and ``_lt<logit_temp>`` when not 1). The AR decoders that take no steps (``STEPLESS_SAMPLERS``) carry none
+  not 0, ``_slotrerank``, ``_st<score_temp>``, ``_lt<logit_temp>`` and ``_gp<grid_power>`` when not 1). The AR decoders that take no steps (``STEPLESS_SAMPLERS``) carry none
   in the name."""
   steps = "" if sampler in STEPLESS_SAMPLERS else steps
   return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
@@ -77,7 +78,8 @@ def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: in
           + (f"_n{num_inputs}" if num_inputs else "") + (f"_seed{seed}" if seed else "")
           + (f"_eta{eta:g}" if eta else "") + ("_slotrerank" if rerank == "slots" else "")
           + (f"_st{score_temp:g}" if score_temp != 1.0 else "")
-          + (f"_lt{logit_temp:g}" if logit_temp != 1.0 else ""))
+          + (f"_lt{logit_temp:g}" if logit_temp != 1.0 else "")
+          + (f"_gp{grid_power:g}" if grid_power != 1.0 else ""))
 
 
 def read_inputs(path: str) -> list[dict]:
@@ -192,7 +194,7 @@ def sampling_settings(run: Run, sample_kwargs: dict) -> dict:
   out = {"workdir": os.path.abspath(run.workdir), "task": d.task, "dataset": d.dataset,
          "sampler": s.sampler, "clamp": bool(s.clamp), "eta": float(s.eta),
          "commit": bool(s.commit), "score_temp": float(s.score_temp),
-         "logit_temp": float(s.logit_temp),
+         "logit_temp": float(s.logit_temp), "grid_power": float(s.grid_power),
          "batch_size": int(s.batch_size)}
   if run.config.model.family == "diffusion":
     out["steps"] = int(s.steps or run.config.diffusion.num_steps)

@@ -73,7 +73,8 @@ def _generate_stem(run: Run, **options) -> str:
                               o["mbr_samples"], clamp=clamp, num_inputs=o["num_inputs"],
                               seed=o["seed"], collapse=collapse, eta=eta, commit=commit,
                               rerank=o["rerank"], score_temp=float(c.sample.score_temp),
-                              logit_temp=float(c.sample.logit_temp))
+                              logit_temp=float(c.sample.logit_temp),
+                              grid_power=float(c.sample.grid_power))
 
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,

@@ -110,16 +110,20 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   """Jitted ``(params, rng, ids_BxL, target_mask_BxL) -> ids_BxL``: positions with mask 0 are held
   at the embeddings of ``ids`` (a seq2seq source); mask-1 positions are generated (``commit`` and
   the config's ``sample.score_temp``: ``samplers.sample``; ``sample.logit_temp``:
-  ``decoding.denoiser_of``)."""
+  ``decoding.denoiser_of``; ``sample.grid_power``: ``process.timestep_grid``)."""
   diffusion = diffusion_of(config)
   score_temp = config.sample.get("score_temp", 1.0)
   logit_temp = config.sample.get("logit_temp", 1.0)
+  power = config.sample.get("grid_power", 1.0)  # 1: the evenly spaced grid of ``steps``
+  grid = (None if power == 1.0 else
+          process.timestep_grid(diffusion.num_steps, steps or diffusion.num_steps, power))
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL):
     return decoding.decode_ids(model, params, config, diffusion, rng, ids_BxL, target_mask_BxL,
                                sampler=sampler, steps=steps, clamp=clamp, eta=eta,
-                               commit=commit, score_temp=score_temp, logit_temp=logit_temp)
+                               commit=commit, score_temp=score_temp, logit_temp=logit_temp,
+                               grid=grid)
 
   return decode
 

@@ -78,14 +78,28 @@ def eps_from_x0(x_t, x0, ab_t):
   return (x_t - jnp.sqrt(ab_t) * x0) / jnp.sqrt(1.0 - ab_t)
 
 
-def timestep_grid(num_train_steps: int, num_sample_steps: int) -> np.ndarray:
+def timestep_grid(num_train_steps: int, num_sample_steps: int, power: float = 1.0) -> np.ndarray:
   """Decreasing integer timesteps ``[t_K, ..., t_1, 0]`` with ``t_K = T``: K sampler steps.
 
-  Evenly spaced in t (rounded); all distinct, so ``num_sample_steps`` may be at most T.
+  ``power`` 1: evenly spaced in t (rounded). Above 1 the steps crowd toward T, where a trained
+  model chooses its words (``evaluate --evaluators decided``): t = T (1 - (1 - u)^power) for u
+  evenly spaced from 1 to 0, each point then moved (by the least needed) so that all are distinct
+  integers. All distinct, so ``num_sample_steps`` may be at most T.
   """
   if not 1 <= num_sample_steps <= num_train_steps:
     raise ValueError(
         f"sampler steps must be in [1, T={num_train_steps}], got {num_sample_steps}")
-  grid = np.round(np.linspace(num_train_steps, 0, num_sample_steps + 1)).astype(np.int32)
-  assert len(np.unique(grid)) == len(grid)
-  return grid
+  if not power >= 1.0:
+    raise ValueError(f"grid power must be >= 1, got {power}")
+  if power == 1.0:
+    grid = np.round(np.linspace(num_train_steps, 0, num_sample_steps + 1)).astype(np.int32)
+    assert len(np.unique(grid)) == len(grid)
+    return grid
+  u = np.linspace(1.0, 0.0, num_sample_steps + 1)
+  grid = np.round(num_train_steps * (1.0 - (1.0 - u) ** power)).astype(np.int64)
+  for i in range(1, len(grid)):  # distinct: each point below the one before it ...
+    grid[i] = min(grid[i], grid[i - 1] - 1)
+  for i in range(len(grid) - 2, -1, -1):  # ... and above the one after it
+    grid[i] = max(grid[i], grid[i + 1] + 1)
+  assert grid[0] == num_train_steps and grid[-1] == 0 and np.all(np.diff(grid) < 0)
+  return grid.astype(np.int32)

@@ -147,7 +147,7 @@ ADDED_KEYS = {
              "target_start": "after_source", "delex": "", "delex_keep": "",
              "pack_blocks": False, "cut_sources": False},
     "sample": {"beam_alpha": 0.0, "collapse_repeats": False, "commit": False, "score_temp": 1.0,
-               "logit_temp": 1.0},
+               "logit_temp": 1.0, "grid_power": 1.0},
     "eval": {"lm_teacher": "", "nll_t": 0},
     "train": {"skip_nonfinite_steps": False},
     "classifier": {"base_run": "", "labels": "words", "num_classes": 0, "max_t": -1},

@@ -5,8 +5,8 @@ r"""Evaluate a trained run: sample for held-out inputs, MBR over |S| samples, BL
 
 Writes ``<out>.json`` (metrics and settings) and ``<out>.jsonl`` (source, chosen output, references,
 all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>`` plus ``_clamp``,
-``_commit``, ``_n<inputs>``, ``_seed<s>``, ``_st<score_temp>`` and ``_lt<logit_temp>`` where those
-differ from the defaults.
+``_commit``, ``_n<inputs>``, ``_seed<s>``, ``_st<score_temp>``, ``_lt<logit_temp>`` and
+``_gp<grid_power>`` where those differ from the defaults.
 
 ``--evaluators=nll`` reports bits per token instead (the variational bound for diffusion runs with
 ``--nll_t`` stratified timesteps per sequence; the exact NLL for AR runs), in
@@ -93,6 +93,9 @@ _SCORE_TEMP = flags.DEFINE_float(
 _LOGIT_TEMP = flags.DEFINE_float(
     "logit_temp", None, "generate: a softmax x0 head's estimate is read from its word logits "
     "divided by this (< 1 sharper); default the run's sample.logit_temp.")
+_GRID_POWER = flags.DEFINE_float(
+    "grid_power", None, "generate: diffusion samplers' timestep grid, t = T (1 - (1 - u)^p) for u "
+    "evenly spaced: above 1 the steps crowd toward T; default the run's sample.grid_power.")
 _COLLAPSE = flags.DEFINE_bool(
     "collapse_repeats", None, "Keep one word of each run of a repeated word in the outputs; "
     "default the run's sample.collapse_repeats.")
@@ -148,17 +151,19 @@ def run():
   if _OUT.value and len(names) > 1:
     raise common.UserError("--out names one result; give one evaluator, or leave --out unset "
                            "so that each writes its own file")
-  temps = {f.name: f.value for f in (_SCORE_TEMP, _LOGIT_TEMP) if f.value is not None}
-  for name, value in temps.items():
-    if not value > 0:
-      raise common.UserError(f"--{name} must be > 0, got {value}")
+  overrides = {f.name: f.value for f in (_SCORE_TEMP, _LOGIT_TEMP, _GRID_POWER)
+               if f.value is not None}
+  for name, value in overrides.items():
+    if not value > 0 or (name == "grid_power" and value < 1):
+      raise common.UserError(f"--{name} must be {'>= 1' if name == 'grid_power' else '> 0'}, "
+                             f"got {value}")
   r = generate.load_run(_WORKDIR.value, _CHECKPOINT.value,
                         scan_layers=common.scan_layers(_LAYERS.value))
-  if temps.get("logit_temp", 1.0) != 1.0 and r.config.model.x0_head != "softmax":
+  if overrides.get("logit_temp", 1.0) != 1.0 and r.config.model.x0_head != "softmax":
     raise common.UserError(f"--logit_temp needs a softmax x0 head; {_WORKDIR.value} has "
                            f"model.x0_head={r.config.model.x0_head}")
   with r.config.unlocked():  # read where the decoders are built, so set before any is
-    r.config.sample.update(temps)
+    r.config.sample.update(overrides)
   options = dict(split=_SPLIT.value, num_inputs=_NUM.value, mbr_samples=_MBR.value,
                  seed=_SEED.value, sampler=_SAMPLER.value, steps=_STEPS.value, clamp=_CLAMP.value,
                  eta=_ETA.value, commit=_COMMIT.value, rerank=_RERANK.value,

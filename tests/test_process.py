@@ -58,3 +58,21 @@ def test_timestep_grid():
   np.testing.assert_array_equal(process.timestep_grid(7, 7), np.arange(7, -1, -1))
   with pytest.raises(ValueError, match="sampler steps"):
     process.timestep_grid(10, 11)
+
+
+@pytest.mark.parametrize("T,K,p", [(2000, 200, 1.5), (2000, 200, 3.0), (2000, 1, 2.0), (10, 10, 4.0),
+                                   (50, 40, 2.0)])
+def test_power_grid_crowds_the_steps_toward_T_and_stays_a_valid_grid(T, K, p):
+  """power 1 is the evenly spaced grid; above 1 more of the K steps lie in the top third of t than
+  there, and the grid is still K + 1 distinct integers from T down to 0."""
+  g = process.timestep_grid(T, K, p)
+  assert g[0] == T and g[-1] == 0 and len(g) == K + 1 and np.all(np.diff(g) < 0)
+  even = process.timestep_grid(T, K, 1.0)
+  np.testing.assert_array_equal(even, np.round(np.linspace(T, 0, K + 1)).astype(np.int32))
+  if 3 <= K < T:
+    assert np.sum(g > 2 * T / 3) > np.sum(even > 2 * T / 3)
+  if K <= T // 5:  # few points need moving: most are T (1 - (1 - u)^p) rounded
+    u = np.linspace(1.0, 0.0, K + 1)
+    assert np.mean(g == np.round(T * (1 - (1 - u) ** p))) > 0.5
+  with pytest.raises(ValueError, match="grid power"):
+    process.timestep_grid(T, K, 0.5)

@@ -561,16 +561,17 @@ def test_evaluation_files_name_every_setting(s2s_run):
   names = {evaluate.result_name("validation", 6, "ddim", 2, 1, **kw) for kw in
            ({}, {"clamp": True}, {"num_inputs": 2}, {"seed": 1}, {"clamp": True, "num_inputs": 2},
             {"collapse": True}, {"rerank": "slots"}, {"score_temp": 0.9},
-            {"logit_temp": 0.5})}
-  assert len(names) == 9 and "validation_step6_ddim2_mbr1" in names
+            {"logit_temp": 0.5}, {"grid_power": 1.5})}
+  assert len(names) == 10 and "validation_step6_ddim2_mbr1" in names
   r = _cli("experiments.evaluate", "--workdir", s2s_run, "--num_inputs", "2", "--sampler", "ddim",
-           "--steps", "2", "--clamp", "--collapse_repeats", "--score_temp", "0.9")
+           "--steps", "2", "--clamp", "--collapse_repeats", "--score_temp", "0.9",
+           "--grid_power", "2")
   assert r.returncode == 0, r.stderr[-2000:]
   step = generate.load_run(s2s_run).step
-  name = f"validation_step{step}_ddim2_mbr1_clamp_collapse_n2_st0.9.json"
+  name = f"validation_step{step}_ddim2_mbr1_clamp_collapse_n2_st0.9_gp2.json"
   res = json.load(open(os.path.join(s2s_run, "eval", name)))
   assert res["clamp"] is True and res["collapse"] is True and res["num_inputs"] == 2
-  assert res["score_temp"] == 0.9
+  assert res["score_temp"] == 0.9 and res["grid_power"] == 2.0
   assert "outputs" not in res
   rows = [json.loads(l) for l in open(os.path.join(s2s_run, "eval", name[:-5] + ".jsonl"))]
   assert len(rows) == 2 and {"src", "hyp", "refs", "samples"} <= set(rows[0])
@@ -690,6 +691,22 @@ def test_decided_reads_the_words_at_low_noise_and_loses_them_at_high(s2s_run):
   out = json.load(open(os.path.join(s2s_run, "eval", f"decided_step{run.step}_n4.json")))
   assert out["num_inputs"] == 4 and len(out["rows"]) == len(rows)
   assert all(0.0 <= x["word_acc"] <= 1.0 and 0.0 <= x["pad_acc"] <= 1.0 for x in out["rows"])
+
+
+def test_grid_power_samples_on_the_power_grid(s2s_run):
+  """sample.grid_power: the run's decoder visits process.timestep_grid(T, K, power), the grid a
+  caller of decode_ids would pass by hand."""
+  from diffusion_text import decoding, families, process
+  run = generate.load_run(s2s_run)
+  ids, mask = run.pack_sources(["name : Aromi | food : Thai", "name : The Eagle | area : riverside"])
+  rng = jax.random.PRNGKey(4)
+  with run.config.unlocked():
+    run.config.sample.grid_power = 3.0
+  fn = families.family_of(run.config).make_decoder(run.model, run.config, "ddpm", 4, False, 0.0)
+  grid = process.timestep_grid(run.diffusion.num_steps, 4, 3.0)
+  want = jax.jit(lambda p, r, i, m: decoding.decode_ids(
+      run.model, p, run.config, run.diffusion, r, i, m, sampler="ddpm", grid=grid))
+  np.testing.assert_array_equal(fn(run.params, rng, ids, mask), want(run.params, rng, ids, mask))
 
 
 def test_half_decided_interpolates_where_word_accuracy_crosses_one_half():
