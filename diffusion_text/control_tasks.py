@@ -290,7 +290,9 @@ def task_evaluator(name: str):
     o = dataclasses.replace(defaults, **options)
     result = task(o, run)
     result.update(task=name, workdir=run.workdir, step=run.step,
-                  **{k: getattr(o, k) for k in keys})
+                  **{k: getattr(o, k) for k in keys},
+                  **{k: float(run.config.sample.get(k, 1.0))  # read by decoding.make_decoder
+                     for k in ("score_temp", "logit_temp", "grid_power")})
     return result
 
   P = inspect.Parameter

@@ -202,19 +202,26 @@ def make_decoder(run, *, guidance: Optional[Guidance] = None, cfg_scale: Optiona
                  eta: float = 0.0):
   """Jitted ``(rng, ids_BxL, mask_BxL, term_args) -> ids_BxL`` for a diffusion ``run``: mask-1
   positions generated (guided by ``guidance`` and/or classifier-free ``cfg_scale``), the others held
-  at ``ids``. ``term_args`` is a tuple with one per-row pytree per guidance term."""
+  at ``ids``. ``term_args`` is a tuple with one per-row pytree per guidance term. The run's
+  ``sample.score_temp``, ``sample.logit_temp`` and ``sample.grid_power`` apply, as in its own
+  decoder."""
   if run.config.model.family != "diffusion":
     raise ValueError("guidance needs a diffusion run")
   if cfg_scale is not None and run.config.diffusion.cond_drop_prob <= 0:
     raise ValueError(f"{run.workdir} was not trained with condition dropout "
                      "(diffusion.cond_drop_prob = 0): classifier-free guidance has no null model")
   diffusion, model, params = run.diffusion, run.model, run.params
+  s = run.config.sample
+  power = s.get("grid_power", 1.0)
+  grid = (None if power == 1.0 else
+          process.timestep_grid(diffusion.num_steps, steps or diffusion.num_steps, power))
 
   @jax.jit
   def decode(rng, ids_BxL, mask_BxL, term_args):
     return decode_ids(model, params, run.config, diffusion, rng, ids_BxL, mask_BxL,
                       sampler=sampler, steps=steps, clamp=clamp, eta=eta, guidance=guidance,
-                      term_args=term_args, cfg_scale=cfg_scale)
+                      term_args=term_args, cfg_scale=cfg_scale, grid=grid,
+                      score_temp=s.get("score_temp", 1.0), logit_temp=s.get("logit_temp", 1.0))
 
   return decode
 

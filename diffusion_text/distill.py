@@ -156,8 +156,6 @@ def candidate_outputs(teacher: Run, sources: list[str], num: int, *, sampler: st
                           eta=eta, seed=seed)
   if num == 1:
     return first
-  if not e2e.is_e2e(sources):
-    raise UserError("slot_candidates reranks by E2E slot errors; these sources are not E2E MRs")
   more = [teacher_outputs(teacher, sources, sampler="sample", steps=1, batch_size=batch_size,
                           eta=candidate_eta, seed=seed + k * len(sources)) for k in range(1, num)]
   return slot_rerank(sources, [list(c) for c in zip(first, *more)])
@@ -175,7 +173,8 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
   ``recombine`` adds that many new combinations of their fields (``recombine_sources``, drawn with
   ``seed``) to what the teacher decodes; ``slot_candidates`` > 1 keeps, per source, the least
   slot-erroneous of the decode and ``slot_candidates - 1`` samples at ``candidate_eta``
-  (``candidate_outputs``); with ``require_faithful``, an output (of a train or
+  (``candidate_outputs``; held-out sources too, so ``heldout.jsonl`` holds the same kind of text as
+  the train pairs); with ``require_faithful``, an output (of a train or
   recombined source) is kept only if it has no slot error (``data.e2e.check``: every field said
   once, nothing added); with ``require_values``, a recombined source is kept only
   if the teacher's output mentions the values of those keys (``mentions_values``). ``heldout``
@@ -202,6 +201,8 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
     sources += recombine_sources(sources, recombine, seed, exclude=evaluation)
   held = (heldout_sources(sources, heldout, seed + 1, heldout_ignore, exclude=evaluation)
           if heldout else [])
+  if slot_candidates > 1 and not e2e.is_e2e(sources + held):  # before hours of decoding
+    raise UserError("slot_candidates reranks by E2E slot errors; these sources are not E2E MRs")
   outputs = candidate_outputs(teacher, sources + held, slot_candidates, sampler=sampler,
                               steps=steps, batch_size=batch_size, eta=eta, seed=seed,
                               candidate_eta=candidate_eta)

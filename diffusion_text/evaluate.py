@@ -193,11 +193,11 @@ def sampling_settings(run: Run, sample_kwargs: dict) -> dict:
   s, d = run.config.sample, run.config.data
   out = {"workdir": os.path.abspath(run.workdir), "task": d.task, "dataset": d.dataset,
          "sampler": s.sampler, "clamp": bool(s.clamp), "eta": float(s.eta),
-         "commit": bool(s.commit), "score_temp": float(s.score_temp),
-         "logit_temp": float(s.logit_temp), "grid_power": float(s.grid_power),
-         "batch_size": int(s.batch_size)}
+         "commit": bool(s.commit), "batch_size": int(s.batch_size)}
   if run.config.model.family == "diffusion":
     out["steps"] = int(s.steps or run.config.diffusion.num_steps)
+    out.update(score_temp=float(s.score_temp), logit_temp=float(s.logit_temp),
+               grid_power=float(s.grid_power))
   elif s.sampler == "beam":
     out["steps"] = int(s.steps)
   out.update({k: v for k, v in sample_kwargs.items() if v is not None})

@@ -71,7 +71,9 @@ class Run:
     return families.diffusion_of(self.config)
 
   def _sample_fn(self, sampler, steps, clamp, eta, commit=False):
-    key = (sampler, steps, clamp, eta, commit)
+    s = self.config.sample  # the family's decoder also reads these from the config
+    key = (sampler, steps, clamp, eta, commit,
+           *(float(s.get(k, 1.0)) for k in ("score_temp", "logit_temp", "grid_power")))
     if key not in self._compiled:
       self._compiled[key] = families.family_of(self.config).make_decoder(
           self.model, self.config, sampler, steps, clamp, eta, commit=commit)

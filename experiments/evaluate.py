@@ -134,6 +134,8 @@ _WEIGHT = flags.DEFINE_float("weight", None, "Weight of the control term (1).")
 _LAYERS = common.define_layers_flag()
 _CHECKPOINT = common.define_checkpoint_flag()
 flags.mark_flags_as_required(["workdir"])
+# evaluators that run no sampler of their own settings (recovery's chain starts at t0 on its own grid)
+NO_SAMPLER_SETTINGS = {"nll", "loss", "recovery", "decided"}
 
 
 def run():
@@ -159,6 +161,9 @@ def run():
                              f"got {value}")
   r = generate.load_run(_WORKDIR.value, _CHECKPOINT.value,
                         scan_layers=common.scan_layers(_LAYERS.value))
+  if overrides and (r.config.model.family != "diffusion" or set(names) & NO_SAMPLER_SETTINGS):
+    raise common.UserError("--score_temp, --logit_temp and --grid_power are options of a diffusion "
+                           "run's sampling evaluators (generate and the control tasks)")
   if overrides.get("logit_temp", 1.0) != 1.0 and r.config.model.x0_head != "softmax":
     raise common.UserError(f"--logit_temp needs a softmax x0 head; {_WORKDIR.value} has "
                            f"model.x0_head={r.config.model.x0_head}")

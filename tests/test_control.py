@@ -147,7 +147,8 @@ def test_guided_decoder_keeps_infilling_context_tokens():
   run = types.SimpleNamespace(
       config=types.SimpleNamespace(model=types.SimpleNamespace(family="diffusion", x0_head="linear",
                                                                logits_head="tied", emb_norm="none"),
-                                   diffusion=types.SimpleNamespace(cond_drop_prob=0.0)),
+                                   diffusion=types.SimpleNamespace(cond_drop_prob=0.0),
+                                   sample={}),  # the sampling settings' defaults
       diffusion=DIFF, model=model, params=params, workdir="x")
   emb = params["embedding"]
   g = control.Guidance(terms=(attract(emb[7], weight=10.0),), num_steps=5, step_size=1.0)

@@ -279,11 +279,14 @@ def test_cli_out_under_a_file_fails_before_any_work(tmp_path, module):
   assert "Traceback" not in r.stderr
 
 
-def test_cli_score_temp_must_be_positive(tmp_path):
-  """A score temperature of 0 would divide by zero in every step: refused before a run is read."""
-  r = _cli("experiments.evaluate", "--workdir", str(tmp_path / "no_run"), "--score_temp", "0")
-  assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
-      "error: --score_temp must be > 0, got 0.0"), r.stderr
+@pytest.mark.parametrize("flag,value,msg", [
+    ("--score_temp", "0", "error: --score_temp must be > 0, got 0.0"),
+    ("--grid_power", "0.5", "error: --grid_power must be >= 1, got 0.5")])
+def test_cli_sampling_settings_out_of_range_are_refused(tmp_path, flag, value, msg):
+  """A score temperature of 0 would divide by zero in every step; a grid power below 1 crowds the
+  steps away from T: refused before a run is read."""
+  r = _cli("experiments.evaluate", "--workdir", str(tmp_path / "no_run"), flag, value)
+  assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == msg, r.stderr
 
 
 def test_cli_workdir_that_is_a_file(tmp_path, tfds_dir):
@@ -489,7 +492,6 @@ def _check_distillation(teacher, tmp_path):
   best = distill.slot_rerank(srcs[:5], [list(c) for c in zip(want[:5], *drawn)])
   rows4 = [x["trg"] for x in map(json.loads, open(out4 / "train.jsonl"))]
   assert rows4 == [b for b in best if b.strip()]
-  assert all(e2e.errors(s, b) <= e2e.errors(s, w) for s, b, w in zip(srcs, best, want))
   info4 = json.load(open(out4 / distill.INFO_FILE))
   assert info4["slot_candidates"] == 3 and info4["candidate_eta"] == 1.0
   assert info4["train_slot_error_rate"] == e2e.score(
@@ -696,17 +698,42 @@ def test_decided_reads_the_words_at_low_noise_and_loses_them_at_high(s2s_run):
 def test_grid_power_samples_on_the_power_grid(s2s_run):
   """sample.grid_power: the run's decoder visits process.timestep_grid(T, K, power), the grid a
   caller of decode_ids would pass by hand."""
-  from diffusion_text import decoding, families, process
+  from diffusion_text import decoding, families, process, samplers
   run = generate.load_run(s2s_run)
   ids, mask = run.pack_sources(["name : Aromi | food : Thai", "name : The Eagle | area : riverside"])
-  rng = jax.random.PRNGKey(4)
-  with run.config.unlocked():
-    run.config.sample.grid_power = 3.0
-  fn = families.family_of(run.config).make_decoder(run.model, run.config, "ddpm", 4, False, 0.0)
-  grid = process.timestep_grid(run.diffusion.num_steps, 4, 3.0)
-  want = jax.jit(lambda p, r, i, m: decoding.decode_ids(
-      run.model, p, run.config, run.diffusion, r, i, m, sampler="ddpm", grid=grid))
-  np.testing.assert_array_equal(fn(run.params, rng, ids, mask), want(run.params, rng, ids, mask))
+  seen = []
+
+  def spy(*args, grid=None, **kw):
+    seen.append(None if grid is None else np.asarray(grid).tolist())
+    return sample(*args, grid=grid, **kw)
+
+  sample = samplers.sample
+  samplers.sample = spy
+  try:
+    for power in (3.0, 1.0):
+      with run.config.unlocked():
+        run.config.sample.grid_power = power
+      fn = families.family_of(run.config).make_decoder(run.model, run.config, "ddpm", 4, False, 0.0)
+      fn(run.params, jax.random.PRNGKey(4), ids, mask)
+      decoding.generate_ids(decoding.make_decoder(run, sampler="ddpm", steps=4), ids, mask)
+  finally:
+    samplers.sample = sample
+  power_grid = process.timestep_grid(run.diffusion.num_steps, 4, 3.0).tolist()
+  # the run's decoder and the control tasks' decoder both visit the power grid; at 1, the default
+  assert seen == [power_grid, power_grid, None, None], seen
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--logit_temp", "0.5"], "--logit_temp needs a softmax x0 head"),
+    (["--grid_power", "2", "--evaluators", "nll"], "options of a diffusion run's sampling")])
+def test_cli_sampling_settings_where_nothing_would_apply_them(s2s_run, args, msg):
+  """A logit temperature on a linear x0 head, a grid for an evaluator that samples on none: one
+  error line, nothing written."""
+  before = sorted(os.listdir(os.path.join(s2s_run, "eval")))
+  r = _cli("experiments.evaluate", "--workdir", s2s_run, "--num_inputs", "2", *args)
+  last = r.stderr.strip().splitlines()[-1]
+  assert r.returncode == 1 and last.startswith("error:") and msg in last, r.stderr[-2000:]
+  assert sorted(os.listdir(os.path.join(s2s_run, "eval"))) == before
 
 
 def test_half_decided_interpolates_where_word_accuracy_crosses_one_half():
