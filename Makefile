@@ -2,14 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Where the full datasets live (../shared/data when it exists): bench, demo, e2e and test-data read
+# Where the full datasets live (../shared/data when it exists): bench, demo-train, e2e and test-data read
 # them. test, test-multihost and test-notebooks do not: they read a synthetic E2E-format fixture
 # that tests/conftest.py writes and points DIFFUSION_TEXT_DATA_DIR at, so they need no download and give the same
 # results with or without ../shared.
 DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
-bench demo e2e test-data: export DIFFUSION_TEXT_DATA_DIR := $(DATA_DIR)
+bench demo-train e2e test-data: export DIFFUSION_TEXT_DATA_DIR := $(DATA_DIR)
 
-.PHONY: install test test-data test-multihost test-notebooks bench langbench demo demo-pretrained e2e clean
+.PHONY: install test test-data test-multihost test-notebooks bench langbench demo demo-train e2e clean
 
 install: $(VENV)/.installed
 
@@ -45,18 +45,18 @@ ARMS ?= base,ar,rope_ce
 langbench: install
 	$(PY) -m experiments.langbench --arms $(ARMS) --out $${OUT:-runs/langbench}
 
-# Train a small model on the review snippets fetched from PyPI and print what it writes (configs/demo.py).
+# Print E2E texts from the bundled model (diffusion_text/pretrained/e2e_recipe: the recipe's student,
+# 4 MB) for 100 E2E test MRs, with BLEU beside a person's text; MODEL=DIR samples another export.
+MODEL ?= diffusion_text/pretrained/e2e_recipe
 demo: install
-	$(PY) -m experiments.train --config configs/demo.py --workdir $${WORKDIR:-runs/demo}
-	$(PY) -m experiments.evaluate --workdir $${WORKDIR:-runs/demo} --num_inputs 100 --mbr_samples 4 --show 8
-
-# An exported run of the recipe's E2E model (MODEL; docs/results/demo.md) writes texts for 100 E2E
-# test MRs (diffusion_text/pretrained/e2e_test100.jsonl).
-MODEL ?= runs/export/e2e_recipe
-demo-pretrained: install
 	$(PY) -m experiments.evaluate --workdir $(MODEL) \
 	    --inputs diffusion_text/pretrained/e2e_test100.jsonl --sampler dpm++2m --steps 20 \
-	    --out $${WORKDIR:-runs/demo_pretrained}/e2e_test100 --show 8
+	    --out $${WORKDIR:-runs/demo}/e2e_test100 --show 8
+
+# Train a small model on the review snippets fetched from PyPI and print what it writes (configs/demo.py).
+demo-train: install
+	$(PY) -m experiments.train --config configs/demo.py --workdir $${WORKDIR:-runs/demo_train}
+	$(PY) -m experiments.evaluate --workdir $${WORKDIR:-runs/demo_train} --num_inputs 100 --mbr_samples 4 --show 8
 
 # Diffusion-LM on E2E, sized for a 2-core CPU (needs the E2E files in $(DATA_DIR)/e2e/diffusion_lm_format).
 e2e: install

@@ -4,7 +4,7 @@ An exported directory holds ``config.json`` and ``tokenizer.json`` as a run dire
 parameters of one checkpoint in ``params.msgpack`` (flax's msgpack serialization, stored in
 ``float32`` or ``bfloat16``) and ``export.json`` (where they came from, the step, the dtype and the
 file's sha256). ``generate.load_run`` reads it wherever it reads a run, so every sampling and
-evaluation command takes one as ``--workdir`` (``make demo-pretrained MODEL=DIR``).
+evaluation command takes one as ``--workdir`` (``make demo MODEL=DIR``).
 """
 import dataclasses
 import hashlib

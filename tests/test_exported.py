@@ -117,7 +117,7 @@ def test_export_cli_writes_once_and_refuses_to_overwrite(trained, tmp_path):
 
 
 def test_evaluating_an_export_on_inputs_reads_no_other_data(trained, tmp_path, monkeypatch):
-  """``make demo-pretrained``: an export evaluated on a file of inputs (the E2E test MRs beside
+  """``make demo``: an export evaluated on a file of inputs (the E2E test MRs beside
   the package) reads no data but that file, from an empty directory with no data dir."""
   out = str(tmp_path / "e")
   _export(generate.load_run(trained), out)
