@@ -196,8 +196,7 @@ def sampling_settings(run: Run, sample_kwargs: dict) -> dict:
          "commit": bool(s.commit), "batch_size": int(s.batch_size)}
   if run.config.model.family == "diffusion":
     out["steps"] = int(s.steps or run.config.diffusion.num_steps)
-    out.update(score_temp=float(s.score_temp), logit_temp=float(s.logit_temp),
-               grid_power=float(s.grid_power))
+    out.update({k: float(s.get(k, 1.0)) for k in ("score_temp", "logit_temp", "grid_power")})
   elif s.sampler == "beam":
     out["steps"] = int(s.steps)
   out.update({k: v for k, v in sample_kwargs.items() if v is not None})

@@ -72,9 +72,9 @@ def _generate_stem(run: Run, **options) -> str:
                               o["steps"] or c.sample.steps or c.diffusion.num_steps,
                               o["mbr_samples"], clamp=clamp, num_inputs=o["num_inputs"],
                               seed=o["seed"], collapse=collapse, eta=eta, commit=commit,
-                              rerank=o["rerank"], score_temp=float(c.sample.score_temp),
-                              logit_temp=float(c.sample.logit_temp),
-                              grid_power=float(c.sample.grid_power))
+                              rerank=o["rerank"],
+                              **{k: float(c.sample.get(k, 1.0))
+                                 for k in ("score_temp", "logit_temp", "grid_power")})
 
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,
