@@ -21,7 +21,8 @@ import time
 from absl import logging
 import numpy as np
 
-from diffusion_text import classifier, control, embeddings, evaluate, generate, heldout, metrics
+from diffusion_text import (classifier, control, decoding, embeddings, evaluate, generate, heldout,
+                            metrics)
 from diffusion_text.data import mr, pipeline, tokenizers
 
 
@@ -291,8 +292,7 @@ def task_evaluator(name: str):
     result = task(o, run)
     result.update(task=name, workdir=run.workdir, step=run.step,
                   **{k: getattr(o, k) for k in keys},
-                  **{k: float(run.config.sample.get(k, 1.0))  # read by decoding.make_decoder
-                     for k in ("score_temp", "logit_temp", "grid_power")})
+                  **decoding.dials(run.config.sample))  # applied by decoding.make_decoder
     return result
 
   P = inspect.Parameter

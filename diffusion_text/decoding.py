@@ -22,6 +22,24 @@ import optax
 from diffusion_text import batching, denoiser, embeddings, losses, process, samplers
 
 
+# sampling settings a run's config holds beyond the sampler's arguments (``sample.<name>``, 1 = off)
+DIALS = ("score_temp", "logit_temp", "grid_power")
+
+
+def dials(sample_config) -> dict:
+  """The ``DIALS`` of a config's ``sample`` section, 1.0 where a config (an older run) lacks one."""
+  return {k: float(sample_config.get(k, 1.0)) for k in DIALS}
+
+
+def dial_kwargs(sample_config, diffusion: process.Diffusion, steps) -> dict:
+  """``decode_ids`` keyword arguments of the config's dials: the temperatures, and the timestep
+  grid of ``grid_power`` (None, the evenly spaced grid of ``steps``, at 1)."""
+  d = dials(sample_config)
+  T = diffusion.num_steps
+  grid = None if d["grid_power"] == 1.0 else process.timestep_grid(T, steps or T, d["grid_power"])
+  return {"score_temp": d["score_temp"], "logit_temp": d["logit_temp"], "grid": grid}
+
+
 def has_logits(config) -> bool:
   return config.model.x0_head == "softmax" or config.model.logits_head == "full"
 
@@ -211,17 +229,13 @@ def make_decoder(run, *, guidance: Optional[Guidance] = None, cfg_scale: Optiona
     raise ValueError(f"{run.workdir} was not trained with condition dropout "
                      "(diffusion.cond_drop_prob = 0): classifier-free guidance has no null model")
   diffusion, model, params = run.diffusion, run.model, run.params
-  s = run.config.sample
-  power = s.get("grid_power", 1.0)
-  grid = (None if power == 1.0 else
-          process.timestep_grid(diffusion.num_steps, steps or diffusion.num_steps, power))
+  kwargs = dial_kwargs(run.config.sample, diffusion, steps)
 
   @jax.jit
   def decode(rng, ids_BxL, mask_BxL, term_args):
     return decode_ids(model, params, run.config, diffusion, rng, ids_BxL, mask_BxL,
                       sampler=sampler, steps=steps, clamp=clamp, eta=eta, guidance=guidance,
-                      term_args=term_args, cfg_scale=cfg_scale, grid=grid,
-                      score_temp=s.get("score_temp", 1.0), logit_temp=s.get("logit_temp", 1.0))
+                      term_args=term_args, cfg_scale=cfg_scale, **kwargs)
 
   return decode
 

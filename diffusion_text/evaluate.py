@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from diffusion_text import cloze, heldout, likelihood, mbr, metrics
+from diffusion_text import cloze, decoding, heldout, likelihood, mbr, metrics
 from diffusion_text.data import e2e, pipeline
 from diffusion_text.errors import DataError
 from diffusion_text.generate import Run
@@ -196,7 +196,7 @@ def sampling_settings(run: Run, sample_kwargs: dict) -> dict:
          "commit": bool(s.commit), "batch_size": int(s.batch_size)}
   if run.config.model.family == "diffusion":
     out["steps"] = int(s.steps or run.config.diffusion.num_steps)
-    out.update({k: float(s.get(k, 1.0)) for k in ("score_temp", "logit_temp", "grid_power")})
+    out.update(decoding.dials(s))
   elif s.sampler == "beam":
     out["steps"] = int(s.steps)
   out.update({k: v for k, v in sample_kwargs.items() if v is not None})

@@ -21,7 +21,8 @@ import json
 import os
 from typing import Callable, Optional, Sequence
 
-from diffusion_text import control_tasks, decided, evaluate, generate, heldout, recovery, runs
+from diffusion_text import (control_tasks, decided, decoding, evaluate, generate, heldout, recovery,
+                            runs)
 from diffusion_text.generate import Run
 
 
@@ -73,8 +74,7 @@ def _generate_stem(run: Run, **options) -> str:
                               o["mbr_samples"], clamp=clamp, num_inputs=o["num_inputs"],
                               seed=o["seed"], collapse=collapse, eta=eta, commit=commit,
                               rerank=o["rerank"],
-                              **{k: float(c.sample.get(k, 1.0))
-                                 for k in ("score_temp", "logit_temp", "grid_power")})
+                              **decoding.dials(c.sample))
 
 
 def _nll(run: Run, *, split: str = "validation", num_inputs: int = 0, nll_t: int = 16,

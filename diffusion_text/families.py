@@ -112,18 +112,13 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   the config's ``sample.score_temp``: ``samplers.sample``; ``sample.logit_temp``:
   ``decoding.denoiser_of``; ``sample.grid_power``: ``process.timestep_grid``)."""
   diffusion = diffusion_of(config)
-  score_temp = config.sample.get("score_temp", 1.0)
-  logit_temp = config.sample.get("logit_temp", 1.0)
-  power = config.sample.get("grid_power", 1.0)  # 1: the evenly spaced grid of ``steps``
-  grid = (None if power == 1.0 else
-          process.timestep_grid(diffusion.num_steps, steps or diffusion.num_steps, power))
+  kwargs = decoding.dial_kwargs(config.sample, diffusion, steps)
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL):
     return decoding.decode_ids(model, params, config, diffusion, rng, ids_BxL, target_mask_BxL,
                                sampler=sampler, steps=steps, clamp=clamp, eta=eta,
-                               commit=commit, score_temp=score_temp, logit_temp=logit_temp,
-                               grid=grid)
+                               commit=commit, **kwargs)
 
   return decode
 

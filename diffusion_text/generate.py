@@ -14,7 +14,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffusion_text import batching, checkpointing, exported, families, process, runs, sharding
+from diffusion_text import (batching, checkpointing, decoding, exported, families, process, runs,
+                            sharding)
 from diffusion_text import train_state as ts
 from diffusion_text.data import delex, packing, pipeline, sources, tokenizers
 from diffusion_text.errors import CheckpointError
@@ -71,9 +72,8 @@ class Run:
     return families.diffusion_of(self.config)
 
   def _sample_fn(self, sampler, steps, clamp, eta, commit=False):
-    s = self.config.sample  # the family's decoder also reads these from the config
-    key = (sampler, steps, clamp, eta, commit,
-           *(float(s.get(k, 1.0)) for k in ("score_temp", "logit_temp", "grid_power")))
+    # the family's decoder also reads the config's dials
+    key = (sampler, steps, clamp, eta, commit, *decoding.dials(self.config.sample).values())
     if key not in self._compiled:
       self._compiled[key] = families.family_of(self.config).make_decoder(
           self.model, self.config, sampler, steps, clamp, eta, commit=commit)
