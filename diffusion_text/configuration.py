@@ -58,6 +58,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
           "classifier.labels=label needs classifier.num_classes >= 2")
     check(c.classifier.max_t >= -1, "classifier.max_t must be -1 (all noise levels) or >= 0")
   check(0.0 <= c.model.dropout < 1.0, "model.dropout must be in [0, 1)")
+  _validate_step_distill(c, check)
   check(c.model.logits_head in ("tied", "full"),
         f"model.logits_head must be tied|full, got {c.model.logits_head!r}")
   check(c.model.arch in ("single_stack", "encoder_decoder"),
@@ -125,6 +126,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.sample.score_temp > 0, "sample.score_temp must be > 0")
   check(c.sample.logit_temp > 0, "sample.logit_temp must be > 0")
   check(c.sample.grid_power >= 1, "sample.grid_power must be >= 1")
+  check(c.sample.rounding in ("model", "nearest"), "sample.rounding must be 'model' or 'nearest'")
   check(c.sample.logit_temp == 1.0 or c.model.x0_head == "softmax",
         "sample.logit_temp needs the softmax x0 head (model.x0_head=softmax)")
   check(c.sample.beam_alpha >= 0, "sample.beam_alpha must be >= 0")
@@ -132,3 +134,21 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   sizes = [c.mesh[a] for a in ("data", "fsdp", "tensor")]
   check(sizes.count(-1) <= 1 and all(s >= 1 or s == -1 for s in sizes),
         f"mesh sizes must be >= 1 with at most one -1 (fill), got {sizes}")
+
+
+def _validate_step_distill(c, check) -> None:
+  """``sample.grid`` (a distilled student's timesteps) and the ``step_distill`` section."""
+  grid, T = list(c.sample.grid), c.diffusion.num_steps
+  check(not grid or (len(grid) >= 2 and grid[0] == T and grid[-1] == 0
+                     and all(a > b for a, b in zip(grid, grid[1:]))),
+        f"sample.grid must be strictly decreasing timesteps from T={T} to 0, got {grid}")
+  sd = c.step_distill
+  if not sd.teacher_run:
+    return
+  check(c.model.family == "diffusion", "step_distill.teacher_run needs model.family=diffusion")
+  check(sd.steps >= 1, "step_distill.steps (the student's sampler steps) must be >= 1")
+  check(len(grid) == sd.steps + 1,
+        "step_distill needs sample.grid: the student's grid of step_distill.steps steps "
+        "(configs/step_distill.py writes it)")
+  check(c.optim.weight_decay == 0, "step_distill freezes the embedding table: optim.weight_decay "
+        "must be 0")

@@ -14,15 +14,23 @@ from typing import Optional
 from diffusion_text import evaluate, generate, metrics, runs
 from diffusion_text.data import pipeline
 
-# (sampler, steps, clamp): the few-step end and the test setting of a diffusion run
-DIFFUSION_ROWS = ([(s, n, c) for s in ("dpm++2m", "ddim") for n in (1, 2, 4, 8, 20)
-                   for c in (False, True)] + [("ddpm", 200, True)])
-AR_ROWS = [("greedy", None, False), ("beam", 4, False)]  # beam: steps is the beam size
-QUICK_DIFFUSION_ROWS = [("dpm++2m", 1, False), ("dpm++2m", 2, True)]
+# (sampler, steps, clamp, dials): the few-step end and the test setting of a diffusion run; dials
+# override the run's ``sample.<dial>`` (``decoding.DIALS``). One step read by the nearest embedding
+# makes one denoiser call; at a low logit temperature that embedding is the head's top word.
+NEAREST = {"rounding": "nearest"}
+NEAREST_SHARP = {"rounding": "nearest", "logit_temp": 0.1}
+DIFFUSION_ROWS = ([(s, n, c, {}) for s in ("dpm++2m", "ddim") for n in (1, 2, 4, 8, 20)
+                   for c in (False, True)] + [("ddpm", 200, True, {})]
+                  + [("dpm++2m", 1, False, NEAREST), ("dpm++2m", 1, False, NEAREST_SHARP)])
+AR_ROWS = [("greedy", None, False, {}), ("beam", 4, False, {})]  # beam: steps is the beam size
+QUICK_DIFFUSION_ROWS = [("dpm++2m", 1, False, NEAREST), ("dpm++2m", 2, True, {})]
 
 
-def row_name(family: str, sampler: str, steps: Optional[int], clamp: bool) -> str:
-  return f"{family}_{sampler}" + (f"{steps}" if steps else "") + ("_clamp" if clamp else "")
+def row_name(family: str, sampler: str, steps: Optional[int], clamp: bool,
+             dials: Optional[dict] = None) -> str:
+  return (f"{family}_{sampler}" + (f"{steps}" if steps else "") + ("_clamp" if clamp else "")
+          + "".join(f"_{k}{v:g}" if isinstance(v, float) else f"_{k}-{v}"
+                    for k, v in sorted((dials or {}).items())))
 
 
 def inputs(workdir: str, split: str, num_inputs: int) -> tuple[list[str], list[list[str]]]:
@@ -41,10 +49,13 @@ def _seconds(fn) -> float:
 
 
 def measure_row(workdir: str, sampler: str, steps: Optional[int], clamp: bool, *, split: str,
-                num_inputs: int, batch_size: int, latency_repeats: int = 3) -> dict:
-  """One row: decode ``split``'s inputs with ``workdir``'s run; returns the row with its texts
-  (``outputs``: src, hyp)."""
+                num_inputs: int, batch_size: int, dials: Optional[dict] = None,
+                latency_repeats: int = 3) -> dict:
+  """One row: decode ``split``'s inputs with ``workdir``'s run, its ``sample.<dial>`` replaced by
+  ``dials``; returns the row with its texts (``outputs``: src, hyp)."""
   run = generate.load_run(workdir)
+  with run.config.unlocked():
+    run.config.sample.update(dials or {})
   srcs, refs = inputs(workdir, split, num_inputs)
   family = run.config.model.family
   kw = {"sampler": sampler, "steps": steps, "batch_size": batch_size}
@@ -62,7 +73,7 @@ def measure_row(workdir: str, sampler: str, steps: Optional[int], clamp: bool, *
   settings = evaluate.sampling_settings(run, kw)
   return {
       "family": family, "sampler": sampler, "steps": steps,
-      "clamp": bool(clamp) if family == "diffusion" else None,
+      "clamp": bool(clamp) if family == "diffusion" else None, "dials": dict(dials or {}),
       "bleu": metrics.bleu(texts, refs)["bleu"], "sentences_per_s": len(srcs) / decode_s,
       "decode_s": decode_s, "compile_s": compile_s, "latency_s": latency,
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -72,21 +83,25 @@ def measure_row(workdir: str, sampler: str, steps: Optional[int], clamp: bool, *
   }
 
 
-def rows_for(family: str, quick: bool) -> list:
+def rows_for(family: str, quick: bool, softmax_head: bool = True) -> list:
+  """The rows of a run: the AR rows, or the diffusion rows (those with a logit temperature only
+  for a softmax x0 head)."""
   if family == "ar":
     return AR_ROWS
-  return QUICK_DIFFUSION_ROWS if quick else DIFFUSION_ROWS
+  rows = QUICK_DIFFUSION_ROWS if quick else DIFFUSION_ROWS
+  return [r for r in rows if softmax_head or "logit_temp" not in r[3]]
 
 
 def table(rows: list[dict]) -> str:
   """A markdown table of the rows, with each row's speed relative to the AR greedy row's."""
   greedy = next((r for r in rows if r["family"] == "ar" and r["sampler"] == "greedy"), None)
-  out = ["| family | sampler | steps | clamp | BLEU | sentences/s | x AR greedy | latency (batch 1) "
-         "| compile | peak memory |", "| --- " * 10 + "|"]
+  out = ["| family | sampler | steps | clamp | dials | BLEU | sentences/s | x AR greedy "
+         "| latency (batch 1) | compile | peak memory |", "| --- " * 11 + "|"]
   for r in rows:
     ratio = f"{r['sentences_per_s'] / greedy['sentences_per_s']:.2f}" if greedy else "-"
     out.append(f"| {r['family']} | {r['sampler']} | {r['steps'] or '-'} | "
                f"{'-' if r['clamp'] is None else ('yes' if r['clamp'] else 'no')} | "
+               f"{', '.join(f'{k} {v}' for k, v in sorted(r.get('dials', {}).items())) or '-'} | "
                f"{r['bleu']:.1f} | {r['sentences_per_s']:.1f} | {ratio} | "
                f"{r['latency_s'] * 1000:.0f} ms | {r['compile_s']:.1f} s | "
                f"{r['peak_rss_bytes'] / 2**20:.0f} MiB |")

@@ -22,22 +22,34 @@ import optax
 from diffusion_text import batching, denoiser, embeddings, losses, process, samplers
 
 
-# sampling settings a run's config holds beyond the sampler's arguments (``sample.<name>``, 1 = off)
-DIALS = ("score_temp", "logit_temp", "grid_power")
+# sampling settings a run's config holds beyond the sampler's arguments (``sample.<name>``), with
+# the values that leave the plain sampler unchanged
+DIALS = {"score_temp": 1.0, "logit_temp": 1.0, "grid_power": 1.0, "rounding": "model"}
+ROUNDINGS = ("model", "nearest")
 
 
 def dials(sample_config) -> dict:
-  """The ``DIALS`` of a config's ``sample`` section, 1.0 where a config (an older run) lacks one."""
-  return {k: float(sample_config.get(k, 1.0)) for k in DIALS}
+  """The ``DIALS`` of a config's ``sample`` section, the default where a config (an older run)
+  lacks one."""
+  return {k: type(v)(sample_config.get(k, v)) for k, v in DIALS.items()}
 
 
 def dial_kwargs(sample_config, diffusion: process.Diffusion, steps) -> dict:
-  """``decode_ids`` keyword arguments of the config's dials: the temperatures, and the timestep
-  grid of ``grid_power`` (None, the evenly spaced grid of ``steps``, at 1)."""
+  """``decode_ids`` keyword arguments of the config's dials: the temperatures, the rounding, and the
+  timestep grid: a distilled student's own (``sample.grid``, which takes only its step count), or
+  that of ``grid_power`` (None, the evenly spaced grid of ``steps``, at 1)."""
   d = dials(sample_config)
   T = diffusion.num_steps
-  grid = None if d["grid_power"] == 1.0 else process.timestep_grid(T, steps or T, d["grid_power"])
-  return {"score_temp": d["score_temp"], "logit_temp": d["logit_temp"], "grid": grid}
+  own = list(sample_config.get("grid", []))
+  if own and steps and steps != len(own) - 1:
+    raise ValueError(f"this run samples on its distilled grid of {len(own) - 1} steps "
+                     f"(sample.grid); got steps={steps}")
+  if own:
+    grid = np.asarray(own, np.int32)
+  else:
+    grid = None if d["grid_power"] == 1.0 else process.timestep_grid(T, steps or T, d["grid_power"])
+  return {"score_temp": d["score_temp"], "logit_temp": d["logit_temp"], "grid": grid,
+          "rounding": d["rounding"]}
 
 
 def has_logits(config) -> bool:
@@ -66,12 +78,19 @@ def denoiser_of(model, params, *, logit_temp: float = 1.0, emb_VxE=None, **kw) -
   return tempered
 
 
-def round_ids(model, params, config, x0_BxLxE, ids_BxL, target_mask_BxL):
-  """Word ids of the final vectors at mask-1 positions; the others keep ``ids``."""
-  if has_logits(config):
+def round_ids(model, params, config, x0_BxLxE, ids_BxL, target_mask_BxL, *,
+              rounding: str = "model", **kw):
+  """Word ids of the final vectors at mask-1 positions; the others keep ``ids``.
+
+  ``rounding="model"``: a model with word logits names each word by the argmax of its logits at
+  t = 1 on the final vectors (one more denoiser call; ``kw``: its call options, an encoded source as
+  ``memory``); ``"nearest"``, and any model without logits: the nearest embedding."""
+  if rounding not in ROUNDINGS:
+    raise ValueError(f"unknown rounding {rounding!r}; use one of {ROUNDINGS}")
+  if has_logits(config) and rounding == "model":
     t_B = jnp.ones((x0_BxLxE.shape[0],), jnp.int32)
     _, logits = model.apply({"params": params}, x0_BxLxE, t_B, x0_BxLxE, deterministic=True,
-                            return_logits=True)
+                            return_logits=True, **kw)
     new = jnp.argmax(logits, -1).astype(jnp.int32)
   else:
     new = embeddings.round_to_ids(embeddings.table(params, config.model), x0_BxLxE)
@@ -147,7 +166,8 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
                *, sampler: str = "ddpm", steps: Optional[int] = None, clamp: bool = False,
                eta: float = 0.0, guidance: Optional["Guidance"] = None, term_args: Sequence = (),
                cfg_scale: Optional[float] = None, grid=None, x_init_BxLxE=None,
-               commit: bool = False, score_temp: float = 1.0, logit_temp: float = 1.0):
+               commit: bool = False, score_temp: float = 1.0, logit_temp: float = 1.0,
+               rounding: str = "model"):
   """Samples the mask-1 positions of packed ``ids`` (the others are held at their embeddings: a
   seq2seq source, infilling context) and rounds them to words. Traceable; callers jit it.
 
@@ -156,7 +176,7 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
   timesteps to visit (default: ``steps`` evenly spaced); ``x_init_BxLxE``: the start state (default:
   Gaussian noise at T); ``commit``: fix the words a group per step; ``score_temp``: the score
   temperature (both ``samplers.sample``); ``logit_temp``: the softmax head's logit temperature
-  (``denoiser_of``).
+  (``denoiser_of``); ``rounding``: how the final vectors become words (``round_ids``).
   """
   emb = embeddings.table(params, config.model)
   x_cond = embeddings.embed(emb, ids_BxL)
@@ -173,7 +193,7 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
                        sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
                        mask_BxL=target_mask_BxL, guide_fn=guide_fn, grid=grid,
                        x_init_BxLxE=x_init_BxLxE, commit=commit, score_temp=score_temp)
-  return round_ids(model, params, config, x0, ids_BxL, target_mask_BxL)
+  return round_ids(model, params, config, x0, ids_BxL, target_mask_BxL, rounding=rounding, **kw)
 
 
 def one_step_ids(model, params, config, z_BxLxE, t_B):

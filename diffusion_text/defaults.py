@@ -81,6 +81,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.classifier.num_classes = 0  # labels = label: number of classes
   c.classifier.max_t = -1  # training noise levels t in [0, max_t]; -1 = T (all); 0 = clean text (a judge)
 
+  # progressive distillation (step_distill.py; configs/step_distill.py writes these)
+  c.step_distill = ml_collections.ConfigDict()
+  c.step_distill.teacher_run = ""  # workdir of the diffusion run (or student) whose 2K-step DDIM it learns
+  c.step_distill.steps = 0  # K: the student's sampler steps
+
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 1e-4  # peak learning rate
   c.optim.warmup_steps = 0  # linear warm-up from 0
@@ -120,6 +125,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.sample.score_temp = 1.0  # diffusion samplers: the step reads the score / score_temp (< 1 sharper)
   c.sample.logit_temp = 1.0  # softmax x0 head: x0_hat from logits / logit_temp (< 1 sharper)
   c.sample.grid_power = 1.0  # diffusion samplers: > 1 crowds the steps toward T (process.timestep_grid)
+  c.sample.rounding = "model"  # final vectors to words: the model's logits at t=1, or "nearest" row
+  c.sample.grid = []  # a distilled student's own timesteps [T, ..., 0]; [] = steps and grid_power
   c.sample.eta = 0.0  # ddim noise scale; ar sample: softmax temperature (0 = greedy)
   c.sample.collapse_repeats = False  # keep one word of each run of a repeated word (NAT post-processing)
   c.sample.batch_size = 64

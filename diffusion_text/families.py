@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from diffusion_text import (classifier, decoding, denoiser, embeddings, losses, process, runs,
-                            samplers)
+                            samplers, step_distill)
 from diffusion_text.baselines import ar
 
 
@@ -56,7 +56,8 @@ T_DRAW, T_LOSS = "t_draw", "t_loss"
 
 
 def _diffusion_terms(model, params, batch, rng, config, deterministic, context=None):
-  del context
+  if context is not None:  # a student of a step_distill teacher
+    return step_distill.loss_terms(model, params, batch, rng, config, deterministic, context)
   rng_loss, rng_dropout, rng_cond = jax.random.split(rng, 3)
   rng_reveal = jax.random.fold_in(rng, 7)
   d = config.diffusion
@@ -123,6 +124,13 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   return decode
 
 
+def _diffusion_setup(config, load_run):
+  """A step-distilled student's frozen teacher (``step_distill.setup``); None for a plain run."""
+  if config.get("step_distill") and config.step_distill.teacher_run:
+    return step_distill.setup(config, load_run)
+  return None
+
+
 # ------------------------------------------------------------------------------------ AR baseline
 
 def _ar_terms(model, params, batch, rng, config, deterministic, context=None):
@@ -155,7 +163,7 @@ def _ar_decoder(model, config, sampler, steps, clamp, eta, commit=False):
 FAMILIES = {
     "diffusion": Family(build=denoiser.DiffusionLM, init_params=denoiser.init_params,
                         loss_terms=_diffusion_terms, make_decoder=_diffusion_decoder,
-                        decoders=tuple(sorted(samplers.SAMPLERS))),
+                        decoders=tuple(sorted(samplers.SAMPLERS)), setup=_diffusion_setup),
     "ar": Family(build=ar.ARTransformer, init_params=ar.init_params, loss_terms=_ar_terms,
                  make_decoder=_ar_decoder, decoders=("beam", "greedy", "sample")),
     # attribute classifier on a diffusion run's noisy embeddings (classifier guidance); no decoder
@@ -166,9 +174,12 @@ FAMILIES = {
 
 
 def tokenizer_file(config) -> str:
-  """A saved tokenizer the run must use ('' = train one): a classifier reads its base run's."""
+  """A saved tokenizer the run must use ('' = train one): a classifier reads its base run's, a
+  step-distilled student its teacher's."""
   if config.model.family == "classifier" and config.classifier.base_run:
     return os.path.join(config.classifier.base_run, runs.TOKENIZER_FILE)
+  if config.get("step_distill") and config.step_distill.teacher_run:
+    return os.path.join(config.step_distill.teacher_run, runs.TOKENIZER_FILE)
   return ""
 
 

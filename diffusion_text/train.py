@@ -6,6 +6,7 @@ lines (``metrics.jsonl``), logs a progress line with steps/s and tokens/s, perio
 EMA model on held-out data and writes decoded samples.
 """
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -376,7 +377,8 @@ class _Trainer:
     self.rules = sharding.axis_rules(config)
     self.model_cfg = families.model_config(config, tok.vocab_size)
     self.family = families.family_of(config)
-    self.context = self.family.setup(config, generate.load_run)
+    # a frozen run the loss reads (a classifier's base, a student's teacher), laid out on this mesh
+    self.context = self.family.setup(config, functools.partial(generate.load_run, mesh=mesh))
     self.model = self.family.build(self.model_cfg)
     self.tx = optim.make_optimizer(config.optim, config.train.num_train_steps)
     _, self.shardings = ts.state_shardings(self.family.init_params, self.model_cfg, self.tx, mesh,
@@ -405,6 +407,9 @@ class _Trainer:
     if ckpt.latest_step() is None:
       state, _ = ts.create_train_state(self.family.init_params, self.model_cfg, self.tx, mesh,
                                        self.rules, c.seed, t_stats=t_stats)
+      start = getattr(self.context, "init_params", None)
+      if start is not None:  # a step-distilled student starts as its teacher
+        state = ts.start_from(state, start)
       logging.info("new run in %s: %s parameters, vocab %d", self.workdir,
                    f"{ts.num_params(state.params):,}", self.tok.vocab_size)
       return state, data_iter, 0

@@ -70,6 +70,15 @@ def create_train_state(init_params, model_cfg, tx, mesh, rules, seed: int, t_sta
   return init(jax.random.PRNGKey(seed)), shardings
 
 
+def start_from(state: TrainState, params) -> TrainState:
+  """``state`` with its parameters and their EMA replaced by ``params`` (same tree), laid out as
+  the state's own."""
+  put = lambda cur, new: jax.device_put(jnp.array(new, cur.dtype), cur.sharding)
+  # two copies: the train step donates the state, and a buffer may be donated once
+  return state.replace(params=jax.tree.map(put, state.params, params),
+                       ema_params=jax.tree.map(put, state.ema_params, params))
+
+
 def num_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 

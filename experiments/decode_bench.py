@@ -1,12 +1,12 @@
 r"""Decoding speed beside quality: a seq2seq diffusion run (the student) at several samplers and step
 counts, and its AR teacher greedy and with beam 4, on the same inputs, batch and machine.
 
-    python -m experiments.decode_bench --student runs/study/tB_r15kf --teacher runs/ar_delex \
+    python -m experiments.decode_bench --student runs/e2e_diffuseq_cpu --teacher runs/ar_delex \
         --out runs/decode_bench                     # E2E dev, all 547 MRs, batch 64
 
 Writes ``<out>/decode_bench.json`` (one row per setting: ``family``, ``sampler``, ``steps``,
-``clamp``, ``bleu``, ``sentences_per_s``, ``latency_s`` at batch 1, ``compile_s``,
-``peak_rss_bytes``, the sampling settings) and each row's texts as ``<out>/<row>.jsonl``; prints the
+``clamp``, ``dials`` (the run's sampling dials it overrides), ``bleu``, ``sentences_per_s``,
+``latency_s`` at batch 1, ``compile_s``, ``peak_rss_bytes``, the sampling settings) and each row's texts as ``<out>/<row>.jsonl``; prints the
 table (docs/performance.md). Each row runs in its own process, so its peak memory is its own.
 """
 import json
@@ -54,22 +54,25 @@ def run():
   if not _STUDENT.value:
     raise common.UserError("--student is required")
   _check_run("student", _STUDENT.value, "diffusion")
-  plan = [(_STUDENT.value, r) for r in decode_bench.rows_for("diffusion", _QUICK.value)]
+  softmax = runs.load_config(_STUDENT.value).model.x0_head == "softmax"
+  plan = [(_STUDENT.value, r) for r in decode_bench.rows_for("diffusion", _QUICK.value, softmax)]
   if _TEACHER.value:
     _check_run("teacher", _TEACHER.value, "ar")
     plan = [(_TEACHER.value, r) for r in decode_bench.rows_for("ar", _QUICK.value)] + plan
   common.check_out("--out", os.path.join(_OUT.value, "decode_bench.json"))
   rows = []
-  for k, (workdir, (sampler, steps, clamp)) in enumerate(plan, 1):
+  for k, (workdir, (sampler, steps, clamp, dials)) in enumerate(plan, 1):
     row = _measure({"workdir": workdir, "sampler": sampler, "steps": steps, "clamp": clamp,
-                    "split": _SPLIT.value, "num_inputs": _NUM_INPUTS.value,
+                    "dials": dials, "split": _SPLIT.value, "num_inputs": _NUM_INPUTS.value,
                     "batch_size": _BATCH.value})
-    print(f"[{k}/{len(plan)}] {decode_bench.row_name(row['family'], sampler, steps, clamp)}: "
+    name = decode_bench.row_name(row["family"], sampler, steps, clamp, dials)
+    print(f"[{k}/{len(plan)}] {name}: "
           f"BLEU {row['bleu']:.1f}, {row['sentences_per_s']:.1f} sentences/s", flush=True)
     rows.append(row)
   os.makedirs(_OUT.value, exist_ok=True)
   for row in rows:
-    name = decode_bench.row_name(row["family"], row["sampler"], row["steps"], row["clamp"])
+    name = decode_bench.row_name(row["family"], row["sampler"], row["steps"], row["clamp"],
+                                 row["dials"])
     row["texts"] = name + ".jsonl"
     common.write_atomic(os.path.join(_OUT.value, row["texts"]),
                         "".join(json.dumps(o) + "\n" for o in row.pop("outputs")))

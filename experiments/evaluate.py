@@ -5,8 +5,8 @@ r"""Evaluate a trained run: sample for held-out inputs, MBR over |S| samples, BL
 
 Writes ``<out>.json`` (metrics and settings) and ``<out>.jsonl`` (source, chosen output, references,
 all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>`` plus ``_clamp``,
-``_commit``, ``_n<inputs>``, ``_seed<s>``, ``_st<score_temp>``, ``_lt<logit_temp>`` and
-``_gp<grid_power>`` where those differ from the defaults.
+``_commit``, ``_n<inputs>``, ``_seed<s>``, ``_st<score_temp>``, ``_lt<logit_temp>``,
+``_gp<grid_power>`` and ``_round<rounding>`` where those differ from the defaults.
 
 ``--evaluators=nll`` reports bits per token instead (the variational bound for diffusion runs with
 ``--nll_t`` stratified timesteps per sequence; the exact NLL for AR runs), in
@@ -96,6 +96,10 @@ _LOGIT_TEMP = flags.DEFINE_float(
 _GRID_POWER = flags.DEFINE_float(
     "grid_power", None, "generate: diffusion samplers' timestep grid, t = T (1 - (1 - u)^p) for u "
     "evenly spaced: above 1 the steps crowd toward T; default the run's sample.grid_power.")
+_ROUNDING = flags.DEFINE_enum(
+    "rounding", None, ["model", "nearest"], "generate: final vectors to words by the model's "
+    "logits at t=1 (one more denoiser call) or the nearest embedding; default the run's "
+    "sample.rounding.")
 _COLLAPSE = flags.DEFINE_bool(
     "collapse_repeats", None, "Keep one word of each run of a repeated word in the outputs; "
     "default the run's sample.collapse_repeats.")
@@ -153,17 +157,17 @@ def run():
   if _OUT.value and len(names) > 1:
     raise common.UserError("--out names one result; give one evaluator, or leave --out unset "
                            "so that each writes its own file")
-  overrides = {f.name: f.value for f in (_SCORE_TEMP, _LOGIT_TEMP, _GRID_POWER)
+  overrides = {f.name: f.value for f in (_SCORE_TEMP, _LOGIT_TEMP, _GRID_POWER, _ROUNDING)
                if f.value is not None}
   for name, value in overrides.items():
-    if not value > 0 or (name == "grid_power" and value < 1):
+    if name != "rounding" and not value > 0 or (name == "grid_power" and value < 1):
       raise common.UserError(f"--{name} must be {'>= 1' if name == 'grid_power' else '> 0'}, "
                              f"got {value}")
   r = generate.load_run(_WORKDIR.value, _CHECKPOINT.value,
                         scan_layers=common.scan_layers(_LAYERS.value))
   if overrides and (r.config.model.family != "diffusion" or set(names) & NO_SAMPLER_SETTINGS):
-    raise common.UserError("--score_temp, --logit_temp and --grid_power are options of a diffusion "
-                           "run's sampling evaluators (generate and the control tasks)")
+    raise common.UserError("--score_temp, --logit_temp, --grid_power and --rounding are options of "
+                           "a diffusion run's sampling evaluators (generate and the control tasks)")
   if overrides.get("logit_temp", 1.0) != 1.0 and r.config.model.x0_head != "softmax":
     raise common.UserError(f"--logit_temp needs a softmax x0 head; {_WORKDIR.value} has "
                            f"model.x0_head={r.config.model.x0_head}")

@@ -86,6 +86,31 @@ def test_rounding_uses_the_logits_when_the_model_has_them():
   nearest = decoding.round_ids(model, params, _config(), x0, ids, mask)  # no logits: nearest row
   np.testing.assert_array_equal(
       nearest, jnp.where(mask > 0, embeddings.round_to_ids(params["embedding"], x0), ids))
+  # rounding="nearest" skips the logits even where the model has them (one denoiser call fewer)
+  config = _config(logits_head="full", x0_head="softmax")
+  fast = decoding.round_ids(model, params, config, x0, ids, mask, rounding="nearest")
+  np.testing.assert_array_equal(fast, nearest)
+  assert not np.array_equal(fast, got)  # the two roundings differ off the embeddings
+  with pytest.raises(ValueError, match="unknown rounding 'argmax'"):
+    decoding.round_ids(model, params, config, x0, ids, mask, rounding="argmax")
+
+
+def test_encoder_decoder_rounds_with_the_source_encoded_once():
+  """The rounding call of an encoder-decoder reads the source encoded once (``memory``), as each
+  sampler step does: the same words as encoding it again, without the encoder's cost."""
+  S = 3
+  cfg = _cfg(src_len=S, self_cond=True, x0_head="softmax", logits_head="full")
+  model = denoiser.DiffusionLM(cfg)
+  params = nn.meta.unbox(denoiser.init_params(cfg, jax.random.PRNGKey(7)))
+  x0 = jax.random.normal(jax.random.PRNGKey(8), (2, 8, 4))
+  ids, mask = jnp.full((2, 8), 5), jnp.array([[0, 0, 0, 1, 1, 1, 1, 1]] * 2)
+  config = _config(logits_head="full", x0_head="softmax")
+  memory = denoiser.encode_source(cfg, params, x0[:, :S])
+  with_memory = decoding.round_ids(model, params, config, x0, ids, mask, memory=memory)
+  np.testing.assert_array_equal(with_memory, decoding.round_ids(model, params, config, x0, ids,
+                                                                mask))
+  other = decoding.round_ids(model, params, config, x0, ids, mask, memory=memory + 1.0)
+  assert not np.array_equal(other, with_memory)  # the memory is what the call reads
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "dpm++2m"])

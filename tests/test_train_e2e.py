@@ -563,17 +563,17 @@ def test_evaluation_files_name_every_setting(s2s_run):
   names = {evaluate.result_name("validation", 6, "ddim", 2, 1, **kw) for kw in
            ({}, {"clamp": True}, {"num_inputs": 2}, {"seed": 1}, {"clamp": True, "num_inputs": 2},
             {"collapse": True}, {"rerank": "slots"}, {"score_temp": 0.9},
-            {"logit_temp": 0.5}, {"grid_power": 1.5})}
-  assert len(names) == 10 and "validation_step6_ddim2_mbr1" in names
+            {"logit_temp": 0.5}, {"grid_power": 1.5}, {"rounding": "nearest"})}
+  assert len(names) == 11 and "validation_step6_ddim2_mbr1" in names
   r = _cli("experiments.evaluate", "--workdir", s2s_run, "--num_inputs", "2", "--sampler", "ddim",
            "--steps", "2", "--clamp", "--collapse_repeats", "--score_temp", "0.9",
-           "--grid_power", "2")
+           "--grid_power", "2", "--rounding", "nearest")
   assert r.returncode == 0, r.stderr[-2000:]
   step = generate.load_run(s2s_run).step
-  name = f"validation_step{step}_ddim2_mbr1_clamp_collapse_n2_st0.9_gp2.json"
+  name = f"validation_step{step}_ddim2_mbr1_clamp_collapse_n2_st0.9_gp2_roundnearest.json"
   res = json.load(open(os.path.join(s2s_run, "eval", name)))
   assert res["clamp"] is True and res["collapse"] is True and res["num_inputs"] == 2
-  assert res["score_temp"] == 0.9 and res["grid_power"] == 2.0
+  assert res["score_temp"] == 0.9 and res["grid_power"] == 2.0 and res["rounding"] == "nearest"
   assert "outputs" not in res
   rows = [json.loads(l) for l in open(os.path.join(s2s_run, "eval", name[:-5] + ".jsonl"))]
   assert len(rows) == 2 and {"src", "hyp", "refs", "samples"} <= set(rows[0])
@@ -866,16 +866,19 @@ def test_decode_bench_measures_each_row_with_its_texts(s2s_run, tmp_path, tfds_d
            "--batch_size", "2", "--quick", "--out", str(out))
   assert r.returncode == 0, r.stderr[-2000:]
   res = json.load(open(out / "decode_bench.json"))
-  got = [(x["family"], x["sampler"], x["steps"], x["clamp"]) for x in res["rows"]]
-  assert got == [("ar", "greedy", None, None), ("ar", "beam", 4, None),
-                 ("diffusion", "dpm++2m", 1, False), ("diffusion", "dpm++2m", 2, True)]
+  got = [(x["family"], x["sampler"], x["steps"], x["clamp"], x["dials"]) for x in res["rows"]]
+  assert got == [("ar", "greedy", None, None, {}), ("ar", "beam", 4, None, {}),
+                 ("diffusion", "dpm++2m", 1, False, {"rounding": "nearest"}),
+                 ("diffusion", "dpm++2m", 2, True, {})]
   for row in res["rows"]:
     texts = [json.loads(l) for l in open(out / row["texts"])]
     assert len(texts) == row["num_inputs"] == 3
     assert row["bleu"] == metrics.bleu([t["hyp"] for t in texts], [t["refs"] for t in texts])["bleu"]
     assert row["sentences_per_s"] > 0 and row["latency_s"] > 0 and row["peak_rss_bytes"] > 0
     assert row["settings"]["sampler"] == row["sampler"]
-  assert "| ar | greedy | - | - |" in decode_bench.table(res["rows"])
+    assert row["settings"].get("rounding", "model") == row["dials"].get("rounding", "model")
+  assert "| ar | greedy | - | - | - |" in decode_bench.table(res["rows"])
+  assert os.path.isfile(out / "diffusion_dpm++2m1_rounding-nearest.jsonl")
   bad = _cli("experiments.decode_bench", "--student", s2s_run, "--teacher", s2s_run,
              "--out", str(tmp_path / "bad"))
   assert bad.returncode != 0 and "a seq2seq ar run is needed" in bad.stderr.strip().splitlines()[-1]

@@ -1,0 +1,46 @@
+"""Progressive distillation of a trained diffusion run: a student with half its teacher's DDIM steps.
+
+``TEACHER[,K]``: the teacher's workdir and the student's steps K (the teacher samples 2K; K may be
+left out when the teacher is itself a student: half its steps). The student is the teacher's model
+and data, started from its parameters, sampling DDIM on every other point of the teacher's grid.
+
+    python -m experiments.train --config configs/step_distill.py:runs/e2e_cpu,32 \
+        --workdir runs/e2e_cpu_pd32
+    python -m experiments.train --config configs/step_distill.py:runs/e2e_cpu_pd32 \
+        --workdir runs/e2e_cpu_pd16
+    python -m experiments.evaluate --workdir runs/e2e_cpu_pd16 --num_inputs 200 \
+        --lm_teacher runs/uncond/ar_lm
+"""
+from diffusion_text import defaults, runs, step_distill
+
+
+def get_config(arg=None):
+  teacher, _, steps = (arg or "").partition(",")
+  if not teacher:
+    raise ValueError("use configs/step_distill.py:TEACHER_WORKDIR[,K]")
+  saved = runs.load_config(teacher)
+  c = defaults.get_config()
+  for key, value in c.items():  # the teacher's settings, keys since retired left out
+    if key not in saved:
+      continue
+    if hasattr(value, "items"):
+      value.update({k: v for k, v in saved[key].items() if k in value})
+    else:
+      c[key] = saved[key]
+  own = list(saved.sample.get("grid", []))
+  if not steps and not own:
+    raise ValueError(f"{teacher} is not a distilled student: give the student's steps, "
+                     f"configs/step_distill.py:{teacher},K")
+  k = int(steps) if steps else (len(own) - 1) // 2
+  grid = step_distill.teacher_grid(saved.sample, saved.diffusion.num_steps, k)
+  c.step_distill.update(teacher_run=teacher, steps=k)
+  c.sample.update(grid=[int(t) for t in step_distill.student_grid(grid)], steps=k,
+                  sampler="ddim", eta=0.0, logit_temp=1.0, grid_power=1.0, clamp=False)
+  c.eval.update(sampler="ddim", sample_steps=k, clamp=False, nll_t=0)
+  c.model.dropout = 0.0
+  c.optim.update(learning_rate=1e-4, warmup_steps=0, decay="linear", final_lr_fraction=0.0,
+                 weight_decay=0.0)
+  c.train.update(num_train_steps=1000, eval_every_steps=250, checkpoint_every_steps=250,
+                 log_every_steps=50)
+  c.lock()
+  return c
