@@ -25,6 +25,8 @@ _SPLIT = flags.DEFINE_string("split", "validation", "Split of the student's data
 _NUM_INPUTS = flags.DEFINE_integer("num_inputs", 0, "Distinct inputs (0 = all).", lower_bound=0)
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per call.", lower_bound=1)
 _QUICK = flags.DEFINE_bool("quick", False, "Two diffusion rows only (the smoke test).")
+_ROWS = flags.DEFINE_list("rows", [], "Only these rows, by the names of their texts files "
+                          "(e.g. ar_greedy,diffusion_dpm++2m1); default all.")
 _OUT = flags.DEFINE_string("out", "runs/decode_bench", "Output directory.")
 _ROW = flags.DEFINE_string("row", "", "Internal: measure one row (JSON) and print it.")
 
@@ -47,6 +49,17 @@ def _measure(args: dict) -> dict:
   return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def _chosen(plan: list, names: list) -> list:
+  """The rows of ``plan`` named in ``names`` (all when empty); an unknown name is an error."""
+  if not names:
+    return plan
+  named = {decode_bench.row_name(runs.load_config(w).model.family, *r): (w, r) for w, r in plan}
+  unknown = [n for n in names if n not in named]
+  if unknown:
+    raise common.UserError(f"--rows: no row named {', '.join(unknown)}; rows: {', '.join(named)}")
+  return [named[n] for n in names]
+
+
 def run():
   if _ROW.value:
     print(json.dumps(decode_bench.measure_row(**json.loads(_ROW.value))))
@@ -59,6 +72,7 @@ def run():
   if _TEACHER.value:
     _check_run("teacher", _TEACHER.value, "ar")
     plan = [(_TEACHER.value, r) for r in decode_bench.rows_for("ar", _QUICK.value)] + plan
+  plan = _chosen(plan, _ROWS.value)
   common.check_out("--out", os.path.join(_OUT.value, "decode_bench.json"))
   rows = []
   for k, (workdir, (sampler, steps, clamp, dials)) in enumerate(plan, 1):

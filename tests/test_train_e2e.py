@@ -879,6 +879,15 @@ def test_decode_bench_measures_each_row_with_its_texts(s2s_run, tmp_path, tfds_d
     assert row["settings"].get("rounding", "model") == row["dials"].get("rounding", "model")
   assert "| ar | greedy | - | - | - |" in decode_bench.table(res["rows"])
   assert os.path.isfile(out / "diffusion_dpm++2m1_rounding-nearest.jsonl")
+  r = _cli("experiments.decode_bench", "--student", s2s_run, "--teacher", ar, "--num_inputs", "2",
+           "--batch_size", "2", "--rows", "ar_greedy,diffusion_ddim1", "--out", str(tmp_path / "two"))
+  assert r.returncode == 0, r.stderr[-2000:]
+  two = json.load(open(tmp_path / "two" / "decode_bench.json"))["rows"]
+  assert [(x["family"], x["sampler"], x["steps"]) for x in two] == [("ar", "greedy", None),
+                                                                     ("diffusion", "ddim", 1)]
+  r = _cli("experiments.decode_bench", "--student", s2s_run, "--rows", "diffusion_ddim3",
+           "--out", str(tmp_path / "none"))
+  assert r.returncode != 0 and "--rows: no row named diffusion_ddim3" in r.stderr.splitlines()[-1]
   bad = _cli("experiments.decode_bench", "--student", s2s_run, "--teacher", s2s_run,
              "--out", str(tmp_path / "bad"))
   assert bad.returncode != 0 and "a seq2seq ar run is needed" in bad.stderr.strip().splitlines()[-1]
