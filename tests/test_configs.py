@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import pathlib
 
 import ml_collections
@@ -23,7 +24,9 @@ def _load(path, arg=None):
   return mod.get_config(arg)
 
 
-CONFIGS = [(p, v) for p in sorted(CONFIG_DIR.glob("*.py")) if p.name not in ("__init__.py",)
+# step_distill.py reads its teacher's run: test_step_distill_config_reads_its_teacher
+CONFIGS = [(p, v) for p in sorted(CONFIG_DIR.glob("*.py"))
+           if p.name not in ("__init__.py", "step_distill.py")
            for v in VARIANTS.get(p.name, [None])]
 
 
@@ -36,6 +39,23 @@ def test_every_config_loads_and_validates(path, arg):
     c.unlock()
     c.classifier.base_run = "runs/some_diffusion_run"
   configuration.validate(c, common.get_config())
+
+
+def test_step_distill_config_reads_its_teacher(tmp_path):
+  """configs/step_distill.py:TEACHER,K: the teacher's settings with half its 2K-step grid; the steps
+  are required unless the teacher is itself a student (then half of its own)."""
+  path = CONFIG_DIR / "step_distill.py"
+  with pytest.raises(ValueError, match="use configs/step_distill.py:TEACHER_WORKDIR"):
+    _load(path)
+  teacher = common.get_config()
+  teacher.model.width = 48  # a teacher's setting the student keeps
+  (tmp_path / "config.json").write_text(json.dumps(teacher.to_dict()))
+  with pytest.raises(ValueError, match="not a distilled student: give the student's steps"):
+    _load(path, str(tmp_path))
+  c = _load(path, f"{tmp_path},4")
+  configuration.validate(c, common.get_config())
+  assert c.model.width == 48 and c.step_distill.steps == 4 and c.sample.steps == 4
+  assert list(c.sample.grid) == [2000, 1500, 1000, 500, 0] and c.sample.sampler == "ddim"
 
 
 def test_unknown_key_is_rejected():
