@@ -1,7 +1,7 @@
 """Up-front validation of a run config against the base config (unknown keys, types, ranges)."""
 import ml_collections
 
-from diffusion_text import families, runs, schedules
+from diffusion_text import decoding, families, runs, schedules
 from diffusion_text.data import delex, packing
 from diffusion_text.errors import ConfigError
 
@@ -126,7 +126,8 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.sample.score_temp > 0, "sample.score_temp must be > 0")
   check(c.sample.logit_temp > 0, "sample.logit_temp must be > 0")
   check(c.sample.grid_power >= 1, "sample.grid_power must be >= 1")
-  check(c.sample.rounding in ("model", "nearest"), "sample.rounding must be 'model' or 'nearest'")
+  check(c.sample.rounding in decoding.ROUNDINGS,
+        f"sample.rounding must be one of {decoding.ROUNDINGS}, got {c.sample.rounding!r}")
   check(c.sample.logit_temp == 1.0 or c.model.x0_head == "softmax",
         "sample.logit_temp needs the softmax x0 head (model.x0_head=softmax)")
   check(c.sample.beam_alpha >= 0, "sample.beam_alpha must be >= 0")
