@@ -31,11 +31,15 @@ def get_config(arg=None):
   if not steps and not own:
     raise ValueError(f"{teacher} is not a distilled student: give the student's steps, "
                      f"configs/step_distill.py:{teacher},K")
+  if steps and not steps.isdigit():
+    raise ValueError(f"the student's steps K must be a whole number, got {steps!r}")
   k = int(steps) if steps else (len(own) - 1) // 2
   grid = step_distill.teacher_grid(saved.sample, saved.diffusion.num_steps, k)
   c.step_distill.update(teacher_run=teacher, steps=k)
   c.sample.update(grid=[int(t) for t in step_distill.student_grid(grid)], steps=k,
-                  sampler="ddim", eta=0.0, logit_temp=1.0, grid_power=1.0, clamp=False)
+                  sampler="ddim", eta=0.0, logit_temp=1.0, grid_power=1.0, clamp=False,
+                  score_temp=1.0, commit=False)
+  c.diffusion.update(t_sampler="uniform", t_power=1.0)  # the student draws its teacher's intervals
   c.eval.update(sampler="ddim", sample_steps=k, clamp=False, nll_t=0)
   c.model.dropout = 0.0
   c.optim.update(learning_rate=1e-4, warmup_steps=0, decay="linear", final_lr_fraction=0.0,

@@ -143,6 +143,11 @@ def _validate_step_distill(c, check) -> None:
   check(not grid or (len(grid) >= 2 and grid[0] == T and grid[-1] == 0
                      and all(a > b for a, b in zip(grid, grid[1:]))),
         f"sample.grid must be strictly decreasing timesteps from T={T} to 0, got {grid}")
+  if grid:
+    check(c.sample.steps in (0, len(grid) - 1) and c.eval.sample_steps == len(grid) - 1,
+          f"a run with sample.grid samples {len(grid) - 1} steps: sample.steps and "
+          "eval.sample_steps must say so")
+    check(c.sample.grid_power == 1, "sample.grid is the run's own grid: leave sample.grid_power at 1")
   sd = c.step_distill
   if not sd.teacher_run:
     return

@@ -83,11 +83,14 @@ def measure_row(workdir: str, sampler: str, steps: Optional[int], clamp: bool, *
   }
 
 
-def rows_for(family: str, quick: bool, softmax_head: bool = True) -> list:
+def rows_for(family: str, quick: bool, softmax_head: bool = True, own_steps: int = -1) -> list:
   """The rows of a run: the AR rows, or the diffusion rows (those with a logit temperature only
-  for a softmax x0 head)."""
+  for a softmax x0 head); a step-distilled student (``own_steps`` > 0, the steps of its own grid)
+  is measured on that grid alone, with DDIM and DPM-Solver++."""
   if family == "ar":
     return AR_ROWS
+  if own_steps > 0:
+    return [("ddim", own_steps, False, {}), ("dpm++2m", own_steps, False, {})]
   rows = QUICK_DIFFUSION_ROWS if quick else DIFFUSION_ROWS
   return [r for r in rows if softmax_head or "logit_temp" not in r[3]]
 

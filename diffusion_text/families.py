@@ -46,6 +46,9 @@ class Family:
   # (config, load_run) -> what the loss needs from outside the run, read once before training (a
   # classifier's frozen base run); None for self-contained families
   setup: Callable = lambda config, load_run: None
+  # whether a loaded run (``generate.load_run``) holds it too: a classifier samples with its base
+  # run; a step-distilled student samples alone (its teacher is for its training loss only)
+  setup_on_load: bool = True
 
 
 # --------------------------------------------------------------------------------- diffusion LM
@@ -163,7 +166,8 @@ def _ar_decoder(model, config, sampler, steps, clamp, eta, commit=False):
 FAMILIES = {
     "diffusion": Family(build=denoiser.DiffusionLM, init_params=denoiser.init_params,
                         loss_terms=_diffusion_terms, make_decoder=_diffusion_decoder,
-                        decoders=tuple(sorted(samplers.SAMPLERS)), setup=_diffusion_setup),
+                        decoders=tuple(sorted(samplers.SAMPLERS)), setup=_diffusion_setup,
+                        setup_on_load=False),
     "ar": Family(build=ar.ARTransformer, init_params=ar.init_params, loss_terms=_ar_terms,
                  make_decoder=_ar_decoder, decoders=("beam", "greedy", "sample")),
     # attribute classifier on a diffusion run's noisy embeddings (classifier guidance); no decoder

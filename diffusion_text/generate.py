@@ -216,7 +216,7 @@ def load_run(workdir: str, step: Optional[int] = None,
                                   sharding.axis_rules(config))
     return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
                params=params, step=int(info["step"]), mesh=mesh,
-               context=family.setup(config, load_run))
+               context=family.setup(config, load_run) if family.setup_on_load else None)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
@@ -232,4 +232,4 @@ def load_run(workdir: str, step: Optional[int] = None,
     ckpt.close()
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
              params=params, step=int(step), mesh=mesh,
-             context=family.setup(config, load_run))
+             context=family.setup(config, load_run) if family.setup_on_load else None)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffusion_text import decoding, embeddings, process, samplers
+from diffusion_text import decoding, denoiser, embeddings, process, samplers
 from diffusion_text.errors import ConfigError
 
 
@@ -44,9 +44,13 @@ def teacher_grid(sample_config, num_train_steps: int, student_steps: int) -> np.
   spaced (or ``grid_power``) grid of 2K steps."""
   own = list(sample_config.get("grid", []))
   if own:
-    if len(own) - 1 != 2 * student_steps:
-      raise ConfigError(f"the teacher samples on its distilled grid of {len(own) - 1} steps; its "
-                        f"student takes half as many ({(len(own) - 1) // 2}), not {student_steps}")
+    n = len(own) - 1
+    if n % 2:
+      raise ConfigError(f"the teacher samples on its distilled grid of {n} steps, which cannot be "
+                        "halved")
+    if n != 2 * student_steps:
+      raise ConfigError(f"the teacher samples on its distilled grid of {n} steps; its student "
+                        f"takes {n // 2}, not {student_steps}")
     return np.asarray(own, np.int32)
   power = float(sample_config.get("grid_power", 1.0))
   return process.timestep_grid(num_train_steps, 2 * student_steps, power)
@@ -99,11 +103,15 @@ def loss_terms(model, params, batch, rng, config, deterministic, teacher: Teache
   t_B, m_B, s_B = grid[2 * k_B], grid[2 * k_B + 1], grid[2 * k_B + 2]
   x0 = embeddings.embed(emb, ids)
   z_t = process.q_sample(x0, ab[t_B], jax.random.normal(rng_eps, x0.shape), mask)
+  src_len = model.cfg.src_len
+  memory = ({"memory": denoiser.encode_source(teacher.model.cfg, teacher.params, x0[:, :src_len])}
+            if src_len else {})  # the encoder-decoder's clean source, encoded once
   teach = decoding.denoiser_of(teacher.model, teacher.params, logit_temp=teacher.logit_temp,
-                               emb_VxE=emb)
+                               emb_VxE=emb, **memory)
   x_sc = jnp.zeros_like(z_t)
-  if model.cfg.self_cond:
-    x_sc = process.apply_mask(teach(z_t, t_B, x_sc), x0, mask)
+  if model.cfg.self_cond:  # zeros at the chain's first step (t = T), as the samplers give
+    first = (k_B == 0)[:, None, None]
+    x_sc = jnp.where(first, 0.0, process.apply_mask(teach(z_t, t_B, x_sc), x0, mask))
   z_s = two_steps(teach, ab, z_t, x_sc, t_B, m_B, s_B, x0, mask)
   target = jax.lax.stop_gradient(ddim_x0_for(z_t, z_s, ab[t_B][:, None, None],
                                              ab[s_B][:, None, None]))
@@ -125,16 +133,22 @@ def setup(config, load_run) -> Teacher:
   if run.config.model.family != "diffusion":
     raise ConfigError(f"step_distill.teacher_run {sd.teacher_run} is a "
                       f"{run.config.model.family} run, not a diffusion LM")
-  for section in ("model", "diffusion"):
-    want, got = run.config[section].to_dict(), config[section].to_dict()
-    diff = sorted(k for k in set(want) | set(got)
-                  if want.get(k) != got.get(k) and k not in ("dropout", "scan_layers"))
-    if diff:
-      raise ConfigError(f"the student's {section} must be its teacher's ({sd.teacher_run}); "
-                        f"differs in {', '.join(section + '.' + k for k in diff)}")
-  if (run.config.data.max_len, run.config.data.task) != (config.data.max_len, config.data.task):
-    raise ConfigError(f"the student's data.max_len and data.task must be its teacher's "
-                      f"({sd.teacher_run})")
+  want, got = run.config.model.to_dict(), config.model.to_dict()
+  diff = [f"model.{k}" for k in sorted(set(want) | set(got))
+          if want.get(k) != got.get(k) and k not in ("dropout", "scan_layers")]
+  for section, key in (("diffusion", "schedule"), ("diffusion", "num_steps"), ("data", "max_len"),
+                       ("data", "task")):
+    if run.config[section][key] != config[section][key]:
+      diff.append(f"{section}.{key}")
+  if diff:
+    raise ConfigError(f"the student must be its teacher's model ({sd.teacher_run}); differs in "
+                      f"{', '.join(diff)}")
+  if float(run.config.sample.get("score_temp", 1.0)) != 1.0:
+    raise ConfigError(f"the teacher {sd.teacher_run} samples at a score temperature; distillation "
+                      "follows its plain DDIM steps (set its sample.score_temp to 1)")
   grid = teacher_grid(run.config.sample, run.diffusion.num_steps, sd.steps)
+  if list(config.sample.grid) != [int(t) for t in student_grid(grid)]:
+    raise ConfigError(f"sample.grid must be every other point of the teacher's grid "
+                      f"{[int(t) for t in grid]} (configs/step_distill.py writes it)")
   return Teacher(model=run.model, params=run.params, grid=grid,
                  logit_temp=float(run.config.sample.get("logit_temp", 1.0)), workdir=sd.teacher_run)

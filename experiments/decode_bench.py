@@ -67,8 +67,10 @@ def run():
   if not _STUDENT.value:
     raise common.UserError("--student is required")
   _check_run("student", _STUDENT.value, "diffusion")
-  softmax = runs.load_config(_STUDENT.value).model.x0_head == "softmax"
-  plan = [(_STUDENT.value, r) for r in decode_bench.rows_for("diffusion", _QUICK.value, softmax)]
+  student = runs.load_config(_STUDENT.value)
+  rows = decode_bench.rows_for("diffusion", _QUICK.value, student.model.x0_head == "softmax",
+                               len(student.sample.get("grid", [])) - 1)
+  plan = [(_STUDENT.value, r) for r in rows]
   if _TEACHER.value:
     _check_run("teacher", _TEACHER.value, "ar")
     plan = [(_TEACHER.value, r) for r in decode_bench.rows_for("ar", _QUICK.value)] + plan

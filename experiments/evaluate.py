@@ -56,7 +56,7 @@ import os
 
 from absl import flags, logging
 
-from diffusion_text import evaluators, generate
+from diffusion_text import decoding, evaluators, generate
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory written by experiments.train.")
@@ -97,7 +97,7 @@ _GRID_POWER = flags.DEFINE_float(
     "grid_power", None, "generate: diffusion samplers' timestep grid, t = T (1 - (1 - u)^p) for u "
     "evenly spaced: above 1 the steps crowd toward T; default the run's sample.grid_power.")
 _ROUNDING = flags.DEFINE_enum(
-    "rounding", None, ["model", "nearest"], "generate: final vectors to words by the model's "
+    "rounding", None, list(decoding.ROUNDINGS), "generate: final vectors to words by the model's "
     "logits at t=1 (one more denoiser call) or the nearest embedding; default the run's "
     "sample.rounding.")
 _COLLAPSE = flags.DEFINE_bool(
@@ -168,6 +168,9 @@ def run():
   if overrides and (r.config.model.family != "diffusion" or set(names) & NO_SAMPLER_SETTINGS):
     raise common.UserError("--score_temp, --logit_temp, --grid_power and --rounding are options of "
                            "a diffusion run's sampling evaluators (generate and the control tasks)")
+  if "grid_power" in overrides and r.config.sample.get("grid"):
+    raise common.UserError(f"--grid_power: {_WORKDIR.value} samples on its own distilled grid "
+                           "(sample.grid)")
   if overrides.get("logit_temp", 1.0) != 1.0 and r.config.model.x0_head != "softmax":
     raise common.UserError(f"--logit_temp needs a softmax x0 head; {_WORKDIR.value} has "
                            f"model.x0_head={r.config.model.x0_head}")
