@@ -7,10 +7,10 @@ vocabulary of words seen >= 10 times.
     python -m experiments.train --config configs/e2e_diffusion_lm.py --workdir runs/e2e_paper
 
 ``:cpu``: the same data, schedule, T, E and L, a 4-layer width-128 denoiser with rotary positions,
-the softmax x0 head with cross-entropy and self-conditioning, a higher learning rate, 8,000 steps,
-sampled at logit temperature 0.5 on a grid crowded toward T (power 1.5): 66 min on a 2-core CPU
-(alone but for short tests); lm-score 12.7 of 200 samples (DDPM 200; real dev text 6.1), dist-1
-0.058 (real 0.065). docs/results/recipe.md, "Sampling the 8,000-step model".
+the softmax x0 head with cross-entropy and self-conditioning, a higher learning rate, 14,000 steps,
+sampled at logit temperature 0.5 on a grid crowded toward T (power 1.5): 112 min on a 2-core AMD
+EPYC CPU (its first 25 min beside short tests), evaluation 1 min; lm-score 7.9 of 200 samples
+(DDPM 200; real dev text 6.1), dist-1 0.064 (real 0.065). docs/results/recipe.md, "14,000 steps".
 
     python -m experiments.train --config configs/e2e_diffusion_lm.py:cpu --workdir runs/e2e_cpu
     python -m experiments.train --config configs/e2e_ar_baseline.py:cpu --workdir runs/uncond/ar_lm \
@@ -49,7 +49,7 @@ def get_config(arg=None):
     if arg == "cpu":
       c.model.update(rope=True, x0_head="softmax", self_cond=True)
       c.diffusion.ce_weight = 1.0
-      c.train.num_train_steps = 8000
+      c.train.num_train_steps = 14000
       c.sample.update(logit_temp=0.5, grid_power=1.5)
   elif arg not in (None, ""):
     raise ValueError(f"unknown variant {arg!r}; use '' (paper), 'cpu' or 'cpu_plain'")
