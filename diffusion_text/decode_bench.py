@@ -50,9 +50,11 @@ def _seconds(fn) -> float:
 
 def measure_row(workdir: str, sampler: str, steps: Optional[int], clamp: bool, *, split: str,
                 num_inputs: int, batch_size: int, dials: Optional[dict] = None,
-                latency_repeats: int = 3) -> dict:
+                latency_repeats: int = 3, repeats: int = 3) -> dict:
   """One row: decode ``split``'s inputs with ``workdir``'s run, its ``sample.<dial>`` replaced by
-  ``dials``; returns the row with its texts (``outputs``: src, hyp)."""
+  ``dials``; returns the row with its texts (``outputs``: src, hyp). The decode of all inputs is
+  timed ``repeats`` times (the same texts each time) and the median kept: a row of about a second
+  otherwise carries the machine's noise."""
   run = generate.load_run(workdir)
   with run.config.unlocked():
     run.config.sample.update(dials or {})
@@ -65,7 +67,9 @@ def measure_row(workdir: str, sampler: str, steps: Optional[int], clamp: bool, *
   compile_s = max(_seconds(lambda: run.generate(sources=first, **kw))
                   - _seconds(lambda: run.generate(sources=first, **kw)), 0.0)
   texts = []
-  decode_s = _seconds(lambda: texts.extend(run.generate(sources=srcs, **kw)))
+  times = [_seconds(lambda: texts.extend(run.generate(sources=srcs, **kw)))]
+  times += [_seconds(lambda: run.generate(sources=srcs, **kw)) for _ in range(repeats - 1)]
+  decode_s = statistics.median(times)
   one = {**kw, "batch_size": 1}
   run.generate(sources=srcs[:1], **one)  # compiles the batch-1 shape
   latency = statistics.median(_seconds(lambda: run.generate(sources=srcs[:1], **one))
@@ -75,7 +79,7 @@ def measure_row(workdir: str, sampler: str, steps: Optional[int], clamp: bool, *
       "family": family, "sampler": sampler, "steps": steps,
       "clamp": bool(clamp) if family == "diffusion" else None, "dials": dict(dials or {}),
       "bleu": metrics.bleu(texts, refs)["bleu"], "sentences_per_s": len(srcs) / decode_s,
-      "decode_s": decode_s, "compile_s": compile_s, "latency_s": latency,
+      "decode_s": decode_s, "decode_s_each": times, "compile_s": compile_s, "latency_s": latency,
       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
       "num_inputs": len(srcs), "split": split, "checkpoint_step": run.step,
       "collapse": bool(run.config.sample.collapse_repeats), "settings": settings,

@@ -25,6 +25,8 @@ _SPLIT = flags.DEFINE_string("split", "validation", "Split of the student's data
 _NUM_INPUTS = flags.DEFINE_integer("num_inputs", 0, "Distinct inputs (0 = all).", lower_bound=0)
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Sentences per call.", lower_bound=1)
 _QUICK = flags.DEFINE_bool("quick", False, "Two diffusion rows only (the smoke test).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed decodes of all inputs per row (the median is "
+                                "kept).", lower_bound=1)
 _ROWS = flags.DEFINE_list("rows", [], "Only these rows, by the names of their texts files "
                           "(e.g. ar_greedy,diffusion_dpm++2m1); default all.")
 _OUT = flags.DEFINE_string("out", "runs/decode_bench", "Output directory.")
@@ -80,7 +82,7 @@ def run():
   for k, (workdir, (sampler, steps, clamp, dials)) in enumerate(plan, 1):
     row = _measure({"workdir": workdir, "sampler": sampler, "steps": steps, "clamp": clamp,
                     "dials": dials, "split": _SPLIT.value, "num_inputs": _NUM_INPUTS.value,
-                    "batch_size": _BATCH.value})
+                    "batch_size": _BATCH.value, "repeats": _REPEATS.value})
     name = decode_bench.row_name(row["family"], sampler, steps, clamp, dials)
     print(f"[{k}/{len(plan)}] {name}: "
           f"BLEU {row['bleu']:.1f}, {row['sentences_per_s']:.1f} sentences/s", flush=True)

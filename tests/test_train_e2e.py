@@ -875,6 +875,7 @@ def test_decode_bench_measures_each_row_with_its_texts(s2s_run, tmp_path, tfds_d
     assert len(texts) == row["num_inputs"] == 3
     assert row["bleu"] == metrics.bleu([t["hyp"] for t in texts], [t["refs"] for t in texts])["bleu"]
     assert row["sentences_per_s"] > 0 and row["latency_s"] > 0 and row["peak_rss_bytes"] > 0
+    assert len(row["decode_s_each"]) == 3 and row["decode_s"] == sorted(row["decode_s_each"])[1]
     assert row["settings"]["sampler"] == row["sampler"]
     assert row["settings"].get("rounding", "model") == row["dials"].get("rounding", "model")
   assert "| ar | greedy | - | - | - |" in decode_bench.table(res["rows"])
