@@ -189,6 +189,12 @@ class Run:
     return texts
 
 
+def _context(family, config):
+  """What a loaded run holds beside its parameters (a classifier's base run), if its family keeps
+  it for sampling."""
+  return family.setup(config, load_run) if family.setup_on_load else None
+
+
 def load_run(workdir: str, step: Optional[int] = None,
              mesh: Optional[jax.sharding.Mesh] = None,
              scan_layers: Optional[bool] = None) -> Run:
@@ -216,7 +222,7 @@ def load_run(workdir: str, step: Optional[int] = None,
                                   sharding.axis_rules(config))
     return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
                params=params, step=int(info["step"]), mesh=mesh,
-               context=family.setup(config, load_run) if family.setup_on_load else None)
+               context=_context(family, config))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
   try:
     step = ckpt.latest_step() if step is None else step
@@ -232,4 +238,4 @@ def load_run(workdir: str, step: Optional[int] = None,
     ckpt.close()
   return Run(workdir=workdir, config=config, tokenizer=tok, model=family.build(model_cfg),
              params=params, step=int(step), mesh=mesh,
-             context=family.setup(config, load_run) if family.setup_on_load else None)
+             context=_context(family, config))

@@ -68,7 +68,6 @@ class Teacher:
   params: Any
   grid: np.ndarray  # the teacher's 2K-step grid (2K + 1 decreasing timesteps)
   logit_temp: float
-  workdir: str
 
   @property
   def init_params(self):
@@ -151,4 +150,4 @@ def setup(config, load_run) -> Teacher:
     raise ConfigError(f"sample.grid must be every other point of the teacher's grid "
                       f"{[int(t) for t in grid]} (configs/step_distill.py writes it)")
   return Teacher(model=run.model, params=run.params, grid=grid,
-                 logit_temp=float(run.config.sample.get("logit_temp", 1.0)), workdir=sd.teacher_run)
+                 logit_temp=float(run.config.sample.get("logit_temp", 1.0)))

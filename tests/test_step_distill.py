@@ -85,8 +85,7 @@ def test_a_student_learns_its_teachers_two_steps():
   model = denoiser.DiffusionLM(CFG)
   params = nn.meta.unbox(denoiser.init_params(CFG, jax.random.PRNGKey(0)))
   grid2k = process.timestep_grid(100, 4)
-  teacher = step_distill.Teacher(model=model, params=params, grid=grid2k, logit_temp=1.0,
-                                 workdir="")
+  teacher = step_distill.Teacher(model=model, params=params, grid=grid2k, logit_temp=1.0)
   config = _config()
   ids = jax.random.randint(jax.random.PRNGKey(1), (64, 6), 0, 12)
   mask = jnp.array([[0, 0, 1, 1, 1, 1]] * 64)
