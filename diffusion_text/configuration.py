@@ -15,7 +15,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
       raise ConfigError(msg)
 
   c = config
-  check(c.diffusion.schedule in schedules.SCHEDULES,
+  check(schedules.is_known(c.diffusion.schedule),
         f"diffusion.schedule must be one of {schedules.SCHEDULES}, got {c.diffusion.schedule!r}")
   check(c.diffusion.num_steps >= 1, "diffusion.num_steps must be >= 1")
   check(c.model.family in families.FAMILIES,

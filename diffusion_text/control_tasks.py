@@ -290,8 +290,11 @@ def task_evaluator(name: str):
   def run_task(run, **options):
     o = dataclasses.replace(defaults, **options)
     result = task(o, run)
-    result.update(task=name, workdir=run.workdir, step=run.step,
-                  **{k: getattr(o, k) for k in keys},
+    d = run.config.data
+    result.update(task=name, workdir=run.workdir, step=run.step, run_task=d.task,
+                  dataset=d.dataset, **{k: getattr(o, k) for k in keys},
+                  clamp=False, eta=0.0,  # _decoder leaves make_decoder's defaults
+                  collapse=bool(run.config.sample.collapse_repeats),
                   **decoding.dials(run.config.sample))  # applied by decoding.make_decoder
     return result
 

@@ -63,7 +63,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.emb_scale = 1.0  # with emb_norm: per-coordinate RMS of the rows (1/F = noise factor F)
 
   c.diffusion = ml_collections.ConfigDict()
-  c.diffusion.schedule = "sqrt"  # sqrt | cosine | linear
+  c.diffusion.schedule = "sqrt"  # sqrt | cosine | linear | tan-<d> (e.g. tan-9)
   c.diffusion.num_steps = 2000  # T
   c.diffusion.loss_on_pad = True  # False: PAD positions are excluded from the loss (both families)
   c.diffusion.pad_weight = 1.0  # with loss_on_pad: weight in [0, 1] of target PAD positions in the loss

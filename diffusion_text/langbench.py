@@ -33,7 +33,8 @@ BAD = "<bad>"  # a sampled sequence that is not one well-formed sentence scores 
 # arm name -> config overrides (dotted keys) on configs/langbench.py
 ARMS = {
     "base": {},
-    "ar": {"model.family": "ar", "sample.sampler": "sample", "sample.eta": 1.0},
+    "ar": {"model.family": "ar", "sample.sampler": "sample", "sample.eta": 1.0,
+           "eval.sampler": "greedy"},  # not read by the bench; the AR family rejects 'ddim'
     "clamp": {"sample.clamp": True},
     "ddpm2000_clamp": {"sample.steps": 2000, "sample.clamp": True},
     "ddim": {"sample.sampler": "ddim"},
@@ -70,6 +71,19 @@ ARMS.update({  # combinations of the single levers that moved the grammar
                        "model.emb_scale": 0.25},
     "rope_ce_sc_nf8": {**_ROPE_CE, "model.self_cond": True, "model.emb_norm": "l2",
                        "model.emb_scale": 0.125},
+    # TEncDM's tan-d schedule (the cosine schedule's signal-to-noise ratio / 81), and tan-1 (the
+    # cosine schedule) to tell the schedule's shape from its shift
+    "rope_ce_sc_tan9": {**_ROPE_CE, "model.self_cond": True, "diffusion.schedule": "tan-9"},
+    "rope_ce_sc_tan1": {**_ROPE_CE, "model.self_cond": True, "diffusion.schedule": "tan-1"},
+    "rope_ce_sc_emb128": {**_ROPE_CE, "model.self_cond": True, "model.emb_dim": 128},
+    # batch 640 for 800 steps: the sentences (512,000) and about the compute of rope_ce_sc_4x
+    "rope_ce_sc_b640": {**_ROPE_CE, "model.self_cond": True, "train.batch_size": 640,
+                        "train.num_train_steps": 800},
+    # the 8,000-step model read at logit temperature 0.7 or 0.5
+    "rope_ce_sc_4x_lt07": {**_ROPE_CE, "model.self_cond": True, "train.num_train_steps": 8000,
+                           "sample.logit_temp": 0.7},
+    "rope_ce_sc_4x_lt05": {**_ROPE_CE, "model.self_cond": True, "train.num_train_steps": 8000,
+                           "sample.logit_temp": 0.5},
 })
 
 
@@ -221,5 +235,6 @@ def run_arm(language: str, arm: str, base: ml_collections.ConfigDict, *, num_tra
                                                  "emb_scale")},
          "diffusion": {k: config.diffusion[k] for k in ("schedule", "num_steps", "t_power",
                                                          "t_sampler", "ce_weight")},
-         "max_len": config.data.max_len, "pack_blocks": pack, "seed": config.seed}
+         "batch_size": config.train.batch_size, "max_len": config.data.max_len,
+         "pack_blocks": pack, "seed": config.seed}
   return row, [" ".join(s) for s in sents]

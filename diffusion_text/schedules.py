@@ -9,7 +9,11 @@ alpha_bar((t-1)/T)`` clipped to ``max_beta``, and ``alpha_bar[t] = prod_{s<=t} (
 * ``cosine``: Nichol & Dhariwal (2021), ``cos^2((u + s) / (1 + s) * pi / 2)``, s = 0.008.
 * ``linear``: Ho et al. (2020), betas linear from 1e-4 to 0.02, scaled by 1000 / T (and clipped,
   which matters for T < 50).
+* ``tan-<d>`` (e.g. ``tan-9``): TEncDM's tan-d (Shabalin et al. 2024),
+  ``alpha_bar(u) = 1 / (1 + d^2 tan^2(pi u / 2))``: the signal-to-noise ratio of the cosine schedule
+  (d = 1, without its offset) divided by d^2 at every u, so words are hidden at lower t.
 """
+import re
 from typing import Callable
 
 import numpy as np
@@ -18,7 +22,20 @@ _CONTINUOUS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sqrt": lambda u: 1.0 - np.sqrt(u + 1e-4),
     "cosine": lambda u: np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2,
 }
-SCHEDULES = ("sqrt", "cosine", "linear")
+SCHEDULES = ("sqrt", "cosine", "linear", "tan-<d>")
+
+
+def _tan_d(name: str):
+  """``alpha_bar(u)`` of ``tan-<d>``, or None when ``name`` is not of that form."""
+  m = re.fullmatch(r"tan-(\d+(?:\.\d+)?)", name)
+  if m is None or float(m.group(1)) <= 0:
+    return None
+  d2 = float(m.group(1)) ** 2
+  return lambda u: 1.0 / (1.0 + d2 * np.tan(np.minimum(u, 1.0 - 1e-9) * np.pi / 2) ** 2)
+
+
+def is_known(name: str) -> bool:
+  return name == "linear" or name in _CONTINUOUS or _tan_d(name) is not None
 
 
 def betas(name: str, num_steps: int, max_beta: float = 0.999) -> np.ndarray:
@@ -29,9 +46,9 @@ def betas(name: str, num_steps: int, max_beta: float = 0.999) -> np.ndarray:
     scale = 1000.0 / num_steps
     return np.minimum(np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64),
                       max_beta)
-  if name not in _CONTINUOUS:
-    raise ValueError(f"unknown noise schedule {name!r}; choose one of {SCHEDULES}")
-  f = _CONTINUOUS[name]
+  f = _CONTINUOUS.get(name) or _tan_d(name)
+  if f is None:
+    raise ValueError(f"unknown noise schedule {name!r}; choose one of {SCHEDULES} (d > 0)")
   u = np.arange(num_steps + 1, dtype=np.float64) / num_steps
   a = f(u)
   # The sqrt schedule has alpha_bar(0) = 0.99 < 1; the ratio form makes alpha_bar[0] exactly 1.

@@ -233,6 +233,9 @@ def test_control_tasks_are_evaluators(tiny_runs):
   assert read(clf, "control_classifier_accuracy")["by_t"]
   cfg = read(s2s, "control_cfg")
   assert [r["scale"] for r in cfg["by_scale"]] == [0.0, 2.0]
+  # the record names the run's task and data and every sampling setting, defaults included
+  assert cfg["run_task"] == "seq2seq" and cfg["dataset"] and cfg["clamp"] is False
+  assert {"eta", "collapse", "sampler", "steps", "logit_temp", "rounding"} <= set(cfg)
   for workdir, args, msg in ((lm, ["--evaluators", "cfg"], "needs a seq2seq run"),
                              (s2s, ["--evaluators", "length"], "needs an unconditional LM"),
                              (lm, ["--evaluators", "semantic"], "needs --classifier"),

@@ -20,6 +20,13 @@ def test_padded_rows_round_trip():
   assert langbench.sentences_of(tok, ids, pack_blocks=False) == sents
 
 
+@pytest.mark.parametrize("arm", sorted(langbench.ARMS))
+def test_every_arm_is_a_valid_config(arm):
+  from diffusion_text import configuration, defaults
+  c = langbench.config_for(bench_config.get_config(), langbench.ARMS[arm])
+  configuration.validate(c, defaults.get_config())  # raises on a bad key or value
+
+
 def test_malformed_rows_are_bad():
   tok = _tok()
   w = tok.encode("aromi")[0]
