@@ -59,8 +59,12 @@ def _guidance(o, *terms):
                           fluency_weight=o.fluency_weight)
 
 
+# every control task samples unclamped and, with DDIM, deterministically; recorded in its JSON
+_CLAMP, _ETA = False, 0.0
+
+
 def _decoder(o, run, **kw):
-  return control.make_decoder(run, sampler=o.sampler, steps=o.steps, **kw)
+  return control.make_decoder(run, sampler=o.sampler, steps=o.steps, clamp=_CLAMP, eta=_ETA, **kw)
 
 
 def _fluency(o, run, ids):
@@ -293,7 +297,7 @@ def task_evaluator(name: str):
     d = run.config.data
     result.update(task=name, workdir=run.workdir, step=run.step, run_task=d.task,
                   dataset=d.dataset, **{k: getattr(o, k) for k in keys},
-                  clamp=False, eta=0.0,  # _decoder leaves make_decoder's defaults
+                  clamp=_CLAMP, eta=_ETA,
                   collapse=bool(run.config.sample.collapse_repeats),
                   **decoding.dials(run.config.sample))  # applied by decoding.make_decoder
     return result

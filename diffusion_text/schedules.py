@@ -34,8 +34,12 @@ def _tan_d(name: str):
   return lambda u: 1.0 / (1.0 + d2 * np.tan(np.minimum(u, 1.0 - 1e-9) * np.pi / 2) ** 2)
 
 
+def _continuous(name: str):
+  return _CONTINUOUS.get(name) or _tan_d(name)
+
+
 def is_known(name: str) -> bool:
-  return name == "linear" or name in _CONTINUOUS or _tan_d(name) is not None
+  return name == "linear" or _continuous(name) is not None
 
 
 def betas(name: str, num_steps: int, max_beta: float = 0.999) -> np.ndarray:
@@ -46,7 +50,7 @@ def betas(name: str, num_steps: int, max_beta: float = 0.999) -> np.ndarray:
     scale = 1000.0 / num_steps
     return np.minimum(np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64),
                       max_beta)
-  f = _CONTINUOUS.get(name) or _tan_d(name)
+  f = _continuous(name)
   if f is None:
     raise ValueError(f"unknown noise schedule {name!r}; choose one of {SCHEDULES} (d > 0)")
   u = np.arange(num_steps + 1, dtype=np.float64) / num_steps

@@ -318,12 +318,14 @@ def test_seq2seq_sampling_keeps_source_bit_identical(s2s_run):
   for sampler, eta in (("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpm++2m", 0.0)):
     out = run.generate_ids(sources=srcs, sampler=sampler, steps=6, eta=eta)
     np.testing.assert_array_equal(out[mask == 0], ids_in[mask == 0])
-  for rounding in ("model", "nearest"):  # one step, and one denoiser call: the source still holds
-    run.config.sample.rounding = rounding
-    out = run.generate_ids(sources=srcs, sampler="dpm++2m", steps=1)
-    assert out.shape == ids_in.shape
-    np.testing.assert_array_equal(out[mask == 0], ids_in[mask == 0])
-  run.config.sample.rounding = "model"
+  try:
+    for rounding in ("model", "nearest"):  # one step, one denoiser call: the source still holds
+      run.config.sample.rounding = rounding
+      out = run.generate_ids(sources=srcs, sampler="dpm++2m", steps=1)
+      assert out.shape == ids_in.shape
+      np.testing.assert_array_equal(out[mask == 0], ids_in[mask == 0])
+  finally:  # the run is a shared fixture
+    run.config.sample.rounding = "model"
   texts = run.generate(sources=srcs, steps=6)
   assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
   # a string is one source, not a list of characters
