@@ -16,7 +16,7 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
 
   c = config
   check(schedules.is_known(c.diffusion.schedule),
-        f"diffusion.schedule must be one of {schedules.SCHEDULES}, got {c.diffusion.schedule!r}")
+        f"diffusion.schedule must be {schedules.NAMES}, got {c.diffusion.schedule!r}")
   check(c.diffusion.num_steps >= 1, "diffusion.num_steps must be >= 1")
   check(c.model.family in families.FAMILIES,
         f"model.family must be one of {sorted(families.FAMILIES)}, got {c.model.family!r}")

@@ -22,7 +22,9 @@ _CONTINUOUS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sqrt": lambda u: 1.0 - np.sqrt(u + 1e-4),
     "cosine": lambda u: np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2,
 }
-SCHEDULES = ("sqrt", "cosine", "linear", "tan-<d>")
+# Every name here is a valid schedule (tan-9 stands for the tan-<d> family); NAMES is for messages.
+SCHEDULES = ("sqrt", "cosine", "linear", "tan-9")
+NAMES = "sqrt, cosine, linear or tan-<d> (d > 0)"
 
 
 def _tan_d(name: str):
@@ -52,7 +54,7 @@ def betas(name: str, num_steps: int, max_beta: float = 0.999) -> np.ndarray:
                       max_beta)
   f = _continuous(name)
   if f is None:
-    raise ValueError(f"unknown noise schedule {name!r}; choose one of {SCHEDULES} (d > 0)")
+    raise ValueError(f"unknown noise schedule {name!r}; choose {NAMES}")
   u = np.arange(num_steps + 1, dtype=np.float64) / num_steps
   a = f(u)
   # The sqrt schedule has alpha_bar(0) = 0.99 < 1; the ratio form makes alpha_bar[0] exactly 1.
