@@ -33,6 +33,7 @@ from diffusion_text.generate import Run
 SPLIT_FILES = {"train": "train.jsonl", "validation": "valid.jsonl", "test": "test.jsonl"}
 INFO_FILE = "distill.json"
 HELDOUT_FILE = "heldout.jsonl"
+HELDOUT_SPLIT = "heldout"
 
 
 def recombine_sources(sources: list[str], num: int, seed: int = 0, exclude=()) -> list[str]:
@@ -218,7 +219,7 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
   pairs = list(zip(sources + held, outputs, keep))
   rows = {"train": [(s, o) for s, o, k in pairs[:len(sources)] if k]}
   if heldout:
-    rows["heldout"] = [(s, o) for s, o, k in pairs[len(sources):] if k]
+    rows[HELDOUT_SPLIT] = [(s, o) for s, o, k in pairs[len(sources):] if k]
   for split in ("validation", "test"):
     src = data[split]
     rows[split] = [(pipeline._text(src[i]["src"]), pipeline._text(src[i]["tgt"]))
@@ -240,13 +241,47 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
           "heldout_sources": heldout, "heldout_ignore": list(heldout_ignore),
           "pairs": {split: len(r) for split, r in rows.items()},
           "seconds": round(time.time() - t0, 1)}
+  write_dataset(out_dir, rows, info)
+  return info
+
+
+def write_dataset(out_dir: str, rows: dict, info: dict) -> None:
+  """``out_dir/{train,valid,test}.jsonl`` (and ``heldout.jsonl`` when ``rows`` has it) of ``{"src",
+  "trg"}`` lines from ``rows`` (split -> (source, target) pairs), and ``info`` as ``distill.json``;
+  written under a temporary name and renamed, so the directory is never half-written."""
   tmp = out_dir.rstrip("/") + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  for split, name in {**SPLIT_FILES, **({"heldout": HELDOUT_FILE} if heldout else {})}.items():
-    with open(os.path.join(tmp, name), "w") as f:
-      f.writelines(json.dumps({"src": s, "trg": t}) + "\n" for s, t in rows[split])
+  for split, name in {**SPLIT_FILES, HELDOUT_SPLIT: HELDOUT_FILE}.items():
+    if split in rows:
+      with open(os.path.join(tmp, name), "w") as f:
+        f.writelines(json.dumps({"src": s, "trg": t}) + "\n" for s, t in rows[split])
   with open(os.path.join(tmp, INFO_FILE), "w") as f:
     json.dump(info, f, indent=2)
   os.replace(tmp, out_dir)
+
+
+def faithful_references(data_cfg, out_dir: str) -> dict:
+  """Writes a ``jsonl:`` dataset of ``data_cfg``'s real references whose train split keeps only the
+  texts without a slot error (``data.e2e.check``: every field said once, nothing added); dev and
+  test keep every reference, so evaluation is against the data as published. A teacher trained on
+  it learns from texts that say their MR (the E2E cleaning work's point, Dusek et al. 2019).
+  Returns the counts written to ``distill.json``."""
+  if os.path.exists(out_dir):
+    raise UserError(f"{out_dir} exists; choose a new --out (data is never overwritten)")
+  t0 = time.time()
+  data = pipeline.prepare_sources(data_cfg)
+  rows = {split: [(pipeline._text(data[split][i]["src"]), pipeline._text(data[split][i]["tgt"]))
+                  for i in range(len(data[split]))] for split in SPLIT_FILES if split in data}
+  if not e2e.is_e2e([s for s, _ in rows["train"]]):
+    raise UserError(f"{data_cfg.dataset}: the sources are not E2E MRs; slot errors need them")
+  train = rows["train"]
+  rows["train"] = [(s, t) for s, t in train if all(v == "ok" for v in e2e.check(s, t).values())]
+  info = {"references_of": data_cfg.dataset, "require_faithful": True,
+          "train_references": len(train), "unfaithful_dropped": len(train) - len(rows["train"]),
+          "train_mrs": len({s for s, _ in train}),
+          "train_mrs_kept": len({s for s, _ in rows["train"]}),
+          "pairs": {split: len(r) for split, r in rows.items()},
+          "seconds": round(time.time() - t0, 1)}
+  write_dataset(out_dir, rows, info)
   return info

@@ -1,5 +1,7 @@
-"""distill.recombine_sources: new combinations of structured sources' fields for the teacher."""
+"""distill: new combinations of structured sources' fields for the teacher, the slot rerank of its
+candidates, and the real references with unfaithful train texts dropped."""
 import collections
+import json
 
 import pytest
 
@@ -93,3 +95,24 @@ def test_slot_rerank_keeps_the_first_candidate_with_fewest_slot_errors():
   assert distill.slot_rerank([src], [[no_area, said_all, also_all]]) == [said_all]
   assert distill.slot_rerank([src], [[also_all, said_all]]) == [also_all]  # a tie keeps the first
   assert distill.slot_rerank([src, src], [[no_area], [no_area, said_all]]) == [no_area, said_all]
+
+
+def test_faithful_references_drop_exactly_the_train_texts_with_slot_errors(tmp_path, tfds_dir):
+  from diffusion_text import defaults
+  from diffusion_text.data import e2e, pipeline
+  cfg = defaults.get_config().data
+  out = tmp_path / "clean"
+  info = distill.faithful_references(cfg, str(out))
+  data = pipeline.prepare_sources(cfg)
+  pairs = {split: [(pipeline._text(data[split][i]["src"]), pipeline._text(data[split][i]["tgt"]))
+                  for i in range(len(data[split]))] for split in ("train", "validation", "test")}
+  read = {split: [tuple(json.loads(line).values()) for line in open(out / name)]
+          for split, name in distill.SPLIT_FILES.items()}
+  wrong = [(s, t) for s, t in pairs["train"] if any(v != "ok" for v in e2e.check(s, t).values())]
+  assert 0 < len(wrong) < len(pairs["train"])  # the fixture has both kinds of text
+  assert read["train"] == [p for p in pairs["train"] if p not in wrong]  # order kept too
+  assert read["validation"] == pairs["validation"] and read["test"] == pairs["test"]
+  assert info["unfaithful_dropped"] == len(wrong)
+  assert json.load(open(out / distill.INFO_FILE)) == info
+  with pytest.raises(UserError, match="exists"):
+    distill.faithful_references(cfg, str(out))
