@@ -47,9 +47,6 @@ ARMS = {
     "softmax_ce": {"model.x0_head": "softmax", "diffusion.ce_weight": 1.0},
     "t_power": {"diffusion.t_power": 0.5},
     "warped": {"diffusion.t_sampler": "warped"},
-    # the loss-variance schedule: t drawn in proportion to each level's RMS loss, importance-weighted
-    # (Nichol & Dhariwal 2021; DiffuSeq's sampler; Plaid's aim, without its learned curve)
-    "loss_aware": {"diffusion.t_sampler": "loss_aware"},
     "cosine": {"diffusion.schedule": "cosine"},
     "emb64": {"model.emb_dim": 64},
     "emb_l2": {"model.emb_norm": "l2"},
@@ -78,6 +75,8 @@ ARMS.update({  # combinations of the single levers that moved the grammar
     # cosine schedule) to tell the schedule's shape from its shift
     "rope_ce_sc_tan9": {**_ROPE_CE, "model.self_cond": True, "diffusion.schedule": "tan-9"},
     "rope_ce_sc_tan1": {**_ROPE_CE, "model.self_cond": True, "diffusion.schedule": "tan-1"},
+    # the loss-variance schedule: t drawn in proportion to each level's RMS loss, importance-weighted
+    # (Nichol & Dhariwal 2021; DiffuSeq's sampler; Plaid's aim, without its learned curve)
     "rope_ce_sc_la": {**_ROPE_CE, "model.self_cond": True, "diffusion.t_sampler": "loss_aware"},
     "rope_ce_sc_emb128": {**_ROPE_CE, "model.self_cond": True, "model.emb_dim": 128},
     # batch 640 for 800 steps: the sentences (512,000) and about the compute of rope_ce_sc_4x
