@@ -1,7 +1,7 @@
 r"""E2E's real references with the unfaithful train texts dropped (``distill.faithful_references``).
 
     python -m experiments.faithful_refs --out runs/data/e2e_faithful_refs
-    python -m experiments.train --config configs/e2e_ar_baseline.py:cpu --workdir runs/ar_clean \
+    python -m experiments.train --config configs/e2e_ar_baseline.py:cpu --workdir runs/clean/ar_delex \
         --config.data.dataset=jsonl:e2e_faithful_refs --config.data.source_dir=runs/data \
         --config.data.delex=name,near,food --stop_at_step 1200
 
