@@ -119,19 +119,22 @@ def mentions_values(source: str, text: str, keys) -> bool:
 
 def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: int,
                     batch_size: int = 256, chunk: int = 1024, eta: float = 0.0,
-                    seed: int = 0) -> list[str]:
+                    seed: int = 0, nbest: bool = False) -> list:
   """The teacher's decode of each source (``sampler="sample"``: drawn at temperature ``eta``; the
-  chunk from source ``start`` on is seeded ``seed + start``). Sources are decoded in order of token length, so each
-  batch's position loop starts and stops together (``ar._positions_loop``); the result is in the
-  given order. Progress is logged every ``chunk`` sources."""
+  chunk from source ``start`` on is seeded ``seed + start``); with ``nbest``, each source's list of
+  ``steps`` beams, best first (``Run.generate_nbest``). Sources are decoded in order of token
+  length, so each batch's position loop starts and stops together (``ar._positions_loop``); the
+  result is in the given order. Progress is logged every ``chunk`` sources."""
   lengths = [len(teacher.tokenizer.encode(s)) for s in sources]
   order = np.argsort(lengths, kind="stable")
   out = [None] * len(sources)
   t0 = time.time()
   for start in range(0, len(order), chunk):
     idx = order[start:start + chunk]
-    texts = teacher.generate(sources=[sources[i] for i in idx], sampler=sampler, steps=steps,
-                             batch_size=batch_size, eta=eta, seed=seed + start)
+    srcs = [sources[i] for i in idx]
+    texts = (teacher.generate_nbest(srcs, steps, batch_size=batch_size) if nbest else
+             teacher.generate(sources=srcs, sampler=sampler, steps=steps, batch_size=batch_size,
+                              eta=eta, seed=seed + start))
     for i, t in zip(idx, texts):
       out[i] = t
     done = min(start + chunk, len(order))
@@ -141,25 +144,26 @@ def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: in
   return out
 
 
-def slot_rerank(sources: list[str], candidates: list[list[str]]) -> list[str]:
-  """Of each source's candidate texts, the first with the fewest slot errors (``data.e2e.errors``:
-  fields missing, wrong, added or repeated, +1 if cut off)."""
-  return [c[int(np.argmin([e2e.errors(s, x) for x in c]))] for s, c in zip(sources, candidates)]
-
-
 def candidate_outputs(teacher: Run, sources: list[str], num: int, *, sampler: str, steps: int,
                       batch_size: int, eta: float, seed: int, candidate_eta: float) -> list[str]:
   """``teacher_outputs`` (the sampler's decode), then with ``num`` > 1 the first of ``num``
-  candidates with the fewest slot errors: that decode and ``num - 1`` samples at temperature
-  ``candidate_eta`` (candidate k seeded ``seed + k * len(sources)``), so the decode is kept where it
-  is already faithful."""
+  candidates with the fewest slot errors (``e2e.rerank``). The candidates are, for ``sampler="beam"``,
+  the ``num`` best of the ``steps`` beams (TGen's slot-coverage rerank of its beam); otherwise the
+  decode and ``num - 1`` samples at temperature ``candidate_eta`` (candidate k seeded
+  ``seed + k * len(sources)``). Either way the decode is kept where it is already faithful."""
+  if num > 1 and sampler == "beam":
+    if num > steps:
+      raise UserError(f"slot_candidates={num} beams of a beam of {steps}: use --steps >= {num}")
+    beams = teacher_outputs(teacher, sources, sampler=sampler, steps=steps,
+                            batch_size=batch_size, nbest=True)
+    return e2e.rerank(sources, [b[:num] for b in beams])
   first = teacher_outputs(teacher, sources, sampler=sampler, steps=steps, batch_size=batch_size,
                           eta=eta, seed=seed)
   if num == 1:
     return first
   more = [teacher_outputs(teacher, sources, sampler="sample", steps=1, batch_size=batch_size,
                           eta=candidate_eta, seed=seed + k * len(sources)) for k in range(1, num)]
-  return slot_rerank(sources, [list(c) for c in zip(first, *more)])
+  return e2e.rerank(sources, [list(c) for c in zip(first, *more)])
 
 
 def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", steps: int = 1,
@@ -173,8 +177,8 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
   ``limit`` (0 = all) keeps the first N distinct train sources (tests, quick looks);
   ``recombine`` adds that many new combinations of their fields (``recombine_sources``, drawn with
   ``seed``) to what the teacher decodes; ``slot_candidates`` > 1 keeps, per source, the least
-  slot-erroneous of the decode and ``slot_candidates - 1`` samples at ``candidate_eta``
-  (``candidate_outputs``; held-out sources too, so ``heldout.jsonl`` holds the same kind of text as
+  slot-erroneous of the decode and ``slot_candidates - 1`` samples at ``candidate_eta``, or with
+  ``sampler="beam"`` of the ``slot_candidates`` best beams (``candidate_outputs``; held-out sources too, so ``heldout.jsonl`` holds the same kind of text as
   the train pairs); with ``require_faithful``, an output (of a train or
   recombined source) is kept only if it has no slot error (``data.e2e.check``: every field said
   once, nothing added); with ``require_values``, a recombined source is kept only
@@ -232,7 +236,8 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
           "seed": seed, "empty_outputs_dropped": empty, "require_values": list(require_values),
           "require_faithful": require_faithful, "unfaithful_dropped": unfaithful,
           "slot_candidates": slot_candidates,
-          "candidate_eta": candidate_eta if slot_candidates > 1 else None,
+          "candidate_eta": (candidate_eta if slot_candidates > 1 and sampler != "beam"
+                            else None),
           # the teacher's texts for the train MRs, before any filter (E2E only)
           **({"train_slot_error_rate": e2e.score(
               [{"src": s, "hyp": o} for s, o in zip(sources[:num_train], outputs)])[

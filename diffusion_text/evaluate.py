@@ -140,14 +140,7 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
     groups = grouped_references(data[split], num_inputs or None)
     srcs = [g[0] for g in groups]
     refs = [g[1] for g in groups]
-    per_seed = [run.generate(sources=srcs, seed=seed + k, **sample_kwargs)
-                for k in range(mbr_samples)]
-    samples = [list(c) for c in zip(*per_seed)]
-    if rerank == "slots" and not e2e.is_e2e(srcs):
-      raise ValueError("rerank=slots scores E2E MRs; these sources are not")
-    costs = ([[e2e.errors(s, x) for x in c] for s, c in zip(srcs, samples)]
-             if rerank == "slots" else None)
-    hyps = mbr.mbr_decode(samples, costs)
+    samples, hyps = _candidates(run, srcs, mbr_samples, seed, rerank, sample_kwargs)
     result = metrics.evaluate_texts(hyps, refs, samples)
     result["source_bleu"] = metrics.bleu(srcs, refs)["bleu"]  # the input returned unchanged
     result.update(human_yardstick(hyps, refs))
@@ -187,6 +180,28 @@ def evaluate_run(run: Run, *, split: str = "validation", num_inputs: int = 0,
   if result.get("collapse") is None:
     result["collapse"] = bool(run.config.sample.collapse_repeats)
   return result, outputs
+
+
+def _candidates(run: Run, srcs, mbr_samples: int, seed: int, rerank: str, sample_kwargs: dict):
+  """(each source's candidate texts, the one kept): ``mbr_samples`` samples (seeds ``seed``, ...)
+  and MBR, with ``rerank="slots"`` among those with the fewest E2E slot errors; for AR beam
+  search with ``rerank="slots"``, the candidates are the beam's n-best list and the first with
+  the fewest slot errors is kept (``e2e.rerank``)."""
+  if rerank == "slots" and not e2e.is_e2e(srcs):
+    raise ValueError("rerank=slots scores E2E MRs; these sources are not")
+  sampler = sample_kwargs.get("sampler") or run.config.sample.sampler
+  if rerank == "slots" and run.config.model.family == "ar" and sampler == "beam":
+    if mbr_samples != 1:
+      raise ValueError("beam search's candidates are its n-best list: use mbr_samples=1")
+    beam = int(sample_kwargs.get("steps") or run.config.sample.steps or 1)
+    samples = run.generate_nbest(srcs, beam, seed=seed, collapse=sample_kwargs.get("collapse"))
+    return samples, e2e.rerank(srcs, samples)
+  per_seed = [run.generate(sources=srcs, seed=seed + k, **sample_kwargs)
+              for k in range(mbr_samples)]
+  samples = [list(c) for c in zip(*per_seed)]
+  costs = ([[e2e.errors(s, x) for x in c] for s, c in zip(srcs, samples)]
+           if rerank == "slots" else None)
+  return samples, mbr.mbr_decode(samples, costs)
 
 
 def sampling_settings(run: Run, sample_kwargs: dict) -> dict:

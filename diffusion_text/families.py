@@ -147,18 +147,19 @@ def _ar_terms(model, params, batch, rng, config, deterministic, context=None):
 
 def _ar_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   """greedy, beam (``steps`` is the beam size) or sample (ancestral, ``eta`` is the softmax
-  temperature: the decoder's noise scale, as DDIM's eta is a diffusion sampler's)."""
+  temperature: the decoder's noise scale, as DDIM's eta is a diffusion sampler's); ``nbest``, for
+  ``Run.generate_nbest``: all ``steps`` beams, (B, K, L), best first."""
   del clamp, commit
-  beam = max(int(steps or 1), 1) if sampler == "beam" else 1
+  beam = max(int(steps or 1), 1) if sampler in ("beam", "nbest") else 1
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL):
     if sampler == "sample":
       return ar.sample_decode(model, params, ids_BxL, target_mask_BxL, rng, float(eta))
-    if beam == 1:
-      return ar.greedy_decode(model, params, ids_BxL, target_mask_BxL)
-    return ar.beam_decode(model, params, ids_BxL, target_mask_BxL, beam,
-                          alpha=config.sample.beam_alpha)
+    if sampler == "nbest" or beam > 1:
+      return ar.beam_decode(model, params, ids_BxL, target_mask_BxL, beam,
+                            alpha=config.sample.beam_alpha, nbest=sampler == "nbest")
+    return ar.greedy_decode(model, params, ids_BxL, target_mask_BxL)
 
   return decode
 

@@ -110,17 +110,12 @@ class Run:
       ids, mask = self.pack_sources(sources)
     else:
       ids, mask = unconditional_inputs(num_samples, self.config.data.max_len)
-    num = len(ids)
     s = self.config.sample
     sampler = sampler or s.sampler
     steps = steps or s.steps or self.diffusion.num_steps
     clamp = s.clamp if clamp is None else clamp
     eta = s.eta if eta is None else eta
     commit = s.commit if commit is None else commit
-    mesh = self.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-    shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
-    batch_size = min(batch_size or s.batch_size, num)
-    batch_size = -(-batch_size // shards) * shards  # the batch is split over the mesh's batch axes
     decoders = families.family_of(self.config).decoders
     if sampler not in decoders:
       raise ValueError(f"unknown sampler {sampler!r} for this model; choose one of {decoders}")
@@ -129,6 +124,33 @@ class Run:
     elif commit:
       raise ValueError("commit is an option of the diffusion samplers")
     fn = self._sample_fn(sampler, int(steps), bool(clamp), float(eta), bool(commit))
+    return self._decode_batches(fn, ids, mask, seed, batch_size or s.batch_size)
+
+  def generate_nbest(self, sources: Sequence[str], beam: int, *, seed: int = 0,
+                     batch_size: Optional[int] = None,
+                     collapse: Optional[bool] = None) -> list[list[str]]:
+    """Each source's ``beam`` beam-search hypotheses, best first (an AR seq2seq run's n-best
+    list), as ``generate``'s texts."""
+    if self.config.model.family != "ar" or not self.is_seq2seq:
+      raise ValueError("an n-best list is beam search's: it needs an AR seq2seq run")
+    if beam < 1:
+      raise ValueError(f"beam must be >= 1, got {beam}")
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    ids, mask = self.pack_sources(sources)
+    fn = self._sample_fn("nbest", int(beam), False, 0.0)
+    rows = self._decode_batches(fn, ids, mask, seed, batch_size or self.config.sample.batch_size)
+    texts = self.decode_outputs(rows.reshape(-1, rows.shape[-1]),
+                                [s for s in sources for _ in range(beam)], collapse)
+    return [texts[i * beam:(i + 1) * beam] for i in range(len(sources))]
+
+  def _decode_batches(self, fn, ids, mask, seed: int, batch_size: int) -> np.ndarray:
+    """``fn``'s output rows for the inputs (ids, mask), decoded in batches split over the mesh's
+    batch axes (the batch of ``start`` seeded ``fold_in(seed, start // batch_size)``)."""
+    num = len(ids)
+    mesh = self.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+    batch_size = min(batch_size, num)
+    batch_size = -(-batch_size // shards) * shards  # the batch is split over the mesh's batch axes
     rng = jax.random.PRNGKey(seed)
     out = []
     for start, n, (b_ids, b_mask) in batching.padded_batches(batch_size, ids, mask):

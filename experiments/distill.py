@@ -41,7 +41,8 @@ _FAITHFUL = flags.DEFINE_bool(
     "field said once, nothing added; docs/results/faithfulness.md).")
 _CANDIDATES = flags.DEFINE_integer(
     "slot_candidates", 1, "Per source, keep the least slot-erroneous of the decode and N - 1 "
-    "samples at --candidate_eta (E2E MRs; ties keep the decode).", lower_bound=1)
+    "samples at --candidate_eta, or with --sampler beam of the N best beams (E2E MRs; ties keep "
+    "the decode).", lower_bound=1)
 _CANDIDATE_ETA = flags.DEFINE_float(
     "candidate_eta", 0.8, "Softmax temperature of the --slot_candidates samples.", lower_bound=0.0)
 _HELDOUT = flags.DEFINE_integer(

@@ -74,7 +74,8 @@ _MBR = flags.DEFINE_integer("mbr_samples", 1, "|S|: samples per input for MBR de
                             lower_bound=1)
 _RERANK = flags.DEFINE_enum(
     "rerank", "mbr", ["mbr", "slots"], "generate: how one of the |S| samples is kept: MBR, or "
-    "(E2E) the samples with the fewest slot errors first, then MBR among them.")
+    "(E2E) the samples with the fewest slot errors first, then MBR among them; with AR "
+    "--sampler beam, the most likely beam of those with the fewest slot errors.")
 _SAMPLER = flags.DEFINE_string(
     "sampler", None, "ddpm|ddim|dpm++2m (diffusion), greedy|beam|sample (ar); default: the run's "
     "sample.sampler (recovery: dpm++2m; control tasks: ddpm).")

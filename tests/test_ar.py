@@ -58,20 +58,32 @@ def test_beam_one_equals_greedy_and_source_is_kept():
   assert b3.shape == ids.shape
 
 
+def _seq_logp(out, tm):
+  """log p(target | source) of output rows, up to and including the target's first EOS."""
+  logits = MODEL.apply({"params": PARAMS}, out, tm)
+  logp = jax.nn.log_softmax(logits[:, :-1])
+  tok = jnp.take_along_axis(logp, out[:, 1:, None], -1)[..., 0]
+  after_eos = jnp.cumsum(jnp.cumsum(out[:, 1:] == 3, -1), -1) > 1
+  return np.asarray(jnp.sum(jnp.where((tm[:, 1:] > 0) & ~after_eos, tok, 0.0), -1))
+
+
 def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy():
   ids, tm = _batch()
+  g = _seq_logp(ar.greedy_decode(MODEL, PARAMS, ids, tm), tm)
+  b = _seq_logp(ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=4), tm)
+  assert np.all(b >= g - 1e-4)
 
-  def seq_logp(out):
-    logits = MODEL.apply({"params": PARAMS}, out, tm)
-    logp = jax.nn.log_softmax(logits[:, :-1])
-    tok = jnp.take_along_axis(logp, out[:, 1:, None], -1)[..., 0]
-    # up to and including the first EOS of the target
-    after_eos = jnp.cumsum(jnp.cumsum(out[:, 1:] == 3, -1), -1) > 1
-    return jnp.sum(jnp.where((tm[:, 1:] > 0) & ~after_eos, tok, 0.0), -1)
 
-  g = seq_logp(ar.greedy_decode(MODEL, PARAMS, ids, tm))
-  b = seq_logp(ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=4))
-  assert np.all(np.asarray(b) >= np.asarray(g) - 1e-4)
+def test_nbest_lists_every_beam_best_first():
+  ids, tm = _batch()
+  k = 4
+  nbest = np.asarray(ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=k, nbest=True))
+  assert nbest.shape == (ids.shape[0], k, ids.shape[1])
+  np.testing.assert_array_equal(nbest[:, 0], ar.beam_decode(MODEL, PARAMS, ids, tm, beam_size=k))
+  for b in range(ids.shape[0]):
+    assert len({tuple(r) for r in nbest[b]}) == k  # k distinct hypotheses
+    logp = _seq_logp(jnp.asarray(nbest[b]), jnp.repeat(tm[b:b + 1], k, 0))
+    assert np.all(np.diff(logp) <= 1e-4), logp  # alpha 0: ranked by log-probability
 
 
 def _naive_greedy(ids, tm):

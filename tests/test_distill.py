@@ -87,16 +87,6 @@ def test_mentions_values_checks_the_named_keys_case_insensitively():
   assert distill.mentions_values(src, "anything", ())
 
 
-def test_slot_rerank_keeps_the_first_candidate_with_fewest_slot_errors():
-  src = "name : Aromi | Type : pub | area : riverside"
-  said_all = "Aromi is a pub by the riverside ."
-  no_area = "Aromi is a pub ."
-  also_all = "Aromi is a riverside pub ."
-  assert distill.slot_rerank([src], [[no_area, said_all, also_all]]) == [said_all]
-  assert distill.slot_rerank([src], [[also_all, said_all]]) == [also_all]  # a tie keeps the first
-  assert distill.slot_rerank([src, src], [[no_area], [no_area, said_all]]) == [no_area, said_all]
-
-
 def test_faithful_references_drop_exactly_the_train_texts_with_slot_errors(tmp_path, tfds_dir):
   from diffusion_text import defaults
   from diffusion_text.data import e2e, pipeline

@@ -147,3 +147,13 @@ def test_slot_errors_rerank_samples_before_mbr():
   assert mbr.mbr_select(cands) == 3 and mbr.mbr_select(cands, [2, 2, 1, 1]) == 3
   assert mbr.mbr_select(cands, [2, 2, 1, 3]) == 2
   assert mbr.mbr_decode([cands, ["a b", "a b c", "a b"]], [costs, [1, 0, 1]]) == [good, "a b c"]
+
+
+def test_rerank_keeps_the_first_candidate_with_fewest_slot_errors():
+  src = "name : Aromi | Type : pub | area : riverside"
+  said_all = "Aromi is a pub by the riverside ."
+  no_area = "Aromi is a pub ."
+  also_all = "Aromi is a riverside pub ."
+  assert e2e.rerank([src], [[no_area, said_all, also_all]]) == [said_all]
+  assert e2e.rerank([src], [[also_all, said_all]]) == [also_all]  # a tie keeps the first
+  assert e2e.rerank([src, src], [[no_area], [no_area, said_all]]) == [no_area, said_all]

@@ -409,6 +409,7 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
   """The AR baseline goes through the same loop, checkpoints and evaluation."""
   require_synthetic_e2e()
   from diffusion_text import evaluate
+  from diffusion_text.data import e2e
   w = str(tmp_path / "ar")
   train.train_and_evaluate(tiny.get_config("ar"), w)
   run = generate.load_run(w)
@@ -419,6 +420,18 @@ def test_ar_baseline_trains_and_decodes(tmp_path, tfds_dir):
                                        steps=2)
   assert result["bleu"] == metrics.bleu([o["hyp"] for o in outs], [o["refs"] for o in outs])["bleu"]
   assert result["sampler"] == "beam" and result["steps"] == 2
+  # the n-best list: its first beam is beam search's text; the slot rerank keeps, of the beams,
+  # the first with the fewest slot errors
+  nbest = run.generate_nbest([o["src"] for o in outs], 2)
+  assert [b[0] for b in nbest] == [o["hyp"] for o in outs] and all(len(b) == 2 for b in nbest)
+  rr, rr_outs = evaluate.evaluate_run(run, split="validation", num_inputs=2, sampler="beam",
+                                      steps=2, rerank="slots")
+  assert [o["samples"] for o in rr_outs] == nbest
+  assert [o["hyp"] for o in rr_outs] == e2e.rerank([o["src"] for o in outs], nbest)
+  assert rr["rerank"] == "slots" and rr["mbr_samples"] == 1
+  with pytest.raises(ValueError, match="n-best"):
+    evaluate.evaluate_run(run, num_inputs=2, sampler="beam", steps=2, rerank="slots",
+                          mbr_samples=2)
   # ancestral sampling at a temperature (eta): seeded, and the evaluation's file says its eta
   drawn = run.generate_ids(sources=srcs * 8, sampler="sample", eta=1.0, seed=3)
   np.testing.assert_array_equal(
@@ -497,13 +510,26 @@ def _check_distillation(teacher, tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   drawn = [distill.teacher_outputs(teacher, srcs[:5], sampler="sample", steps=1, batch_size=2,
                                    eta=1.0, seed=k * 5) for k in (1, 2)]
-  best = distill.slot_rerank(srcs[:5], [list(c) for c in zip(want[:5], *drawn)])
+  best = e2e.rerank(srcs[:5], [list(c) for c in zip(want[:5], *drawn)])
   rows4 = [x["trg"] for x in map(json.loads, open(out4 / "train.jsonl"))]
   assert rows4 == [b for b in best if b.strip()]
   info4 = json.load(open(out4 / distill.INFO_FILE))
   assert info4["slot_candidates"] == 3 and info4["candidate_eta"] == 1.0
   assert info4["train_slot_error_rate"] == e2e.score(
       [{"src": s, "hyp": b} for s, b in zip(srcs, best)])["slot_error_rate"]
+  # with --sampler beam the candidates are the beam's n-best list; more than the beam is refused
+  out5 = tmp_path / "distilled_beam_rerank"
+  r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(out5), "--limit", "5",
+           "--batch_size", "2", "--sampler", "beam", "--steps", "3", "--slot_candidates", "2")
+  assert r.returncode == 0, r.stderr[-2000:]
+  beams = [b[:2] for b in teacher.generate_nbest(srcs[:5], 3)]
+  assert [x["trg"] for x in map(json.loads, open(out5 / "train.jsonl"))] == [
+      t for t in e2e.rerank(srcs[:5], beams) if t.strip()]
+  assert json.load(open(out5 / distill.INFO_FILE))["candidate_eta"] is None
+  r = _cli("experiments.distill", "--teacher", teacher.workdir, "--out", str(tmp_path / "no"),
+           "--limit", "5", "--sampler", "beam", "--steps", "2", "--slot_candidates", "3")
+  assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error:")
+  assert "--steps >= 3" in r.stderr and not (tmp_path / "no").exists()
   # a sampled teacher: its temperature is recorded, and the same seed writes the same data
   sampled = [tmp_path / f"distilled_sampled{k}" for k in (0, 1)]
   for o in sampled:

@@ -185,8 +185,9 @@ def sample_decode(model, params, ids_BxL, target_mask_BxL, rng, temperature: flo
 
 
 def beam_decode(model, params, ids_BxL, target_mask_BxL, beam_size: int, alpha: float = 0.0,
-                cache: bool = True):
-  """Beam search over target positions; returns the best beam (score / length**alpha) per input.
+                cache: bool = True, nbest: bool = False):
+  """Beam search over target positions; returns the best beam (score / length**alpha) per input,
+  (B, L), or with ``nbest`` all of them, best first, (B, K, L).
 
   With ``beam_size=1`` it is exactly greedy decoding.
   """
@@ -228,5 +229,7 @@ def beam_decode(model, params, ids_BxL, target_mask_BxL, beam_size: int, alpha: 
   ids, score, done, length, _ = _positions_loop(body, (ids, score, done, length, state),
                                                 target_mask_BxL, lambda c: c[2])
   final = score / jnp.maximum(length, 1.0) ** alpha
+  if nbest:
+    return jnp.take_along_axis(ids, jnp.argsort(-final, -1)[..., None], 1)
   best = jnp.argmax(final, -1)
   return jnp.take_along_axis(ids, best[:, None, None], 1)[:, 0]

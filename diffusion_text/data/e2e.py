@@ -232,6 +232,12 @@ def errors(source: str, text: str) -> int:
   return sum(v != "ok" for v in check(source, text).values()) + cut_off(text)
 
 
+def rerank(sources, candidates) -> list[str]:
+  """Of each source's candidate texts, the first with the fewest ``errors``: for an n-best list
+  best first, the most likely of the most faithful (TGen's slot-coverage rerank)."""
+  return [c[int(np.argmin([errors(s, x) for x in c]))] for s, c in zip(sources, candidates)]
+
+
 def cut_off(text: str) -> bool:
   """The text stops mid-sentence: its last word (a final ``.``, ``!``, ``?`` or ``,`` aside) is one
   that cannot end a sentence ("... near Express by Holiday Inn in", "It is not kid friendly and
