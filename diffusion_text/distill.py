@@ -147,8 +147,8 @@ def teacher_outputs(teacher: Run, sources: list[str], *, sampler: str, steps: in
 def candidate_outputs(teacher: Run, sources: list[str], num: int, *, sampler: str, steps: int,
                       batch_size: int, eta: float, seed: int, candidate_eta: float) -> list[str]:
   """``teacher_outputs`` (the sampler's decode), then with ``num`` > 1 the first of ``num``
-  candidates with the fewest slot errors (``e2e.rerank``). The candidates are, for ``sampler="beam"``,
-  the ``num`` best of the ``steps`` beams (TGen's slot-coverage rerank of its beam); otherwise the
+  candidates with the fewest slot errors (``e2e.rerank``). The candidates are, for
+  ``sampler="beam"``, the ``num`` best of the ``steps`` beams (TGen's slot-coverage rerank of its beam); otherwise the
   decode and ``num - 1`` samples at temperature ``candidate_eta`` (candidate k seeded
   ``seed + k * len(sources)``). Either way the decode is kept where it is already faithful."""
   if num > 1 and sampler == "beam":
@@ -178,16 +178,16 @@ def distill_dataset(teacher: Run, out_dir: str, *, sampler: str = "greedy", step
   ``recombine`` adds that many new combinations of their fields (``recombine_sources``, drawn with
   ``seed``) to what the teacher decodes; ``slot_candidates`` > 1 keeps, per source, the least
   slot-erroneous of the decode and ``slot_candidates - 1`` samples at ``candidate_eta``, or with
-  ``sampler="beam"`` of the ``slot_candidates`` best beams (``candidate_outputs``; held-out sources too, so ``heldout.jsonl`` holds the same kind of text as
-  the train pairs); with ``require_faithful``, an output (of a train or
-  recombined source) is kept only if it has no slot error (``data.e2e.check``: every field said
-  once, nothing added); with ``require_values``, a recombined source is kept only
-  if the teacher's output mentions the values of those keys (``mentions_values``). ``heldout``
-  draws that many combinations none of the train or recombined sources has the skeleton of
-  (``heldout_sources`` with ``heldout_ignore``, seed ``seed + 1``) and writes them with the
-  teacher's outputs (filtered the same way) as ``heldout.jsonl``: a selection set for
-  generalisation to unseen combinations, scored with ``evaluate --inputs``. The directory is
-  written under a temporary name and renamed at the end, so it is never half-written.
+  ``sampler="beam"`` of the ``slot_candidates`` best beams (``candidate_outputs``; held-out
+  sources too, so ``heldout.jsonl`` holds the same kind of text as the train pairs); with
+  ``require_faithful``, an output (of a train or recombined source) is kept only if it has no slot
+  error (``data.e2e.check``: every field said once, nothing added); with ``require_values``, a
+  recombined source is kept only if the teacher's output mentions the values of those keys
+  (``mentions_values``). ``heldout`` draws that many combinations none of the train or recombined
+  sources has the skeleton of (``heldout_sources`` with ``heldout_ignore``, seed ``seed + 1``) and
+  writes them with the teacher's outputs (filtered the same way) as ``heldout.jsonl``: a selection
+  set for generalisation to unseen combinations, scored with ``evaluate --inputs``. The directory
+  is written under a temporary name and renamed at the end, so it is never half-written.
   """
   if teacher.config.model.family != "ar" or not teacher.is_seq2seq:
     raise UserError(f"{teacher.workdir} is not a seq2seq AR run (model.family=ar, "

@@ -194,7 +194,7 @@ def _candidates(run: Run, srcs, mbr_samples: int, seed: int, rerank: str, sample
     if mbr_samples != 1:
       raise ValueError("beam search's candidates are its n-best list: use mbr_samples=1")
     beam = int(sample_kwargs.get("steps") or run.config.sample.steps or 1)
-    samples = run.generate_nbest(srcs, beam, seed=seed, collapse=sample_kwargs.get("collapse"))
+    samples = run.generate_nbest(srcs, beam, collapse=sample_kwargs.get("collapse"))
     return samples, e2e.rerank(srcs, samples)
   per_seed = [run.generate(sources=srcs, seed=seed + k, **sample_kwargs)
               for k in range(mbr_samples)]

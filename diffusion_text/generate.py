@@ -126,8 +126,7 @@ class Run:
     fn = self._sample_fn(sampler, int(steps), bool(clamp), float(eta), bool(commit))
     return self._decode_batches(fn, ids, mask, seed, batch_size or s.batch_size)
 
-  def generate_nbest(self, sources: Sequence[str], beam: int, *, seed: int = 0,
-                     batch_size: Optional[int] = None,
+  def generate_nbest(self, sources: Sequence[str], beam: int, *, batch_size: Optional[int] = None,
                      collapse: Optional[bool] = None) -> list[list[str]]:
     """Each source's ``beam`` beam-search hypotheses, best first (an AR seq2seq run's n-best
     list), as ``generate``'s texts."""
@@ -138,7 +137,7 @@ class Run:
     sources = [sources] if isinstance(sources, str) else list(sources)
     ids, mask = self.pack_sources(sources)
     fn = self._sample_fn("nbest", int(beam), False, 0.0)
-    rows = self._decode_batches(fn, ids, mask, seed, batch_size or self.config.sample.batch_size)
+    rows = self._decode_batches(fn, ids, mask, 0, batch_size or self.config.sample.batch_size)
     texts = self.decode_outputs(rows.reshape(-1, rows.shape[-1]),
                                 [s for s in sources for _ in range(beam)], collapse)
     return [texts[i * beam:(i + 1) * beam] for i in range(len(sources))]

@@ -39,7 +39,8 @@ def _load(path: str) -> dict:
 
 
 def summarize(results: list[dict], seeds: list[int]) -> dict:
-  """Per metric present in every result: mean, sample standard deviation (0 for one run), min, max."""
+  """Per metric present in every result: mean, sample standard deviation (0 for one run), min and
+  max."""
   out = {"runs": [{"workdir": r.get("workdir"), "seed": s, **{m: r[m] for m in METRICS if m in r}}
                   for r, s in zip(results, seeds)]}
   for m in METRICS:
