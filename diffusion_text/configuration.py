@@ -126,6 +126,15 @@ def validate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict)
   check(c.sample.score_temp > 0, "sample.score_temp must be > 0")
   check(c.sample.logit_temp > 0, "sample.logit_temp must be > 0")
   check(c.sample.grid_power >= 1, "sample.grid_power must be >= 1")
+  sg = c.sample.get("slot_guidance", 0.0)
+  check(sg >= 0, "sample.slot_guidance must be >= 0")
+  check(sg == 0 or (c.data.task == "seq2seq" and c.model.family == "diffusion"),
+        "sample.slot_guidance steers a diffusion seq2seq run toward its MR's fields")
+  cfg = c.sample.get("cfg_scale", 1.0)
+  check(cfg >= 0, "sample.cfg_scale must be >= 0")
+  check(cfg == 1.0 or (c.data.task == "seq2seq" and c.diffusion.cond_drop_prob > 0),
+        "sample.cfg_scale needs a seq2seq run trained with condition dropout "
+        "(diffusion.cond_drop_prob > 0)")
   check(c.sample.rounding in decoding.ROUNDINGS,
         f"sample.rounding must be one of {decoding.ROUNDINGS}, got {c.sample.rounding!r}")
   check(c.sample.logit_temp == 1.0 or c.model.x0_head == "softmax",

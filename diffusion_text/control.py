@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffusion_text import embeddings, process
-from diffusion_text.data import tokenizers
+from diffusion_text.data import e2e, tokenizers
 # the decoding side of control lives in ``decoding`` (the one decoding path); these names stay
 # importable from here, where users of guidance look for them
 from diffusion_text.decoding import (Guidance, cfg_denoiser, generate_ids, make_decoder,  # noqa: F401
@@ -45,10 +45,13 @@ from diffusion_text.decoding import (Guidance, cfg_denoiser, generate_ids, make_
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-  """A guidance term: ``fn(x_BxLxE, t_B, args) -> (B,)`` to increase, scaled by ``weight``."""
+  """A guidance term: ``fn(x_BxLxE, t_B, args) -> (B,)`` to increase, scaled by ``weight``;
+  ``reads_model``: ``fn(x, t_B, args, logits_fn)`` also reads the guided model's own word logits,
+  ``logits_fn(x, t_B) -> (B, L, V)``, which the decoder supplies."""
   fn: Callable
   weight: float = 1.0
   name: str = ""
+  reads_model: bool = False
 
 
 # ---------------------------------------------------------------------------------------- terms
@@ -81,7 +84,48 @@ def avoid_tokens_term(emb_VxE, diffusion: process.Diffusion, token_ids: Sequence
   return Term(fn=fn, weight=weight, name=name)
 
 
+def presence_term(weight: float = 1.0, name: str = "presence") -> Term:
+  """``sum_g log p(some generated position says a word of group g)`` under the guided model's own
+  word distributions at (x, t), each position read independently:
+  ``p = 1 - prod_l (1 - sum_{w in g} p_l(w))`` over the positions where the row's mask is 1. The
+  ``args`` are (groups (B, G, W) word ids, -1 padding; mask (B, L)): with E2E's ``slot_groups``,
+  guidance toward saying every field of the MR. The model is the classifier: it reads the source,
+  so it knows where in its sentence a value would go."""
+  def fn(x, t_B, args, logits_fn):
+    groups_BxGxW, mask_BxL = args
+    p = jax.nn.softmax(logits_fn(x, t_B), -1)
+    valid = groups_BxGxW >= 0
+    hot = jax.nn.one_hot(jnp.maximum(groups_BxGxW, 0), p.shape[-1]) * valid[..., None]
+    p_group = jnp.einsum("blv,bgv->blg", p, jnp.minimum(jnp.sum(hot, 2), 1.0))
+    log_absent = jnp.sum(jnp.log1p(-jnp.minimum(p_group, 1.0 - 1e-6))
+                         * mask_BxL[..., None].astype(p.dtype), 1)
+    log_present = jnp.log(-jnp.expm1(jnp.minimum(log_absent, -1e-12)))
+    return jnp.sum(jnp.where(jnp.any(valid, -1), log_present, 0.0), -1)
+  return Term(fn=fn, weight=weight, name=name, reads_model=True)
+
+
 # --------------------------------------------------------------------------------------- inputs
+
+def slot_groups(tok: tokenizers.Tokenizer, sources: Sequence[str]) -> np.ndarray:
+  """(N, G, W) word ids of each E2E source's ``e2e.anchor_groups`` (sources as the model reads
+  them, delexicalised), -1 padding; words outside the vocabulary are dropped, and a group left
+  empty too. The ``presence_term``'s groups."""
+  rows = []
+  for src in sources:
+    groups = []
+    for words in e2e.anchor_groups(src):
+      ids = sorted({i for w in words for i in tok.encode(w) if i >= len(tokenizers.SPECIALS)})
+      if ids:
+        groups.append(ids)
+    rows.append(groups)
+  G = max([len(r) for r in rows] + [1])
+  W = max([len(g) for r in rows for g in r] + [1])
+  out = np.full((len(rows), G, W), -1, np.int32)
+  for n, groups in enumerate(rows):
+    for g, ids in enumerate(groups):
+      out[n, g, :len(ids)] = ids
+  return out
+
 
 def infill_inputs(tok: tokenizers.Tokenizer, left: str, right: str, span: int, max_len: int):
   """Unconditional-layout row ``[BOS] left <span positions> right [EOS] PAD..`` and its mask (1 on

@@ -24,7 +24,8 @@ from diffusion_text import batching, denoiser, embeddings, losses, process, samp
 
 # sampling settings a run's config holds beyond the sampler's arguments (``sample.<name>``), with
 # the values that leave the plain sampler unchanged
-DIALS = {"score_temp": 1.0, "logit_temp": 1.0, "grid_power": 1.0, "rounding": "model"}
+DIALS = {"score_temp": 1.0, "logit_temp": 1.0, "grid_power": 1.0, "rounding": "model",
+         "slot_guidance": 0.0, "cfg_scale": 1.0}
 ROUNDINGS = ("model", "nearest")
 
 
@@ -109,16 +110,25 @@ class Guidance:
   fluency_weight: float = 0.01  # lambda: weight of log q(x | proposal)
 
 
-def score(terms: Sequence[Any], x_BxLxE, t_B, args: Sequence[Any]):
-  """Weighted sum of the terms, (B,)."""
+def score(terms: Sequence[Any], x_BxLxE, t_B, args: Sequence[Any], logits_fn=None):
+  """Weighted sum of the terms, (B,); ``logits_fn`` for the terms that read the model."""
   total = jnp.zeros(x_BxLxE.shape[:1], jnp.float32)
   for term, a in zip(terms, args):
-    total = total + term.weight * term.fn(x_BxLxE, t_B, a)
+    if getattr(term, "reads_model", False):
+      if logits_fn is None:
+        raise ValueError(f"guidance term {term.name!r} reads the model's word logits: pass "
+                         "logits_fn")
+      value = term.fn(x_BxLxE, t_B, a, logits_fn)
+    else:
+      value = term.fn(x_BxLxE, t_B, a)
+    total = total + term.weight * value
   return total
 
 
-def make_guide_fn(guidance: Guidance, diffusion: process.Diffusion, args: Sequence[Any]):
-  """The ``guide_fn(x_s, t, s)`` hook of ``samplers.sample`` for these terms and per-row ``args``."""
+def make_guide_fn(guidance: Guidance, diffusion: process.Diffusion, args: Sequence[Any],
+                  logits_fn: Optional[Callable] = None):
+  """The ``guide_fn(x_s, t, s)`` hook of ``samplers.sample`` for these terms and per-row ``args``
+  (``logits_fn(x, t_B)``: the guided model's word logits, for terms that read them)."""
   ab = diffusion.alpha_bar
   floor = 1.0 - ab[1]
   opt = optax.adagrad(guidance.step_size)
@@ -130,7 +140,8 @@ def make_guide_fn(guidance: Guidance, diffusion: process.Diffusion, args: Sequen
 
     def objective(x):
       fluency = jnp.sum((x - x_s) ** 2) / (2.0 * v)
-      return jnp.sum(score(guidance.terms, x, s_B, args)) - guidance.fluency_weight * fluency
+      return (jnp.sum(score(guidance.terms, x, s_B, args, logits_fn))
+              - guidance.fluency_weight * fluency)
 
     x, state = x_s, opt.init(x_s)
     for _ in range(guidance.num_steps):
@@ -187,13 +198,30 @@ def decode_ids(model, params, config, diffusion: process.Diffusion, rng, ids_BxL
   denoise = denoiser_of(model, params, logit_temp=logit_temp, emb_VxE=emb, **kw)
   if cfg_scale is not None:
     denoise = cfg_denoiser(denoise, emb, ids_BxL, target_mask_BxL, cfg_scale)
-  guide_fn = (make_guide_fn(guidance, diffusion, term_args) if guidance and guidance.terms
-              else None)
+  guide_fn = None
+  if guidance and guidance.terms:
+    guide_fn = make_guide_fn(guidance, diffusion, term_args,
+                             _logits_fn(model, params, config, guidance, kw))
   x0 = samplers.sample(denoise, emb, diffusion, rng, shape=x_cond.shape, steps=steps or None,
                        sampler=sampler, clamp=clamp, eta=eta, x_cond_BxLxE=x_cond,
                        mask_BxL=target_mask_BxL, guide_fn=guide_fn, grid=grid,
                        x_init_BxLxE=x_init_BxLxE, commit=commit, score_temp=score_temp)
   return round_ids(model, params, config, x0, ids_BxL, target_mask_BxL, rounding=rounding, **kw)
+
+
+def _logits_fn(model, params, config, guidance: Guidance, kw: dict) -> Optional[Callable]:
+  """``(x, t_B) -> word logits`` of the model (no self-conditioning input) when a guidance term
+  reads them."""
+  if not any(getattr(term, "reads_model", False) for term in guidance.terms):
+    return None
+  if not has_logits(config):
+    raise ValueError("this guidance reads the model's word logits: the run needs a softmax x0 "
+                     "head or full logits (model.x0_head=softmax or model.logits_head=full)")
+
+  def logits(x, t_B):
+    return model.apply({"params": params}, x, t_B, jnp.zeros_like(x), deterministic=True,
+                       return_logits=True, **kw)[1]
+  return logits
 
 
 def one_step_ids(model, params, config, z_BxLxE, t_B):

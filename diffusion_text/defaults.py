@@ -126,6 +126,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.sample.logit_temp = 1.0  # softmax x0 head: x0_hat from logits / logit_temp (< 1 sharper)
   c.sample.grid_power = 1.0  # diffusion samplers: > 1 crowds the steps toward T (process.timestep_grid)
   c.sample.rounding = "model"  # final vectors to words: the model's logits at t=1, or "nearest" row
+  c.sample.slot_guidance = 0.0  # E2E seq2seq: step size of guidance toward every MR field (0 = off)
+  c.sample.cfg_scale = 1.0  # seq2seq trained with diffusion.cond_drop_prob: classifier-free scale
   c.sample.grid = []  # a distilled student's own timesteps [T, ..., 0]; [] = steps and grid_power
   c.sample.eta = 0.0  # ddim noise scale; ar sample: softmax temperature (0 = greedy)
   c.sample.collapse_repeats = False  # keep one word of each run of a repeated word (NAT post-processing)

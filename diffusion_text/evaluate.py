@@ -66,12 +66,13 @@ def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: in
                 clamp: bool = False, num_inputs: int = 0, seed: int = 0,
                 collapse: bool = False, eta: float = 0.0, commit: bool = False,
                 rerank: str = "mbr", score_temp: float = 1.0, logit_temp: float = 1.0,
-                grid_power: float = 1.0, rounding: str = "model") -> str:
+                grid_power: float = 1.0, rounding: str = "model",
+                slot_guidance: float = 0.0, cfg_scale: float = 1.0) -> str:
   """File stem of an evaluation: every setting that changes the numbers is in it, so evaluations of
   one checkpoint with other settings never overwrite each other (``_clamp``, ``_commit``,
   ``_collapse``, ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when
   not 0, ``_slotrerank``, ``_st<score_temp>``, ``_lt<logit_temp>`` and ``_gp<grid_power>`` when
-  not 1, ``_round<rounding>`` when not the model's). The AR decoders that take no steps
+  not 1, ``_round<rounding>`` when not the model's, ``_sg<slot_guidance>`` when not 0, ``_cfg<cfg_scale>`` when not 1). The AR decoders that take no steps
   (``STEPLESS_SAMPLERS``) carry none in the name."""
   steps = "" if sampler in STEPLESS_SAMPLERS else steps
   return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
@@ -81,7 +82,9 @@ def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: in
           + (f"_st{score_temp:g}" if score_temp != 1.0 else "")
           + (f"_lt{logit_temp:g}" if logit_temp != 1.0 else "")
           + (f"_gp{grid_power:g}" if grid_power != 1.0 else "")
-          + (f"_round{rounding}" if rounding != "model" else ""))
+          + (f"_round{rounding}" if rounding != "model" else "")
+          + (f"_sg{slot_guidance:g}" if slot_guidance else "")
+          + (f"_cfg{cfg_scale:g}" if cfg_scale != 1.0 else ""))
 
 
 def read_inputs(path: str) -> list[dict]:

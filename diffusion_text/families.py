@@ -11,8 +11,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from diffusion_text import (classifier, decoding, denoiser, embeddings, losses, process, runs,
-                            samplers, step_distill)
+from diffusion_text import (classifier, control, decoding, denoiser, embeddings, losses, process,
+                            runs, samplers, step_distill)
 from diffusion_text.baselines import ar
 
 
@@ -114,15 +114,28 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   """Jitted ``(params, rng, ids_BxL, target_mask_BxL) -> ids_BxL``: positions with mask 0 are held
   at the embeddings of ``ids`` (a seq2seq source); mask-1 positions are generated (``commit`` and
   the config's ``sample.score_temp``: ``samplers.sample``; ``sample.logit_temp``:
-  ``decoding.denoiser_of``; ``sample.grid_power``: ``process.timestep_grid``)."""
+  ``decoding.denoiser_of``; ``sample.grid_power``: ``process.timestep_grid``). With
+  ``sample.slot_guidance`` > 0 it takes each row's word groups (``control.slot_groups``) after the
+  mask and is guided toward saying one word of each (``control.presence_term``), that being the
+  ascent's step size (Adagrad normalises the gradient, so the step, not a weight, sets the pull).
+  ``sample.cfg_scale`` other than 1: classifier-free guidance (``decoding.cfg_denoiser``)."""
   diffusion = diffusion_of(config)
   kwargs = decoding.dial_kwargs(config.sample, diffusion, steps)
+  dials = decoding.dials(config.sample)
+  step_size = dials["slot_guidance"]
+  guidance = (decoding.Guidance(terms=(control.presence_term(),), step_size=step_size)
+              if step_size else None)
+  cfg_scale = None if dials["cfg_scale"] == 1.0 else dials["cfg_scale"]
+  if cfg_scale is not None and config.diffusion.cond_drop_prob <= 0:
+    raise ValueError("sample.cfg_scale: the run was not trained with condition dropout "
+                     "(diffusion.cond_drop_prob = 0), so it has no null model")
 
   @jax.jit
-  def decode(params, rng, ids_BxL, target_mask_BxL):
+  def decode(params, rng, ids_BxL, target_mask_BxL, groups_BxGxW=None):
     return decoding.decode_ids(model, params, config, diffusion, rng, ids_BxL, target_mask_BxL,
                                sampler=sampler, steps=steps, clamp=clamp, eta=eta,
-                               commit=commit, **kwargs)
+                               commit=commit, guidance=guidance, cfg_scale=cfg_scale,
+                               term_args=((groups_BxGxW, target_mask_BxL),), **kwargs)
 
   return decode
 

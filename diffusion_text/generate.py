@@ -14,10 +14,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffusion_text import (batching, checkpointing, decoding, exported, families, process, runs,
-                            sharding)
+from diffusion_text import (batching, checkpointing, control, decoding, exported, families,
+                            process, runs, sharding)
 from diffusion_text import train_state as ts
-from diffusion_text.data import delex, packing, pipeline, sources, tokenizers
+from diffusion_text.data import delex, e2e, packing, pipeline, sources, tokenizers
 from diffusion_text.errors import CheckpointError
 
 def decode_output(tok: tokenizers.Tokenizer, ids, task: str, target_start: str = "") -> str:
@@ -124,7 +124,18 @@ class Run:
     elif commit:
       raise ValueError("commit is an option of the diffusion samplers")
     fn = self._sample_fn(sampler, int(steps), bool(clamp), float(eta), bool(commit))
-    return self._decode_batches(fn, ids, mask, seed, batch_size or s.batch_size)
+    groups = self.slot_groups(sources) if decoding.dials(s)["slot_guidance"] else None
+    return self._decode_batches(fn, ids, mask, seed, batch_size or s.batch_size, groups)
+
+  def slot_groups(self, sources: Sequence[str]) -> np.ndarray:
+    """The word groups of ``sample.slot_guidance`` for E2E sources, as the model reads them."""
+    if self.config.model.family != "diffusion" or not self.is_seq2seq:
+      raise ValueError("slot guidance steers a diffusion seq2seq run toward its MR's fields")
+    if not e2e.is_e2e(sources):
+      raise ValueError("slot guidance needs E2E MRs (name : X | Type : pub | ...); these "
+                       "sources are not")
+    dx = delex.of(self.config.data)
+    return control.slot_groups(self.tokenizer, [dx.source(x) if dx else x for x in sources])
 
   def generate_nbest(self, sources: Sequence[str], beam: int, *, batch_size: Optional[int] = None,
                      collapse: Optional[bool] = None) -> list[list[str]]:
@@ -142,9 +153,11 @@ class Run:
                                 [s for s in sources for _ in range(beam)], collapse)
     return [texts[i * beam:(i + 1) * beam] for i in range(len(sources))]
 
-  def _decode_batches(self, fn, ids, mask, seed: int, batch_size: int) -> np.ndarray:
-    """``fn``'s output rows for the inputs (ids, mask), decoded in batches split over the mesh's
-    batch axes (the batch of ``start`` seeded ``fold_in(seed, start // batch_size)``)."""
+  def _decode_batches(self, fn, ids, mask, seed: int, batch_size: int,
+                      groups: Optional[np.ndarray] = None) -> np.ndarray:
+    """``fn``'s output rows for the inputs (ids, mask[, slot guidance's groups]), decoded in
+    batches split over the mesh's batch axes (the batch of ``start`` seeded
+    ``fold_in(seed, start // batch_size)``)."""
     num = len(ids)
     mesh = self.mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     shards = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
@@ -152,11 +165,12 @@ class Run:
     batch_size = -(-batch_size // shards) * shards  # the batch is split over the mesh's batch axes
     rng = jax.random.PRNGKey(seed)
     out = []
-    for start, n, (b_ids, b_mask) in batching.padded_batches(batch_size, ids, mask):
-      batch = sharding.global_batch({"ids": b_ids, "mask": b_mask}, mesh)
+    arrays = (ids, mask) if groups is None else (ids, mask, groups)
+    for start, n, parts in batching.padded_batches(batch_size, *arrays):
+      batch = sharding.global_batch(dict(zip(("ids", "mask", "groups"), parts)), mesh)
       with sharding.mesh_context(mesh, sharding.axis_rules(self.config)):
-        ids_out = fn(self.params, jax.random.fold_in(rng, start // batch_size), batch["ids"],
-                     batch["mask"])
+        ids_out = fn(self.params, jax.random.fold_in(rng, start // batch_size),
+                     *(batch[k] for k in ("ids", "mask", "groups")[:len(parts)]))
       out.append(np.asarray(sharding.to_host(ids_out))[:n])
     return np.concatenate(out)
 

@@ -6,7 +6,8 @@ r"""Evaluate a trained run: sample for held-out inputs, MBR over |S| samples, BL
 Writes ``<out>.json`` (metrics and settings) and ``<out>.jsonl`` (source, chosen output, references,
 all samples), default ``<workdir>/eval/<split>_step<N>_<sampler><steps>_mbr<S>`` plus ``_clamp``,
 ``_commit``, ``_n<inputs>``, ``_seed<s>``, ``_st<score_temp>``, ``_lt<logit_temp>``,
-``_gp<grid_power>`` and ``_round<rounding>`` where those differ from the defaults.
+``_gp<grid_power>``, ``_round<rounding>``, ``_sg<slot_guidance>`` and ``_cfg<cfg_scale>`` where
+those differ from the defaults.
 
 ``--evaluators=nll`` reports bits per token instead (the variational bound for diffusion runs with
 ``--nll_t`` stratified timesteps per sequence; the exact NLL for AR runs), in
@@ -101,6 +102,14 @@ _ROUNDING = flags.DEFINE_enum(
     "rounding", None, list(decoding.ROUNDINGS), "generate: final vectors to words by the model's "
     "logits at t=1 (one more denoiser call) or the nearest embedding; default the run's "
     "sample.rounding.")
+_SLOT_GUIDANCE = flags.DEFINE_float(
+    "slot_guidance", None, "generate (E2E, diffusion seq2seq): weight of guidance toward a word of "
+    "each MR field, read from the model's own word logits (control.presence_term); 0 = off; "
+    "default the run's sample.slot_guidance.", lower_bound=0.0)
+_CFG_SCALE = flags.DEFINE_float(
+    "cfg_scale", None, "generate (diffusion seq2seq trained with condition dropout): "
+    "classifier-free guidance scale, x0 = x0(null) + s (x0(source) - x0(null)); 1 = the "
+    "conditional model; default the run's sample.cfg_scale.", lower_bound=0.0)
 _COLLAPSE = flags.DEFINE_bool(
     "collapse_repeats", None, "Keep one word of each run of a repeated word in the outputs; "
     "default the run's sample.collapse_repeats.")
@@ -158,17 +167,26 @@ def run():
   if _OUT.value and len(names) > 1:
     raise common.UserError("--out names one result; give one evaluator, or leave --out unset "
                            "so that each writes its own file")
-  overrides = {f.name: f.value for f in (_SCORE_TEMP, _LOGIT_TEMP, _GRID_POWER, _ROUNDING)
-               if f.value is not None}
+  overrides = {f.name: f.value for f in (_SCORE_TEMP, _LOGIT_TEMP, _GRID_POWER, _ROUNDING,
+                                         _SLOT_GUIDANCE, _CFG_SCALE) if f.value is not None}
   for name, value in overrides.items():
-    if name != "rounding" and not value > 0 or (name == "grid_power" and value < 1):
+    if name in ("score_temp", "logit_temp", "grid_power") and not value > 0 or (
+        name == "grid_power" and value < 1):
       raise common.UserError(f"--{name} must be {'>= 1' if name == 'grid_power' else '> 0'}, "
                              f"got {value}")
   r = generate.load_run(_WORKDIR.value, _CHECKPOINT.value,
                         scan_layers=common.scan_layers(_LAYERS.value))
   if overrides and (r.config.model.family != "diffusion" or set(names) & NO_SAMPLER_SETTINGS):
-    raise common.UserError("--score_temp, --logit_temp, --grid_power and --rounding are options of "
-                           "a diffusion run's sampling evaluators (generate and the control tasks)")
+    raise common.UserError("--score_temp, --logit_temp, --grid_power, --rounding, "
+                           "--slot_guidance and --cfg_scale are options of a diffusion run's "
+                           "sampling evaluators (generate and the control tasks)")
+  if (overrides.get("slot_guidance") or overrides.get("cfg_scale", 1.0) != 1.0) and (
+      not r.is_seq2seq):
+    raise common.UserError("--slot_guidance and --cfg_scale steer a seq2seq run by its source; "
+                           f"{_WORKDIR.value} is unconditional")
+  if overrides.get("cfg_scale", 1.0) != 1.0 and r.config.diffusion.cond_drop_prob <= 0:
+    raise common.UserError(f"--cfg_scale: {_WORKDIR.value} was not trained with condition dropout "
+                           "(diffusion.cond_drop_prob = 0), so it has no null model")
   if "grid_power" in overrides and r.config.sample.get("grid"):
     raise common.UserError(f"--grid_power: {_WORKDIR.value} samples on its own distilled grid "
                            "(sample.grid)")

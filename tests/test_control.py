@@ -92,6 +92,45 @@ def test_avoid_tokens_term_lowers_their_probability():
   assert float(p(moved)) < float(p(x))
 
 
+def test_presence_term_is_the_probability_some_position_says_a_group_word():
+  """sum over groups of log(1 - prod_l (1 - sum_{w in g} p_l(w))) over the mask's positions; a
+  padded group adds nothing."""
+  p = jnp.array([[[0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.9, 0.05, 0.05]]])  # (1, 3 positions, 3 words)
+  groups = jnp.array([[[1, -1], [0, 2], [-1, -1]]])  # {1}, {0, 2}, none
+  mask = jnp.array([[1, 1, 0]])  # the third position is the source's
+  term = control.presence_term()
+  got = term.fn(None, None, (groups, mask), lambda x, t: jnp.log(p))
+  want = np.log(1 - (1 - 0.3) * (1 - 0.1)) + np.log(1 - (1 - 0.7) * (1 - 0.9))
+  np.testing.assert_allclose(got, [want], rtol=1e-5)
+  assert term.reads_model
+  with pytest.raises(ValueError, match="reads the model's word logits"):
+    control.score((term,), jnp.zeros((1, 3, 2)), jnp.zeros((1,), jnp.int32), ((groups, mask),))
+
+
+def test_presence_guidance_raises_a_missing_words_probability():
+  """Guided by the model's own logits (here: the rounding logits of x), the ascent moves x so that
+  a word no position says becomes likelier."""
+  logits_fn = lambda x, t: samplers.embeddings.rounding_logits(EMB, x)
+  g = control.Guidance(terms=(control.presence_term(),), num_steps=5, step_size=0.3)
+  x = jnp.broadcast_to(EMB[0], (2, L, E)) + 0.01  # every position says word 0
+  args = (jnp.full((2, 1, 1), 5), jnp.ones((2, L)))
+  moved = control.make_guide_fn(g, DIFF, (args,), logits_fn)(x, 2, 1)
+  value = lambda z: control.presence_term().fn(z, None, args, logits_fn)
+  assert np.all(np.asarray(value(moved)) > np.asarray(value(x)))
+
+
+def test_slot_groups_are_each_fields_anchor_words_padded():
+  tok = tokenizers.WordTokenizer(["<name>", "pub", "cheap", "low", "river", "riverside", "the"])
+  groups = control.slot_groups(tok, ["name : <name> | Type : pub | price : cheap",
+                                     "name : <name> | area : riverside | family friendly : yes"])
+  ids = lambda *ws: sorted(tok.encode(" ".join(ws)))
+  assert groups.shape == (2, 3, 2) and groups.dtype == np.int32  # 3 fields, 2 words at most
+  assert sorted(groups[0, 0][groups[0, 0] >= 0]) == ids("<name>")
+  assert sorted(groups[0, 2][groups[0, 2] >= 0]) == ids("cheap", "low")  # "inexpensive", "less": not words
+  assert sorted(groups[1, 1][groups[1, 1] >= 0]) == ids("riverside", "river")
+  assert np.all(groups[1, 2] == -1)  # family friendly: yes has no anchor in this vocabulary
+
+
 def test_cfg_scale_one_is_conditional_and_zero_is_null():
   ids = jnp.array([[2, 10, 11, 4, 0, 0, 0, 0]])
   mask = jnp.array([[0, 0, 0, 0, 1, 1, 1, 1]])
@@ -244,6 +283,48 @@ def test_control_tasks_are_evaluators(tiny_runs):
                        cwd=ROOT, capture_output=True, text=True)
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode != 0 and last.startswith("error:") and msg in last, r.stderr[-1000:]
+
+
+@pytest.mark.slow
+def test_slot_guidance_and_cfg_scale_are_sampling_settings(tiny_runs):
+  """``sample.slot_guidance`` and ``sample.cfg_scale`` change what a seq2seq run writes (read by the
+  nearest embedding: rounding by the model re-reads the source), never its source, and an
+  evaluation names and records them."""
+  import json
+  import os
+  import subprocess
+  import sys
+  from conftest import ROOT
+  from diffusion_text import generate
+  lm, _, s2s = tiny_runs
+  run = generate.load_run(s2s)
+  srcs = ["name : Aromi | Type : pub | area : riverside", "name : The Eagle | food : Thai",
+          "name : Aromi | price : cheap | family friendly : yes"]
+  ids, mask = run.pack_sources(srcs)
+  with run.config.unlocked():
+    run.config.sample.rounding = "nearest"
+  plain = run.generate_ids(sources=srcs, sampler="dpm++2m", steps=5)
+  for dial, value in (("slot_guidance", 3.0), ("cfg_scale", 0.0)):
+    with run.config.unlocked():
+      run.config.sample[dial] = value
+    out = run.generate_ids(sources=srcs, sampler="dpm++2m", steps=5)
+    np.testing.assert_array_equal(out[mask == 0], ids[mask == 0])
+    assert np.any(out != plain), dial
+    with run.config.unlocked():
+      run.config.sample[dial] = 1.0 if dial == "cfg_scale" else 0.0
+  r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", s2s,
+                      "--num_inputs", "2", "--sampler", "dpm++2m", "--steps", "3",
+                      "--rounding", "nearest", "--slot_guidance", "0.5", "--cfg_scale", "2"],
+                     cwd=ROOT, capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  step = run.step
+  res = json.load(open(os.path.join(s2s, "eval", f"validation_step{step}_dpm++2m3_mbr1_n2_"
+                                    "roundnearest_sg0.5_cfg2.json")))
+  assert res["slot_guidance"] == 0.5 and res["cfg_scale"] == 2.0 and "slot_error_rate" in res
+  r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", lm,
+                      "--slot_guidance", "1"], cwd=ROOT, capture_output=True, text=True)
+  last = r.stderr.strip().splitlines()[-1]
+  assert r.returncode == 1 and last.startswith("error:") and "unconditional" in last
 
 
 @pytest.mark.slow

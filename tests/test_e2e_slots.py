@@ -157,3 +157,11 @@ def test_rerank_keeps_the_first_candidate_with_fewest_slot_errors():
   assert e2e.rerank([src], [[no_area, said_all, also_all]]) == [said_all]
   assert e2e.rerank([src], [[also_all, said_all]]) == [also_all]  # a tie keeps the first
   assert e2e.rerank([src, src], [[no_area], [no_area, said_all]]) == [no_area, said_all]
+
+
+def test_anchor_groups_name_one_group_per_field():
+  groups = e2e.anchor_groups("name : <name> | Type : coffee shop | price : <price> moderate | "
+                             "customer rating : 5 out of 5 | food : Italian | near : <near>")
+  assert groups == [["<name>", "<name:lower>"], ["coffee"],
+                    ["<price>", "<price:lower>", "moderate", "moderately", "average", "25"],
+                    ["high", "highly", "5"], ["Italian"], ["<near>", "<near:lower>"]]

@@ -113,6 +113,19 @@ VALUE_CLASS = {
     "family friendly": {"yes": "yes", "no": "no"},
 }
 GENERIC = {"Type": {"restaurant"}}  # said of any venue: not an added or wrong type
+# field -> value class -> words any one of which, in a text, goes with saying the value: the
+# targets of slot guidance (``anchor_groups``), coarser than ``PATTERNS`` since a guidance term sees
+# single words. Price and rating share some ("high"); a negated "family" is not a "no".
+ANCHORS = {
+    "Type": {"pub": ["pub"], "coffee shop": ["coffee"], "restaurant": ["restaurant"]},
+    "price": {"low": ["cheap", "inexpensive", "low", "less"], "mid": ["moderate", "moderately",
+              "average", "25"], "high": ["high", "expensive", "30"]},
+    "customer rating": {"low": ["low", "1", "poor"], "mid": ["average", "3"],
+                        "high": ["high", "highly", "5"]},
+    "area": {"city centre": ["centre", "center"], "riverside": ["riverside", "river"]},
+    "family friendly": {"yes": ["family", "kid", "child", "children", "kids"],
+                        "no": ["not", "adults", "non"]},
+}
 FIELDS = ("name", "Type", "food", "price", "customer rating", "area", "family friendly", "near")
 OUTCOMES = ("ok", "missing", "wrong", "added", "repeated")
 _NEGATIONS = {"not", "no", "non", "never", "nor", "without"}
@@ -225,6 +238,23 @@ def check(source: str, text: str) -> dict[str, str]:
       if o:
         out[field] = o
   return out
+
+
+def anchor_groups(source: str) -> list[list[str]]:
+  """One group of words per field of the MR, any of which in a text goes with saying the field's
+  value (``ANCHORS``). A value without anchors (a venue, a food) is its own words; a
+  delexicalisation placeholder (``<near>``) is itself and its lower-cased form, plus the anchors of
+  a value kept after it (``price : <price> moderate``)."""
+  groups = []
+  for field, value in mr.fields(source):
+    words = []
+    if value.startswith("<"):
+      ph, _, value = value.partition(" ")
+      words += [ph, ph[:-1] + ":lower>"]
+    if value:
+      words += ANCHORS.get(field, {}).get(_value_class(field, value)) or [value]
+    groups.append(words)
+  return groups
 
 
 def errors(source: str, text: str) -> int:
