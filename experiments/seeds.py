@@ -16,7 +16,7 @@ import statistics
 
 from absl import flags
 
-from diffusion_text import runs
+from diffusion_text import decoding, runs
 from experiments import common
 
 _EVALS = flags.DEFINE_list("evals", None, "Evaluation JSON files, one per training seed.")
@@ -27,7 +27,8 @@ METRICS = ("bleu", "slot_error_rate", "all_fields_right", "cut_off", "rouge_l")
 # what must be alike in the evaluations of one configuration's seeds (those present)
 SETTINGS = ("task", "dataset", "inputs", "split", "num_inputs", "checkpoint_step", "sampler",
             "steps", "clamp", "eta", "commit", "collapse", "mbr_samples", "rerank", "seed",
-            "batch_size", "logit_temp", "score_temp", "grid_power", "rounding")
+            "batch_size", "logit_temp", "score_temp", "grid_power", "rounding", "slot_guidance",
+            "cfg_scale")
 
 
 def _load(path: str) -> dict:
@@ -52,7 +53,10 @@ def summarize(results: list[dict], seeds: list[int]) -> dict:
 
 
 def _settings(result: dict) -> dict:
-  return {k: result[k] for k in SETTINGS if k in result}
+  """The result's ``SETTINGS``; in a diffusion evaluation (one that records sampling dials), a
+  dial added since it ran is at its default (``decoding.DIALS``), as it was then."""
+  dials = decoding.DIALS if any(k in result for k in decoding.DIALS) else {}
+  return {k: result.get(k, dials.get(k)) for k in SETTINGS if k in result or k in dials}
 
 
 def _training_seeds(workdirs: list) -> list:

@@ -61,3 +61,17 @@ def test_evaluations_or_runs_that_differ_are_refused(tmp_path):
            for k in (0, 1)]
   r = _seeds("--evals", ",".join(other), "--out", str(out))
   assert r.returncode != 0 and "configured otherwise" in r.stderr and "['train']" in r.stderr
+
+
+def test_a_dial_an_older_evaluation_lacks_is_at_its_default(tmp_path):
+  """A diffusion evaluation from before ``slot_guidance`` existed ran without it: it matches a new
+  one at 0, not one at 1."""
+  old = _eval(tmp_path, "old", 63.0, rounding="model")
+  new = _eval(tmp_path, "new", 64.0, rounding="model", slot_guidance=0.0, cfg_scale=1.0)
+  guided = _eval(tmp_path, "guided", 64.0, rounding="model", slot_guidance=1.0, cfg_scale=1.0)
+  out = tmp_path / "seeds.json"
+  r = _seeds("--evals", f"{old},{new}", "--out", str(out))
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert json.load(open(out))["settings"]["slot_guidance"] == 0.0
+  r = _seeds("--evals", f"{old},{guided}", "--out", str(tmp_path / "other.json"))
+  assert r.returncode != 0 and "['slot_guidance']" in r.stderr
