@@ -132,6 +132,9 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta, commit=False):
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL, groups_BxGxW=None):
+    if guidance is not None and groups_BxGxW is None:
+      raise ValueError("sample.slot_guidance needs each row's MR word groups "
+                       "(Run.generate computes them from the sources)")
     return decoding.decode_ids(model, params, config, diffusion, rng, ids_BxL, target_mask_BxL,
                                sampler=sampler, steps=steps, clamp=clamp, eta=eta,
                                commit=commit, guidance=guidance, cfg_scale=cfg_scale,

@@ -83,6 +83,8 @@ def test_unknown_key_is_rejected():
     ("sample.logit_temp", -1.0, "sample.logit_temp must be > 0"),
     ("sample.logit_temp", 0.8, "sample.logit_temp needs the softmax x0 head"),  # default: linear
     ("sample.rounding", "argmax", "sample.rounding must be one of"),
+    ("sample.slot_guidance", 1.0, "a setting of evaluation"),
+    ("sample.cfg_scale", 2.0, "needs a seq2seq run trained with condition dropout"),
     ("mesh.fsdp", 0, "mesh sizes"),
     ("eval.sampler", "euler", "eval.sampler"),
     ("model.arch", "transformer", "model.arch"),
