@@ -72,8 +72,9 @@ def result_name(split: str, step: int, sampler: str, steps: int, mbr_samples: in
   one checkpoint with other settings never overwrite each other (``_clamp``, ``_commit``,
   ``_collapse``, ``_n<inputs>`` when not all inputs, ``_seed<s>`` when not 0, ``_eta<eta>`` when
   not 0, ``_slotrerank``, ``_st<score_temp>``, ``_lt<logit_temp>`` and ``_gp<grid_power>`` when
-  not 1, ``_round<rounding>`` when not the model's, ``_sg<slot_guidance>`` when not 0, ``_cfg<cfg_scale>`` when not 1). The AR decoders that take no steps
-  (``STEPLESS_SAMPLERS``) carry none in the name."""
+  not 1, ``_round<rounding>`` when not the model's, ``_sg<slot_guidance>`` when not 0,
+  ``_cfg<cfg_scale>`` when not 1). The AR decoders that take no steps (``STEPLESS_SAMPLERS``)
+  carry none in the name."""
   steps = "" if sampler in STEPLESS_SAMPLERS else steps
   return (f"{split}_step{step}_{sampler}{steps}_mbr{mbr_samples}" + ("_clamp" if clamp else "")
           + ("_commit" if commit else "") + ("_collapse" if collapse else "")

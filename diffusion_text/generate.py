@@ -165,12 +165,12 @@ class Run:
     batch_size = -(-batch_size // shards) * shards  # the batch is split over the mesh's batch axes
     rng = jax.random.PRNGKey(seed)
     out = []
-    arrays = (ids, mask) if groups is None else (ids, mask, groups)
-    for start, n, parts in batching.padded_batches(batch_size, *arrays):
-      batch = sharding.global_batch(dict(zip(("ids", "mask", "groups"), parts)), mesh)
+    arrays = {"ids": ids, "mask": mask, **({} if groups is None else {"groups": groups})}
+    for start, n, parts in batching.padded_batches(batch_size, *arrays.values()):
+      batch = sharding.global_batch(dict(zip(arrays, parts)), mesh)
       with sharding.mesh_context(mesh, sharding.axis_rules(self.config)):
         ids_out = fn(self.params, jax.random.fold_in(rng, start // batch_size),
-                     *(batch[k] for k in ("ids", "mask", "groups")[:len(parts)]))
+                     *(batch[k] for k in arrays))
       out.append(np.asarray(sharding.to_host(ids_out))[:n])
     return np.concatenate(out)
 
