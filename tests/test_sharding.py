@@ -146,17 +146,18 @@ def test_train_steps_match_one_device(one_device, mesh):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def _make_run(mesh_cfg):
-  c = _config(mesh_cfg, self_cond=True)
+def _make_run(mesh_cfg, words=None, **model):
+  c = _config(mesh_cfg, self_cond=True, **model)
   c.data.task = "seq2seq"
   c.data.update(max_src_len=3, cut_sources=True)
   mesh = sharding.make_mesh(c.mesh, jax.devices()[:int(np.prod(list(mesh_cfg.values())))])
-  cfg = dataclasses.replace(CFG, self_cond=True)
+  cfg = dataclasses.replace(CFG, self_cond=True, **model)
   params = nn.meta.unbox(denoiser.init_params(cfg, jax.random.PRNGKey(3)))
   _, shardings = ts.state_shardings(denoiser.init_params, cfg, optim.make_optimizer(c.optim, 10),
                                     mesh, sharding.axis_rules(c))
   params = jax.device_put(params, shardings.params)
-  tok = tokenizers.WordTokenizer([f"w{i}" for i in range(CFG.vocab_size - len(tokenizers.SPECIALS))])
+  words = words or [f"w{i}" for i in range(CFG.vocab_size - len(tokenizers.SPECIALS))]
+  tok = tokenizers.WordTokenizer(words)
   return generate.Run(workdir="", config=c, tokenizer=tok, model=denoiser.DiffusionLM(cfg),
                       params=params, step=0, mesh=mesh)
 
@@ -168,6 +169,27 @@ def test_sampling_on_8_devices_equals_1(sampler):
   one = _make_run({"data": 1, "fsdp": 1, "tensor": 1}).generate_ids(**kw)
   eight = _make_run(DATA_FSDP).generate_ids(**kw)
   np.testing.assert_array_equal(one, eight)
+
+
+def test_slot_guided_sampling_on_8_devices_equals_1():
+  """Slot guidance's word groups are split over the batch axes with the ids: the same outputs on
+  a 2 x 4 mesh as on one device, and not those of unguided sampling."""
+  words = ["name", ":", "|", "Type", "pub", "area", "riverside", "river", "Aromi", "is", "a",
+           "in", "the", "cheap", "."]
+  srcs = ["name : Aromi | Type : pub | area : riverside"] * 8 + ["name : Aromi | area : riverside"] * 8
+  kw = dict(sources=srcs, sampler="dpm++2m", steps=5, seed=2, batch_size=16)
+  runs = [_make_run(m, words, x0_head="softmax") for m in ({"data": 1, "fsdp": 1, "tensor": 1},
+                                                          DATA_FSDP)]
+  for r in runs:  # the guided state itself is the output
+    with r.config.unlocked():
+      r.config.sample.rounding = "nearest"
+  plain = runs[0].generate_ids(**kw)
+  for r in runs:
+    with r.config.unlocked():
+      r.config.sample.slot_guidance = 3.0
+  one, eight = (r.generate_ids(**kw) for r in runs)
+  np.testing.assert_array_equal(one, eight)
+  assert np.any(one != plain)
 
 
 def test_checkpoint_restores_onto_another_mesh_bit_exactly(tmp_path):
