@@ -8,7 +8,9 @@ differ in nothing (split, sampler, steps and every other sampling setting alike)
 workdirs are at hand, the runs only in their training seed (``config.seed``), or the command
 refuses. Writes, per metric (BLEU, slot error rate, share with every field right, cut-off share,
 ROUGE-L where present), the mean, the sample standard deviation, the minimum and the maximum,
-beside each run's value and seed.
+beside each run's value and seed; and beside it, as ``<out>.jsonl``, each source with every
+run's text (``{"src", "hyps": [...]}`` in ``--evals`` order), read from the ``.jsonl`` beside each
+evaluation, so the summary can be re-scored. An evaluation without its texts is refused.
 """
 import json
 import os
@@ -37,6 +39,23 @@ def _load(path: str) -> dict:
       return json.load(f)
   except (OSError, ValueError) as e:
     raise common.UserError(f"{path}: not a readable evaluation JSON ({e})") from e
+
+
+def texts(paths: list[str]) -> list[dict]:
+  """Per source, each evaluation's text, from the ``.jsonl`` beside each evaluation JSON."""
+  per_run = []
+  for p in paths:
+    rows_path = os.path.splitext(p)[0] + ".jsonl"
+    try:
+      with open(rows_path, encoding="utf-8") as f:
+        per_run.append([json.loads(line) for line in f if line.strip()])
+    except (OSError, ValueError) as e:
+      raise common.UserError(f"{rows_path}: the texts of {p} are needed beside it ({e})") from e
+  srcs = [r.get("src") for r in per_run[0]]
+  for p, rows in zip(paths[1:], per_run[1:]):
+    if [r.get("src") for r in rows] != srcs:
+      raise common.UserError(f"{p} was evaluated on other sources than {paths[0]}")
+  return [{"src": s, "hyps": [rows[i]["hyp"] for rows in per_run]} for i, s in enumerate(srcs)]
 
 
 def summarize(results: list[dict], seeds: list[int]) -> dict:
@@ -84,8 +103,11 @@ def run():
     if diff:
       raise common.UserError(f"{p} was evaluated otherwise than {_EVALS.value[0]}: {diff}")
   seeds = _training_seeds([r.get("workdir") for r in results])
+  rows = texts(_EVALS.value)
   text = json.dumps({"evals": _EVALS.value, "settings": _settings(results[0]),
                      **summarize(results, seeds)}, indent=2)
+  common.write_atomic(os.path.splitext(_OUT.value)[0] + ".jsonl",
+                      "".join(json.dumps(r) + "\n" for r in rows))
   common.write_atomic(_OUT.value, text + "\n")
   print(text)
 

@@ -15,11 +15,15 @@ def _seeds(*args):
                         capture_output=True, text=True, timeout=120)
 
 
-def _eval(tmp_path, name, bleu, workdir=None, **settings):
+def _eval(tmp_path, name, bleu, workdir=None, texts=True, **settings):
   path = tmp_path / f"{name}.json"
   result = {"bleu": bleu, "slot_error_rate": bleu / 1000, "split": "test", "sampler": "beam",
             "steps": 4, "seconds": bleu, "workdir": workdir, **settings}
   path.write_text(json.dumps(result))
+  if texts:  # the evaluation's texts beside it, as experiments.evaluate writes them
+    (tmp_path / f"{name}.jsonl").write_text("".join(
+        json.dumps({"src": src, "hyp": f"{name} {src}", "refs": ["r"]}) + "\n"
+        for src in ("name : A", "name : B")))
   return str(path)
 
 
@@ -45,6 +49,19 @@ def test_mean_and_spread_over_seeds(tmp_path):
   assert got["slot_error_rate"]["max"] == 0.066 and "cut_off" not in got
   assert [x["seed"] for x in got["runs"]] == [0, 1, 2]
   assert got["settings"] == {"split": "test", "sampler": "beam", "steps": 4}
+  rows = [json.loads(l) for l in open(tmp_path / "seeds.jsonl")]  # every run's text per source
+  assert rows == [{"src": s, "hyps": [f"e{k} {s}" for k in (0, 1, 2)]}
+                  for s in ("name : A", "name : B")]
+
+
+def test_evaluations_without_their_texts_are_refused(tmp_path):
+  a = _eval(tmp_path, "a", 63.0)
+  b = _eval(tmp_path, "b", 64.0, texts=False)
+  out = tmp_path / "seeds.json"
+  r = _seeds("--evals", f"{a},{b}", "--out", str(out))
+  last = r.stderr.strip().splitlines()[-1]
+  assert r.returncode != 0 and last.startswith("error:") and "b.jsonl" in last
+  assert not os.path.exists(out) and not os.path.exists(tmp_path / "seeds.jsonl")
 
 
 def test_evaluations_or_runs_that_differ_are_refused(tmp_path):
