@@ -180,13 +180,6 @@ def run():
     raise common.UserError("--score_temp, --logit_temp, --grid_power, --rounding, "
                            "--slot_guidance and --cfg_scale are options of a diffusion run's "
                            "sampling evaluators (generate and the control tasks)")
-  if (overrides.get("slot_guidance") or overrides.get("cfg_scale", 1.0) != 1.0) and (
-      not r.is_seq2seq):
-    raise common.UserError("--slot_guidance and --cfg_scale steer a seq2seq run by its source; "
-                           f"{_WORKDIR.value} is unconditional")
-  if overrides.get("cfg_scale", 1.0) != 1.0 and r.config.diffusion.cond_drop_prob <= 0:
-    raise common.UserError(f"--cfg_scale: {_WORKDIR.value} was not trained with condition dropout "
-                           "(diffusion.cond_drop_prob = 0), so it has no null model")
   if "grid_power" in overrides and r.config.sample.get("grid"):
     raise common.UserError(f"--grid_power: {_WORKDIR.value} samples on its own distilled grid "
                            "(sample.grid)")

@@ -324,7 +324,7 @@ def test_slot_guidance_and_cfg_scale_are_sampling_settings(tiny_runs):
   r = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--workdir", lm,
                       "--slot_guidance", "1"], cwd=ROOT, capture_output=True, text=True)
   last = r.stderr.strip().splitlines()[-1]
-  assert r.returncode == 1 and last.startswith("error:") and "unconditional" in last
+  assert r.returncode == 1 and last.startswith("error:") and "seq2seq run" in last
 
 
 @pytest.mark.slow
