@@ -5,8 +5,14 @@ r"""Mean and spread of one configuration's evaluations over training seeds.
 
 Each ``--evals`` file is an ``experiments.evaluate`` result of one run; the evaluations must
 differ in nothing (split, sampler, steps and every other sampling setting alike) and, where their
-workdirs are at hand, the runs only in their training seed (``config.seed``), or the command
-refuses. Writes, per metric (BLEU, slot error rate, share with every field right, cut-off share,
+workdirs are at hand, the runs only in their training seed (``config.seed``) and the config
+keys named by ``--may_differ``, or the command refuses. A pipeline seeded whole (the recipe: a
+teacher, its distillation and a student per seed) keeps each seed's data in its own directory:
+
+    python -m experiments.seeds --out seeds.json --may_differ data.source_dir \
+        --evals runs/e2e_diffuseq_cpu/eval/...,runs/recipe_seed1/student/eval/...
+
+Writes, per metric (BLEU, slot error rate, share with every field right, cut-off share,
 ROUGE-L where present), the mean, the sample standard deviation, the minimum and the maximum,
 beside each run's value and seed; and beside it, as ``<out>.jsonl``, each source with every
 run's text (``{"src", "hyps": [...]}`` in ``--evals`` order), read from the ``.jsonl`` beside each
@@ -23,6 +29,8 @@ from experiments import common
 
 _EVALS = flags.DEFINE_list("evals", None, "Evaluation JSON files, one per training seed.")
 _OUT = flags.DEFINE_string("out", None, "Output .json path.")
+_MAY_DIFFER = flags.DEFINE_list(
+    "may_differ", [], "Dotted config keys the runs may differ in besides seed (data.source_dir).")
 flags.mark_flags_as_required(["evals", "out"])
 
 METRICS = ("bleu", "slot_error_rate", "all_fields_right", "cut_off", "rouge_l")
@@ -78,15 +86,16 @@ def _settings(result: dict) -> dict:
   return {k: result.get(k, dials.get(k)) for k in SETTINGS if k in result or k in dials}
 
 
-def _training_seeds(workdirs: list) -> list:
+def _training_seeds(workdirs: list, may_differ=()) -> list:
   """Each run's ``config.seed`` (None where its workdir is not at hand); refuses runs whose
-  configs differ in more than the seed, or that share one."""
-  configs = [runs.load_config(w).to_dict() if w and os.path.isdir(w) else None for w in workdirs]
+  configs differ in more than the seed and ``may_differ``, or that share a seed."""
+  configs = [runs.flatten_config(runs.load_config(w).to_dict()) if w and os.path.isdir(w) else None
+             for w in workdirs]
   seeds = [c["seed"] if c else None for c in configs]
   known = [(w, c) for w, c in zip(workdirs, configs) if c]
   for w, c in known[1:]:
     diff = sorted(k for k in set(c) | set(known[0][1])
-                  if k != "seed" and c.get(k) != known[0][1].get(k))
+                  if k != "seed" and k not in may_differ and c.get(k) != known[0][1].get(k))
     if diff:
       raise common.UserError(f"{w} is configured otherwise than {known[0][0]}: {diff}")
   if len({s for s in seeds if s is not None}) < len([s for s in seeds if s is not None]):
@@ -102,9 +111,10 @@ def run():
                   if _settings(r).get(k) != _settings(results[0]).get(k))
     if diff:
       raise common.UserError(f"{p} was evaluated otherwise than {_EVALS.value[0]}: {diff}")
-  seeds = _training_seeds([r.get("workdir") for r in results])
+  seeds = _training_seeds([r.get("workdir") for r in results], _MAY_DIFFER.value)
   rows = texts(_EVALS.value)
   text = json.dumps({"evals": _EVALS.value, "settings": _settings(results[0]),
+                     "may_differ": _MAY_DIFFER.value,
                      **summarize(results, seeds)}, indent=2)
   common.write_atomic(os.path.splitext(_OUT.value)[0] + ".jsonl",
                       "".join(json.dumps(r) + "\n" for r in rows))

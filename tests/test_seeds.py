@@ -77,7 +77,25 @@ def test_evaluations_or_runs_that_differ_are_refused(tmp_path):
   other = [_eval(tmp_path, f"o{k}", 63.0, _workdir(tmp_path, f"v{k}", k, num_train_steps=9 + k))
            for k in (0, 1)]
   r = _seeds("--evals", ",".join(other), "--out", str(out))
-  assert r.returncode != 0 and "configured otherwise" in r.stderr and "['train']" in r.stderr
+  assert (r.returncode != 0 and "configured otherwise" in r.stderr
+          and "['train.num_train_steps']" in r.stderr)
+
+
+def test_a_seeded_pipeline_may_keep_its_data_apart(tmp_path):
+  """The recipe's seeds: each student reads its own seed's distillation (``data.source_dir``),
+  allowed only where ``--may_differ`` names it."""
+  evals = [_eval(tmp_path, f"e{s}", 63.0 + s, _workdir(tmp_path, f"run{s}", s))
+           for s in (0, 1)]
+  c = runs.load_config(str(tmp_path / "run1"))
+  c.data.source_dir = "runs/recipe_seed1/data"
+  runs.write_config(str(tmp_path / "run1"), c)
+  out = tmp_path / "seeds.json"
+  r = _seeds("--evals", ",".join(evals), "--out", str(out))
+  assert r.returncode != 0 and "['data.source_dir']" in r.stderr and not os.path.exists(out)
+  r = _seeds("--evals", ",".join(evals), "--out", str(out), "--may_differ", "data.source_dir")
+  assert r.returncode == 0, r.stderr[-2000:]
+  got = json.load(open(out))
+  assert got["may_differ"] == ["data.source_dir"] and got["bleu"]["mean"] == 63.5
 
 
 def test_a_dial_an_older_evaluation_lacks_is_at_its_default(tmp_path):
