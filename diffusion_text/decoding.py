@@ -263,6 +263,13 @@ def one_step_accuracy(model, params, config, diffusion: process.Diffusion, rng, 
 
 # ------------------------------------------------------------------------------ runs
 
+def require_null_model(config, cfg_scale: Optional[float], what: str = "the run") -> None:
+  """Classifier-free guidance (``cfg_scale`` not None) needs a run trained with condition dropout."""
+  if cfg_scale is not None and config.diffusion.cond_drop_prob <= 0:
+    raise ValueError(f"{what} was not trained with condition dropout "
+                     "(diffusion.cond_drop_prob = 0): classifier-free guidance has no null model")
+
+
 def make_decoder(run, *, guidance: Optional[Guidance] = None, cfg_scale: Optional[float] = None,
                  sampler: str = "ddpm", steps: Optional[int] = None, clamp: bool = False,
                  eta: float = 0.0):
@@ -273,9 +280,7 @@ def make_decoder(run, *, guidance: Optional[Guidance] = None, cfg_scale: Optiona
   decoder."""
   if run.config.model.family != "diffusion":
     raise ValueError("guidance needs a diffusion run")
-  if cfg_scale is not None and run.config.diffusion.cond_drop_prob <= 0:
-    raise ValueError(f"{run.workdir} was not trained with condition dropout "
-                     "(diffusion.cond_drop_prob = 0): classifier-free guidance has no null model")
+  require_null_model(run.config, cfg_scale, run.workdir)
   diffusion, model, params = run.diffusion, run.model, run.params
   kwargs = dial_kwargs(run.config.sample, diffusion, steps)
 

@@ -126,9 +126,7 @@ def _diffusion_decoder(model, config, sampler, steps, clamp, eta, commit=False):
   guidance = (decoding.Guidance(terms=(control.presence_term(),), step_size=step_size)
               if step_size else None)
   cfg_scale = None if dials["cfg_scale"] == 1.0 else dials["cfg_scale"]
-  if cfg_scale is not None and config.diffusion.cond_drop_prob <= 0:
-    raise ValueError("sample.cfg_scale: the run was not trained with condition dropout "
-                     "(diffusion.cond_drop_prob = 0), so it has no null model")
+  decoding.require_null_model(config, cfg_scale, "sample.cfg_scale: the run")
 
   @jax.jit
   def decode(params, rng, ids_BxL, target_mask_BxL, groups_BxGxW=None):
